@@ -1,0 +1,93 @@
+# mapalloc — build, test, benchmark.
+#   make              build/libmapalloc.so and build/libmapalloc.a
+#   make test         install missing test dependencies, build, run every test suite
+#   make bench        the side-by-side comparison with glibc, jemalloc and mimalloc
+# See README.md for the rest.
+
+CXX      ?= g++
+CC       ?= gcc
+BUILD    := build
+PREFIX   ?= /usr/local
+
+# The library: C++20 without the C++ runtime (no exceptions, no RTTI, no thread-safe statics).
+LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines-hidden \
+  -fno-exceptions -fno-rtti -fno-threadsafe-statics -fasynchronous-unwind-tables \
+  -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
+  -ftls-model=initial-exec -Wall -Wextra -Werror $(EXTRA_CXXFLAGS)
+
+# One layer per file, lowest first (see README.md, "Layout of src/").
+CORE_SOURCES := diag os segment page large heap init alloc api cxx_runtime
+OVERRIDE_SOURCES := override override_new
+CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
+OVERRIDE_OBJECTS := $(OVERRIDE_SOURCES:%=$(BUILD)/obj/%.o)
+HEADERS := $(wildcard src/*.h) include/mapalloc.h
+
+.PHONY: all test bench bench-quick stress format clean install uninstall check-format
+all: $(BUILD)/libmapalloc.so $(BUILD)/libmapalloc.a $(BUILD)/libmapalloc-prefixed.a
+
+$(BUILD)/obj/%.o: src/%.cpp $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  CXX   $<"
+	@$(CXX) $(LIB_CXXFLAGS) -c $< -o $@
+
+# Linked with the C driver: the library needs libc alone at run time.
+$(BUILD)/libmapalloc.so: $(CORE_OBJECTS) $(OVERRIDE_OBJECTS)
+	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc.so -lpthread
+
+$(BUILD)/libmapalloc.a: $(CORE_OBJECTS) $(OVERRIDE_OBJECTS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Only the mapalloc_* functions, no interposed names: for sanitizer builds and embedding.
+$(BUILD)/libmapalloc-prefixed.a: $(CORE_OBJECTS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# ---- tests ------------------------------------------------------------------------------------
+TEST_CXXFLAGS := -std=c++20 -O1 -g -pthread -Wall -Wextra -Werror -Isrc -Iinclude
+UNIT_SOURCES := $(wildcard tests/unit_*.cpp)
+UNIT_OBJECTS := $(UNIT_SOURCES:tests/%.cpp=$(BUILD)/tests/%.o)
+
+$(BUILD)/tests/%.o: tests/%.cpp tests/test_support.h $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  CXX   $<"
+	@$(CXX) $(TEST_CXXFLAGS) -c $< -o $@
+
+# The unit tests run on mapalloc itself: the whole archive is linked in, so doctest's own
+# allocations and the tests' go through it too.
+$(BUILD)/tests/unit: $(UNIT_OBJECTS) $(BUILD)/libmapalloc.a
+	$(CXX) -pthread -o $@ $(UNIT_OBJECTS) -Wl,--whole-archive $(BUILD)/libmapalloc.a \
+	  -Wl,--no-whole-archive
+
+test: all
+	@scripts/ensure-packages.sh test
+	@$(MAKE) --no-print-directory $(BUILD)/tests/unit
+	@tests/run_all.sh
+
+# ---- benchmarks, stress ------------------------------------------------------------------------
+bench: all
+	@scripts/bench.sh
+
+bench-quick: all
+	@scripts/bench.sh --quick
+
+# ---- housekeeping ------------------------------------------------------------------------------
+FORMAT_FILES := $(wildcard src/*.cpp src/*.h include/*.h tests/*.cpp tests/*.h stress/*.cpp stress/*.c)
+format:
+	clang-format -i $(FORMAT_FILES)
+
+check-format:
+	clang-format --dry-run -Werror $(FORMAT_FILES)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(BUILD)/libmapalloc.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(BUILD)/libmapalloc.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/mapalloc.h $(DESTDIR)$(PREFIX)/include/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/lib/libmapalloc.so $(DESTDIR)$(PREFIX)/lib/libmapalloc.a \
+	  $(DESTDIR)$(PREFIX)/include/mapalloc.h
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a target needs when they are missing (apt-get; sudo if not root).
+#   scripts/ensure-packages.sh test    doctest-dev, clang (fuzzer, sanitizers) ...
+#   scripts/ensure-packages.sh bench   the baseline allocators and gnuplot for the chart
+set -euo pipefail
+
+case "${1:-}" in
+  test)  packages=(doctest-dev python3) ;;
+  bench) packages=(libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox valgrind sqlite3
+                   redis-server redis-tools python3) ;;
+  stress) packages=(libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 sqlite3 redis-server
+                   redis-tools lua5.4 perl python3) ;;
+  *) echo "usage: $0 test|bench|stress" >&2; exit 2 ;;
+esac
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+    missing+=("$package")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "installing: ${missing[*]}"
+sudo=()
+[[ $(id -u) -ne 0 ]] && sudo=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq >/dev/null || true
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,216 @@
+#include "alloc.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "diag.h"
+#include "init.h"
+
+namespace mapalloc {
+
+namespace {
+
+void* out_of_memory() {
+  errno = ENOMEM;
+  return nullptr;
+}
+
+// The calling thread's heap, set up on first use; nullptr if no heap could be made.
+Heap* heap_for_slow_path() {
+  Heap* heap = tls_heap;
+  if (MAPALLOC_UNLIKELY(heap == &empty_heap)) heap = thread_init();
+  return heap;
+}
+
+void* class_alloc(Heap* heap, unsigned size_class) {
+  Block* block = heap->free[size_class];
+  if (block == nullptr) {
+    block = heap_refill(heap, size_class);
+    if (block == nullptr) return out_of_memory();
+  }
+  heap->free[size_class] = block->next;
+  block->free_key = 0;
+  return block;
+}
+
+void* large_malloc(size_t size, size_t alignment, bool* zeroed) {
+  if (size > kMaxRequestBytes) return out_of_memory();
+  void* block = large_alloc(size, alignment, zeroed);
+  return block != nullptr ? block : out_of_memory();
+}
+
+// What a pointer handed to free/realloc/malloc_usable_size refers to, after validation.
+struct BlockRef {
+  Page* page;          // the span's head record, for arena blocks
+  LargeHeader* large;  // for large blocks
+  size_t usable_bytes;
+};
+
+[[noreturn]] MAPALLOC_COLD void report_freed(const char* operation, const void* pointer,
+                                             const char* what, size_t bytes) {
+  if (strcmp(operation, "free") == 0)
+    fatal("double free of %p (%s, %zu bytes)", pointer, what, bytes);
+  fatal("%s of freed block %p (%s, %zu bytes)", operation, pointer, what, bytes);
+}
+
+// Validates `pointer` (never NULL) for `operation`; every misuse ends in a one-line diagnostic
+// and abort(), so callers only ever see blocks that are live and ours.
+BlockRef locate(const void* pointer, const char* operation) {
+  switch (unit_kind(pointer)) {
+    case kUnitSegment: {
+      Page* entry = page_entry_of(pointer);
+      Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
+      Heap* owner = head->owner;
+      if (owner == nullptr) {
+        fatal("%s of %p: not a block of mapalloc (no span in use there)", operation, pointer);
+      }
+      if (!page_is_block_start(head, pointer)) {
+        fatal(
+            "%s of %p: not the start of a block (interior or misaligned pointer; size class "
+            "%zu bytes)",
+            operation, pointer, size_t{head->block_bytes});
+      }
+      auto* block = static_cast<Block*>(const_cast<void*>(pointer));
+      if (block->free_key == owner->free_key &&
+          (owner != tls_heap || heap_block_is_free(owner, head, block))) {
+        report_freed(operation, pointer, "size class", head->block_bytes);
+      }
+      return {head, nullptr, head->block_bytes};
+    }
+    case kUnitLarge:
+    case kUnitLargeBelow: {
+      LargeHeader* header = large_header_of(pointer, unit_kind(pointer));
+      if (header == nullptr) {
+        fatal(
+            "%s of %p: not the start of a block (interior pointer into a large block, or not "
+            "allocated by mapalloc)",
+            operation, pointer);
+      }
+      if (header->state != LargeState::kLive) {
+        report_freed(operation, pointer, "large block", large_usable_bytes(header));
+      }
+      return {nullptr, header, large_usable_bytes(header)};
+    }
+    default:
+      fatal("%s of %p: not allocated by mapalloc (or already returned to the OS)", operation,
+            pointer);
+  }
+}
+
+void free_block(const BlockRef& ref, void* pointer) {
+  if (ref.large != nullptr) return large_free(ref.large);
+  auto* block = static_cast<Block*>(pointer);
+  Heap* heap = tls_heap;
+  if (ref.page->owner == heap)
+    heap_free_local(heap, ref.page, block);
+  else
+    heap_free_remote(ref.page, block);
+}
+
+}  // namespace
+
+void* malloc_slow(size_t size, Heap* heap) {
+  if (MAPALLOC_UNLIKELY(heap == &empty_heap)) {
+    heap = thread_init();
+    if (heap == nullptr) return out_of_memory();
+  }
+  if (size <= kArenaMaxBytes) return class_alloc(heap, size_class_of(size == 0 ? 1 : size));
+  bool zeroed;
+  return large_malloc(size, kMinAlignBytes, &zeroed);
+}
+
+void free_slow(void* pointer) {
+  if (pointer == nullptr) return;
+  free_block(locate(pointer, "free"), pointer);
+}
+
+void* calloc_impl(size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) return out_of_memory();
+  if (total <= kArenaMaxBytes) {
+    void* block = malloc_fast(total);
+    if (block != nullptr) memset(block, 0, total);
+    return block;
+  }
+  Heap* heap = heap_for_slow_path();
+  if (heap == nullptr) return out_of_memory();
+  bool zeroed;
+  void* block = large_malloc(total, kMinAlignBytes, &zeroed);
+  if (block != nullptr && !zeroed) memset(block, 0, total);
+  return block;
+}
+
+void* realloc_impl(void* pointer, size_t size) {
+  if (pointer == nullptr) return malloc_fast(size);
+  if (size == 0) {  // glibc semantics: free and return NULL
+    free_fast(pointer);
+    return nullptr;
+  }
+  BlockRef ref = locate(pointer, "realloc");
+  if (size > kMaxRequestBytes) return out_of_memory();
+  if (ref.large != nullptr) {
+    if (size > kArenaMaxBytes) {
+      if (void* resized = large_resize(ref.large, size)) return resized;
+    }
+  } else if (size <= ref.usable_bytes && size >= ref.usable_bytes / 2) {
+    return pointer;  // fits, and moving would not save much
+  }
+  void* moved = malloc_fast(size);
+  if (moved == nullptr) return nullptr;
+  memcpy(moved, pointer, size < ref.usable_bytes ? size : ref.usable_bytes);
+  free_block(ref, pointer);
+  return moved;
+}
+
+void* aligned_alloc_impl(size_t alignment, size_t size) {
+  if (alignment <= kMinAlignBytes) return malloc_fast(size);
+  if (size > kMaxRequestBytes) return out_of_memory();
+  Heap* heap = heap_for_slow_path();
+  if (heap == nullptr) return out_of_memory();
+  if (alignment <= kPageBytes) {
+    // Spans start kPageBytes-aligned, so every block of a class whose size is a multiple of
+    // `alignment` is aligned.
+    size_t rounded = align_up(size == 0 ? 1 : size, alignment);
+    if (rounded <= kArenaMaxBytes) {
+      unsigned size_class = size_class_of(rounded);
+      while (size_class < kClassCount && class_block_bytes(size_class) % alignment != 0) {
+        ++size_class;
+      }
+      if (size_class < kClassCount) return class_alloc(heap, size_class);
+    }
+  }
+  bool zeroed;
+  return large_malloc(size, alignment, &zeroed);
+}
+
+size_t usable_size_impl(const void* pointer) {
+  if (pointer == nullptr) return 0;
+  return locate(pointer, "malloc_usable_size").usable_bytes;
+}
+
+bool owns_impl(const void* pointer) {
+  switch (unit_kind(pointer)) {
+    case kUnitSegment: {
+      Page* entry = page_entry_of(pointer);
+      Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
+      return head->owner != nullptr && page_is_block_start(head, pointer);
+    }
+    case kUnitLarge:
+    case kUnitLargeBelow: {
+      LargeHeader* header = large_header_of(pointer, unit_kind(pointer));
+      return header != nullptr && header->state == LargeState::kLive;
+    }
+    default:
+      return false;
+  }
+}
+
+int trim_impl(size_t) {
+  Heap* heap = tls_heap;
+  if (heap != &empty_heap) heap_collect(heap);
+  heap_pool_for_each(heap_collect);
+  size_t released = segment_cache_release_all() + large_cache_release_all();
+  return released != 0 ? 1 : 0;
+}
+
+}  // namespace mapalloc

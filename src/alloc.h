@@ -1,0 +1,66 @@
+// The allocation API behind every exported entry point: the two fast paths (inline, read top to
+// bottom) and the general operations built on them. override.cpp maps the C, POSIX, glibc and
+// C++ names onto these.
+#pragma once
+
+#include "heap.h"
+#include "large.h"
+
+namespace mapalloc {
+
+MAPALLOC_NOINLINE void* malloc_slow(size_t size, Heap* heap);
+MAPALLOC_NOINLINE void free_slow(void* pointer);
+
+// malloc: sizes 1..kSmallMaxBytes pop the heap's free list of class (size-1)/16. Everything
+// else (size 0, bigger sizes, an empty list, a thread's first call) goes to malloc_slow.
+MAPALLOC_INLINE void* malloc_fast(size_t size) {
+  Heap* heap = tls_heap;
+  size_t last_byte = size - 1;
+  if (MAPALLOC_LIKELY(last_byte < kSmallMaxBytes)) {
+    size_t size_class = last_byte / kMinAlignBytes;
+    Block* block = heap->free[size_class];
+    if (MAPALLOC_LIKELY(block != nullptr)) {
+      heap->free[size_class] = block->next;
+      block->free_key = 0;  // a live block never carries the key
+      return block;
+    }
+  }
+  return malloc_slow(size, heap);
+}
+
+// free: a block in a segment this thread owns (one compare against the segment map), at the
+// start of a carved block of a span's first page (one multiply and compare), not already free
+// (the free key), goes on the page's local free list. Everything else (NULL, large blocks,
+// remote frees, span tails, pages emptying or leaving the full state, and all misuse) goes to
+// free_slow or the countdown path.
+MAPALLOC_INLINE void free_fast(void* pointer) {
+  Heap* heap = tls_heap;
+  uintptr_t unit = unit_of(pointer);
+  if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag)) {  // NULL's entry is 0
+    Page* page = page_entry_in_unit(unit, pointer);
+    auto* block = static_cast<Block*>(pointer);
+    uint64_t offset = reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1);
+    if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
+                        block->free_key != heap->free_key)) {
+      block->free_key = heap->free_key;
+      block->next = page->local_free;
+      page->local_free = block;
+      if (MAPALLOC_LIKELY(--page->countdown != 0)) return;
+      return heap_page_countdown_zero(heap, page);
+    }
+  }
+  free_slow(pointer);
+}
+
+void* calloc_impl(size_t count, size_t size);
+void* realloc_impl(void* pointer, size_t size);
+// `alignment` must be a power of two; returns nullptr with errno = ENOMEM on failure.
+void* aligned_alloc_impl(size_t alignment, size_t size);
+size_t usable_size_impl(const void* pointer);
+// Returns 1 if memory was given back to the OS.
+int trim_impl(size_t pad);
+
+// Whether `pointer` is the start of a live block of ours (never aborts).
+bool owns_impl(const void* pointer);
+
+}  // namespace mapalloc

@@ -1,0 +1,66 @@
+// Compile-time configuration shared by every layer: geometry of segments and pages, and the
+// handful of compiler helpers the fast paths rely on. Lowest layer: includes nothing of ours.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#define MAPALLOC_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MAPALLOC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define MAPALLOC_INLINE inline __attribute__((always_inline))
+#define MAPALLOC_NOINLINE __attribute__((noinline))
+#define MAPALLOC_COLD __attribute__((cold, noinline))
+#define MAPALLOC_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace mapalloc {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+constexpr size_t kKiB = 1024;
+constexpr size_t kMiB = 1024 * kKiB;
+constexpr size_t kGiB = 1024 * kMiB;
+
+// The OS page (mmap granularity). x86-64 and aarch64 with 4 KiB pages are the supported targets.
+constexpr size_t kOsPageBytes = 4 * kKiB;
+
+// Segments: every small/medium block lives in a segment, a kSegmentBytes-aligned mapping, so
+// `ptr & ~(kSegmentBytes-1)` finds its metadata. Large blocks are their own segment-aligned
+// mapping with a header at the start, found the same way.
+constexpr unsigned kSegmentShift = 22;
+constexpr size_t kSegmentBytes = size_t{1} << kSegmentShift;  // 4 MiB
+
+// Pages: a segment is cut into kPagesPerSegment pages; a span of one or more pages serves one
+// size class. Page 0 holds the segment's metadata and never serves blocks, so every span starts
+// kPageBytes-aligned and power-of-two blocks are naturally aligned to their size.
+constexpr unsigned kPageShift = 16;
+constexpr size_t kPageBytes = size_t{1} << kPageShift;           // 64 KiB
+constexpr size_t kPagesPerSegment = kSegmentBytes / kPageBytes;  // 64
+constexpr size_t kFirstUsablePage = 1;
+
+// Every block is at least this aligned; also the smallest block (a free block holds two words).
+constexpr size_t kMinAlignBytes = 16;
+
+// Sizes up to kSmallMaxBytes are served by the one-screen fast path (classes 16 bytes apart);
+// up to kArenaMaxBytes by size-class spans; anything larger by its own mapping.
+constexpr size_t kSmallMaxBytes = 1024;
+constexpr size_t kArenaMaxBytes = 256 * kKiB;
+
+// Requests above this are refused with ENOMEM before any arithmetic can overflow (glibc uses
+// PTRDIFF_MAX the same way).
+constexpr size_t kMaxRequestBytes = size_t{PTRDIFF_MAX} - 2 * kSegmentBytes;
+
+// The user address space covered by the segment map: 47 bits on x86-64 (4-level paging; the
+// kernel only hands out higher addresses to programs that ask for them), 48 elsewhere.
+#if defined(__x86_64__)
+constexpr unsigned kAddressBits = 47;
+#else
+constexpr unsigned kAddressBits = 48;
+#endif
+
+}  // namespace mapalloc

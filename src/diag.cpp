@@ -1,0 +1,113 @@
+#include "diag.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+namespace mapalloc {
+namespace {
+
+struct Writer {
+  char* buffer;
+  size_t capacity;  // excluding the terminating NUL
+  size_t length = 0;
+
+  void put(char c) {
+    if (length < capacity) buffer[length++] = c;
+  }
+  void put(const char* s) {
+    for (; s != nullptr && *s != '\0'; ++s) put(*s);
+  }
+  void put_unsigned(unsigned long long value, unsigned base) {
+    char digits[24];
+    int count = 0;
+    do {
+      digits[count++] = "0123456789abcdef"[value % base];
+      value /= base;
+    } while (value != 0);
+    while (count > 0) put(digits[--count]);
+  }
+};
+
+}  // namespace
+
+size_t diag_format(char* buffer, size_t capacity, const char* fmt, va_list args) {
+  if (capacity == 0) return 0;
+  Writer out{buffer, capacity - 1};
+  for (const char* f = fmt; *f != '\0'; ++f) {
+    if (*f != '%') {
+      out.put(*f);
+      continue;
+    }
+    ++f;
+    switch (*f) {
+      case 's':
+        out.put(va_arg(args, const char*));
+        break;
+      case 'p':
+        out.put("0x");
+        out.put_unsigned(reinterpret_cast<uintptr_t>(va_arg(args, void*)), 16);
+        break;
+      case 'z':  // %zu
+        if (f[1] == 'u') ++f;
+        out.put_unsigned(va_arg(args, size_t), 10);
+        break;
+      case 'd': {
+        int value = va_arg(args, int);
+        if (value < 0) {
+          out.put('-');
+          out.put_unsigned(0ull - static_cast<unsigned long long>(value), 10);
+        } else {
+          out.put_unsigned(static_cast<unsigned long long>(value), 10);
+        }
+        break;
+      }
+      case '%':
+        out.put('%');
+        break;
+      default:  // unknown conversion: print it literally
+        out.put('%');
+        if (*f == '\0')
+          --f;
+        else
+          out.put(*f);
+    }
+  }
+  buffer[out.length] = '\0';
+  return out.length;
+}
+
+static void write_all(const char* text, size_t length) {
+  while (length > 0) {
+    ssize_t written = write(STDERR_FILENO, text, length);
+    if (written <= 0) return;
+    text += written;
+    length -= static_cast<size_t>(written);
+  }
+}
+
+void diag_write(const char* fmt, ...) {
+  char line[256];
+  va_list args;
+  va_start(args, fmt);
+  size_t length = diag_format(line, sizeof(line) - 1, fmt, args);
+  va_end(args);
+  line[length++] = '\n';
+  write_all(line, length);
+}
+
+void fatal(const char* fmt, ...) {
+  char line[256];
+  const char prefix[] = "mapalloc: ";
+  size_t length = sizeof(prefix) - 1;
+  __builtin_memcpy(line, prefix, length);
+  va_list args;
+  va_start(args, fmt);
+  length += diag_format(line + length, sizeof(line) - length - 1, fmt, args);
+  va_end(args);
+  line[length++] = '\n';
+  write_all(line, length);
+  abort();
+}
+
+}  // namespace mapalloc

@@ -1,0 +1,246 @@
+#include "heap.h"
+
+namespace mapalloc {
+
+constinit Heap empty_heap;
+__thread Heap* tls_heap __attribute__((tls_model("initial-exec"))) = &empty_heap;
+
+namespace {
+
+// --- page queues ------------------------------------------------------------------------------
+
+void queue_push(PageQueue& queue, Page* page) {
+  page->queue_next = nullptr;
+  page->queue_prev = queue.last;
+  if (queue.last != nullptr)
+    queue.last->queue_next = page;
+  else
+    queue.first = page;
+  queue.last = page;
+}
+
+void queue_remove(PageQueue& queue, Page* page) {
+  if (page->queue_prev != nullptr)
+    page->queue_prev->queue_next = page->queue_next;
+  else
+    queue.first = page->queue_next;
+  if (page->queue_next != nullptr)
+    page->queue_next->queue_prev = page->queue_prev;
+  else
+    queue.last = page->queue_prev;
+  page->queue_next = page->queue_prev = nullptr;
+}
+
+Page* queue_pop(PageQueue& queue) {
+  Page* page = queue.first;
+  if (page != nullptr) queue_remove(queue, page);
+  return page;
+}
+
+// --- every heap, and the pool of abandoned ones -------------------------------------------
+
+// Heaps are never freed, so reading a popped heap's pool_next is always safe; the tag in the top
+// 16 bits of the head defeats ABA.
+constexpr unsigned kTagShift = 48;
+constexpr uint64_t kPointerMask = (uint64_t{1} << kTagShift) - 1;
+
+std::atomic<uint64_t> pool_head{0};
+std::atomic<Heap*> all_heaps{nullptr};
+std::atomic<unsigned> next_heap_tag{kFirstHeapTag};
+
+void pool_push(Heap* heap) {
+  uint64_t old = pool_head.load(std::memory_order_relaxed);
+  uint64_t next;
+  do {
+    heap->pool_next = reinterpret_cast<Heap*>(old & kPointerMask);
+    next = reinterpret_cast<uint64_t>(heap) | (((old >> kTagShift) + 1) << kTagShift);
+  } while (!pool_head.compare_exchange_weak(old, next, std::memory_order_release,
+                                            std::memory_order_relaxed));
+}
+
+Heap* pool_pop() {
+  uint64_t old = pool_head.load(std::memory_order_acquire);
+  for (;;) {
+    Heap* heap = reinterpret_cast<Heap*>(old & kPointerMask);
+    if (heap == nullptr) return nullptr;
+    uint64_t next =
+        reinterpret_cast<uint64_t>(heap->pool_next) | (((old >> kTagShift) + 1) << kTagShift);
+    if (pool_head.compare_exchange_weak(old, next, std::memory_order_acquire,
+                                        std::memory_order_acquire)) {
+      return heap;
+    }
+  }
+}
+
+Heap* heap_create() {
+  void* memory = os_map_aligned(align_up(sizeof(Heap), kOsPageBytes), kOsPageBytes);
+  if (memory == nullptr) return nullptr;
+  Heap* heap = new (memory) Heap();
+  heap->free_key = os_random_seed() ^ reinterpret_cast<uintptr_t>(heap);
+  // Heaps are immortal, so the first kLastHeapTag - kFirstHeapTag + 1 keep unique tags forever;
+  // later ones (only with that many threads alive at once) free through the slow path.
+  unsigned tag = next_heap_tag.fetch_add(1, std::memory_order_relaxed);
+  heap->segment_tag = tag <= kLastHeapTag ? static_cast<uint8_t>(tag) : kNoHeapTag;
+  Heap* first = all_heaps.load(std::memory_order_relaxed);
+  do {
+    heap->all_next = first;
+  } while (!all_heaps.compare_exchange_weak(first, heap, std::memory_order_release,
+                                            std::memory_order_relaxed));
+  return heap;
+}
+
+// --- pages of a heap --------------------------------------------------------------------------
+
+void retire(Heap* heap, Page* page) { span_free(heap->segments, page); }
+
+// The page is no longer the current one of its class: its free blocks go back to it.
+void release_current(Heap* heap, unsigned size_class) {
+  Page* page = heap->current[size_class];
+  if (page == nullptr) return;
+  heap->current[size_class] = nullptr;
+  page_return_blocks(page, heap->free[size_class]);
+  heap->free[size_class] = nullptr;
+  if (page->countdown == 0) {
+    retire(heap, page);
+  } else {
+    page->state = PageState::kAvailable;
+    queue_push(heap->available[size_class], page);
+  }
+}
+
+Page* new_page(Heap* heap, unsigned size_class) {
+  uint8_t entry = heap->segment_tag == kNoHeapTag ? uint8_t{kUnitSegment} : heap->segment_tag;
+  Page* page = span_alloc(heap->segments, heap, entry, class_span_pages(size_class));
+  if (page != nullptr) page_init(page, heap, size_class);
+  return page;
+}
+
+void drain_delayed(Heap* heap) {
+  Block* block = heap->delayed_free.exchange(nullptr, std::memory_order_acquire);
+  while (block != nullptr) {
+    Block* next = block->next;
+    heap_free_local(heap, span_head(page_entry_of(block)), block);
+    block = next;
+  }
+}
+
+}  // namespace
+
+Heap* heap_list_first() { return all_heaps.load(std::memory_order_acquire); }
+
+Block* heap_refill(Heap* heap, unsigned size_class) {
+  heap->slow_calls++;
+  if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) drain_delayed(heap);
+  for (;;) {
+    if (Page* page = heap->current[size_class]) {
+      // A short local_free would make the next refill come soon, and the one after (a steady
+      // state of a few live blocks cycling): top it up with new blocks while the span has any.
+      bool short_list = page_local_free_count(page) < page_carve_batch(page) / 2 + 1;
+      Block* blocks = page_take_local_free(page);
+      if (short_list) blocks = page_carve(page, blocks);
+      if (blocks == nullptr) blocks = page_take_thread_free(page);
+      if (blocks != nullptr) return blocks;
+      if (!page_try_mark_full(page)) continue;  // a remote free just arrived: take it
+      page->state = PageState::kFull;
+      heap->current[size_class] = nullptr;
+    }
+    Page* page = queue_pop(heap->available[size_class]);
+    if (page == nullptr) page = new_page(heap, size_class);
+    if (page == nullptr) return nullptr;
+    page->state = PageState::kCurrent;
+    heap->current[size_class] = page;
+  }
+}
+
+void heap_page_countdown_zero(Heap* heap, Page* page) {
+  heap->slow_calls++;
+  if (page->state == PageState::kFull) {
+    page_leave_full(page);
+    if (page->countdown != 0) {
+      page->state = PageState::kAvailable;
+      queue_push(heap->available[page->size_class], page);
+      return;
+    }
+  } else if (page->state == PageState::kCurrent) {
+    return;  // empty, but kept: the next refill of its class takes its local_free
+  } else {
+    queue_remove(heap->available[page->size_class], page);
+  }
+  retire(heap, page);
+}
+
+void heap_free_local(Heap* heap, Page* page, Block* block) {
+  block->free_key = heap->free_key;
+  block->next = page->local_free;
+  page->local_free = block;
+  if (--page->countdown == 0) heap_page_countdown_zero(heap, page);
+}
+
+void heap_free_remote(Page* page, Block* block) {
+  Heap* owner = page->owner;
+  block->free_key = owner->free_key;
+  if (!page_remote_free(page, block)) return;
+  Block* first = owner->delayed_free.load(std::memory_order_relaxed);
+  do {
+    block->next = first;
+  } while (!owner->delayed_free.compare_exchange_weak(first, block, std::memory_order_release,
+                                                      std::memory_order_relaxed));
+}
+
+bool heap_block_is_free(Heap* owner, Page* page, Block* block) {
+  if (owner->current[page->size_class] == page &&
+      block_list_contains(owner->free[page->size_class], block)) {
+    return true;
+  }
+  if (block_list_contains(page->local_free, block)) return true;
+  uintptr_t remote = page->thread_free.load(std::memory_order_acquire) & ~kFullFlag;
+  if (block_list_contains(reinterpret_cast<Block*>(remote), block)) return true;
+  return block_list_contains(owner->delayed_free.load(std::memory_order_acquire), block);
+}
+
+void heap_collect(Heap* heap) {
+  drain_delayed(heap);
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    release_current(heap, c);
+    Page* page = heap->available[c].first;
+    while (page != nullptr) {
+      Page* next = page->queue_next;
+      page_collect_remote(page);
+      if (page->countdown == 0) {
+        queue_remove(heap->available[c], page);
+        retire(heap, page);
+      }
+      page = next;
+    }
+  }
+}
+
+Heap* heap_acquire() {
+  Heap* heap = pool_pop();
+  if (heap == nullptr) heap = heap_create();
+  if (heap != nullptr) heap->abandoned = false;
+  return heap;
+}
+
+void heap_abandon(Heap* heap) {
+  heap_collect(heap);
+  heap->abandoned = true;
+  pool_push(heap);
+}
+
+void heap_pool_for_each(void (*work)(Heap*)) {
+  // Take them all out first so that each is visited once, then put them back.
+  Heap* taken = nullptr;
+  while (Heap* heap = pool_pop()) {
+    work(heap);
+    heap->pool_next = taken;
+    taken = heap;
+  }
+  while (taken != nullptr) {
+    Heap* next = taken->pool_next;
+    pool_push(taken);
+    taken = next;
+  }
+}
+
+}  // namespace mapalloc

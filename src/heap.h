@@ -1,0 +1,83 @@
+// Thread-local heaps. Each thread allocates from its own heap: per size class a free list of
+// blocks of the class's current page, a queue of pages with free blocks, and the segments those
+// pages live in. The common malloc and free touch only the heap and the page record: no lock,
+// no atomic read-modify-write.
+//
+// Ownership: a page belongs to one heap for its whole life in a span, and a heap is never freed.
+// When a thread exits, its heap (pages, segments and all) is abandoned to a pool, and the next
+// new thread adopts it whole; meanwhile frees into it from other threads keep working, because
+// remote frees only need the page record and the (immortal) owner heap. That is how thread exit
+// hands memory back without any page changing owner under a concurrent free.
+#pragma once
+
+#include <atomic>
+
+#include "page.h"
+
+namespace mapalloc {
+
+struct PageQueue {
+  Page* first = nullptr;
+  Page* last = nullptr;
+};
+
+struct Heap {
+  // Fast path: free[c] holds free blocks of current[c] only (they count as used by that page).
+  Block* free[kClassCount] = {};
+  uintptr_t free_key = 0;  // stored in word 1 of this heap's free blocks; random per heap
+  // This heap's segments' entry in the segment map. kNoHeapTag matches no segment: the empty
+  // heap's frees, and those of heaps beyond the tag supply, all take the slow path.
+  uint8_t segment_tag = kNoHeapTag;
+  Page* current[kClassCount] = {};
+  PageQueue available[kClassCount] = {};
+  // Blocks freed by other threads into full pages (see kFullFlag); drained by the owner.
+  std::atomic<Block*> delayed_free{nullptr};
+  SegmentList segments;
+  Heap* pool_next = nullptr;  // in the abandoned pool
+  Heap* all_next = nullptr;   // in the list of every heap ever made
+  uint64_t slow_calls = 0;    // refills and slow frees: paces housekeeping
+  bool abandoned = false;
+};
+
+// The calling thread's heap. Starts as `empty_heap`, whose lists are all empty, so a thread's
+// first malloc falls into the slow path and sets the thread up there: the fast path needs no
+// "initialised?" test. initial-exec: no __tls_get_addr (which may itself allocate).
+extern constinit Heap empty_heap;
+extern __thread Heap* tls_heap __attribute__((tls_model("initial-exec")));
+
+// Slow paths of the fast paths in alloc.h.
+MAPALLOC_NOINLINE Block* heap_refill(Heap* heap, unsigned size_class);  // nullptr: out of memory
+MAPALLOC_NOINLINE void heap_page_countdown_zero(Heap* heap, Page* page);
+
+// Owner: frees `block` of `page` (the page's head record) outside the fast path.
+void heap_free_local(Heap* heap, Page* page, Block* block);
+// Any thread but the owner: frees `block` into its owner's page.
+void heap_free_remote(Page* page, Block* block);
+
+// Whether a block whose word 1 equals its owner's free key really is free (local owner only;
+// a remote thread cannot walk the owner's lists safely and trusts the 64-bit key).
+bool heap_block_is_free(Heap* owner, Page* page, Block* block);
+
+// Thread life cycle. heap_acquire gives the heap for a new thread (adopting an abandoned one
+// when there is one); nullptr when no memory is left for a new heap.
+Heap* heap_acquire();
+void heap_abandon(Heap* heap);
+
+// Returns every page with no block in use to its segment, and free segments to the cache.
+// `heap` must be owned by the caller (its thread's heap, or one taken from the pool).
+void heap_collect(Heap* heap);
+
+// Calls `visit` for every heap ever created (live, abandoned, or orphaned by fork).
+template <typename Visit>
+void heap_for_each(Visit visit);
+Heap* heap_list_first();
+
+template <typename Visit>
+void heap_for_each(Visit visit) {
+  for (Heap* heap = heap_list_first(); heap != nullptr; heap = heap->all_next) visit(heap);
+}
+
+// Runs `work` on each abandoned heap, taking each out of the pool for the duration.
+void heap_pool_for_each(void (*work)(Heap*));
+
+}  // namespace mapalloc

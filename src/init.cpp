@@ -1,0 +1,54 @@
+#include "init.h"
+
+#include <pthread.h>
+
+#include "large.h"
+
+namespace mapalloc {
+
+namespace {
+
+pthread_once_t process_once = PTHREAD_ONCE_INIT;
+pthread_key_t thread_key;
+bool thread_key_ready = false;
+std::atomic<bool> atfork_registered{false};
+
+void on_thread_exit(void*) { thread_exit(); }
+
+void process_init() {
+  // pthread_key_create does not allocate; a key below 32 is stored inline by glibc.
+  thread_key_ready = pthread_key_create(&thread_key, on_thread_exit) == 0;
+}
+
+}  // namespace
+
+Heap* thread_init() {
+  pthread_once(&process_once, process_init);
+  Heap* heap = heap_acquire();
+  if (heap == nullptr) return nullptr;
+  tls_heap = heap;
+  // Both calls below may allocate (a high key's storage, glibc's atfork list): by now this
+  // thread has its heap, so such a nested malloc takes the ordinary path.
+  if (thread_key_ready) pthread_setspecific(thread_key, heap);
+  if (!atfork_registered.exchange(true, std::memory_order_acq_rel)) {
+    pthread_atfork(nullptr, nullptr, after_fork_child);
+  }
+  return heap;
+}
+
+void thread_exit() {
+  Heap* heap = tls_heap;
+  if (heap == &empty_heap) return;
+  // Detach first: once in the pool the heap may be adopted by another thread at any moment,
+  // and frees this thread still makes (later destructors, glibc's own clean-up) must then take
+  // the remote path.
+  tls_heap = &empty_heap;
+  heap_abandon(heap);
+}
+
+void after_fork_child() {
+  segment_cache_after_fork_child();
+  large_after_fork_child();
+}
+
+}  // namespace mapalloc

@@ -1,0 +1,197 @@
+#include "large.h"
+
+#include "spin_lock.h"
+
+namespace mapalloc {
+
+namespace {
+
+// Freed mappings kept for reuse, most recent last. Guarded by `lock`; each change is one store
+// to a slot or to `count` (fork: see spin_lock.h).
+constexpr unsigned kCacheSlots = 16;
+constexpr size_t kMaxCachedMappingBytes = 64 * kMiB;
+constexpr size_t kMaxCachedTotalBytes = 256 * kMiB;
+
+struct LargeCache {
+  SpinLock lock;
+  LargeHeader* slots[kCacheSlots] = {};
+  unsigned count = 0;
+  size_t bytes = 0;
+};
+LargeCache large_cache;
+
+uint64_t secret() {
+  static uint64_t value = 0;  // written once; a racing first use writes the same kind of value
+  uint64_t current = __atomic_load_n(&value, __ATOMIC_RELAXED);
+  if (current == 0) {
+    current = os_random_seed() | 1;
+    uint64_t expected = 0;
+    if (!__atomic_compare_exchange_n(&value, &expected, current, false, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED)) {
+      current = expected;
+    }
+  }
+  return current;
+}
+
+size_t header_offset(size_t alignment) {
+  if (alignment >= kSegmentBytes) return kSegmentBytes;
+  return alignment < kOsPageBytes ? kOsPageBytes : alignment;
+}
+
+// Sets (or clears) the map entry of the unit holding the block.
+void mark_unit(const LargeHeader* header, bool present) {
+  bool below = header->block - reinterpret_cast<const char*>(header) >=
+               static_cast<ptrdiff_t>(kSegmentBytes);
+  const void* unit = below ? static_cast<const void*>(header->block) : header;
+  set_unit_entry(unit, !present ? kUnitNone : below ? kUnitLargeBelow : kUnitLarge);
+}
+
+// Maps a region for a block of `bytes` (header included) whose block, at `offset`, is aligned
+// to `alignment`; the header itself is always kSegmentBytes-aligned.
+void* map_region(size_t bytes, size_t alignment, size_t offset) {
+  if (alignment <= kSegmentBytes) return os_map_aligned(bytes, kSegmentBytes);
+  return os_map_aligned(bytes, alignment, offset);
+}
+
+size_t mapping_bytes_for(size_t size, size_t offset) {
+  return align_up(offset + size, kOsPageBytes);
+}
+
+void publish(LargeHeader* header, size_t alignment) {
+  header->alignment = alignment;
+  header->block = reinterpret_cast<char*>(header) + header_offset(alignment);
+  header->check = reinterpret_cast<uintptr_t>(header->block) ^ secret();
+  header->state = LargeState::kLive;
+  mark_unit(header, true);
+}
+
+void unmap_mapping(LargeHeader* header) {
+  mark_unit(header, false);
+  os_unmap(header, header->mapping_bytes);
+}
+
+// A cached mapping that can hold `needed` bytes, trimmed if it is much bigger.
+LargeHeader* cache_take(size_t needed) {
+  if (__atomic_load_n(&large_cache.count, __ATOMIC_RELAXED) == 0) return nullptr;
+  LargeHeader* found = nullptr;
+  {
+    SpinLockGuard guard(large_cache.lock);
+    for (unsigned i = large_cache.count; i-- > 0;) {
+      LargeHeader* candidate = large_cache.slots[i];
+      if (candidate->mapping_bytes < needed || candidate->mapping_bytes > 2 * needed) continue;
+      found = candidate;
+      large_cache.slots[i] = large_cache.slots[large_cache.count - 1];
+      large_cache.count--;
+      large_cache.bytes -= candidate->mapping_bytes;
+      break;
+    }
+  }
+  if (found != nullptr && found->mapping_bytes - needed >= needed / 4 + kOsPageBytes &&
+      os_resize_in_place(found, found->mapping_bytes, needed)) {
+    found->mapping_bytes = needed;
+  }
+  return found;
+}
+
+bool cache_put(LargeHeader* header) {
+  if (header->mapping_bytes > kMaxCachedMappingBytes) return false;
+  LargeHeader* evicted = nullptr;
+  {
+    SpinLockGuard guard(large_cache.lock);
+    if (large_cache.count == kCacheSlots ||
+        large_cache.bytes + header->mapping_bytes > kMaxCachedTotalBytes) {
+      if (large_cache.count == 0) return false;
+      evicted = large_cache.slots[0];  // the oldest
+      large_cache.slots[0] = large_cache.slots[large_cache.count - 1];
+      large_cache.count--;
+      large_cache.bytes -= evicted->mapping_bytes;
+    }
+    header->state = LargeState::kCached;
+    large_cache.slots[large_cache.count] = header;
+    large_cache.count++;
+    large_cache.bytes += header->mapping_bytes;
+  }
+  if (evicted != nullptr) unmap_mapping(evicted);
+  return true;
+}
+
+}  // namespace
+
+void* large_alloc(size_t size, size_t alignment, bool* zeroed) {
+  size_t offset = header_offset(alignment);
+  size_t needed = mapping_bytes_for(size, offset);
+  if (alignment < kSegmentBytes) {
+    if (LargeHeader* header = cache_take(needed)) {
+      publish(header, alignment);
+      *zeroed = false;
+      return header->block;
+    }
+  }
+  auto* header = static_cast<LargeHeader*>(map_region(needed, alignment, offset));
+  if (header == nullptr) return nullptr;
+  header->mapping_bytes = needed;
+  publish(header, alignment);
+  *zeroed = true;
+  return header->block;
+}
+
+LargeHeader* large_header_of(const void* pointer, unsigned unit) {
+  char* unit_start = reinterpret_cast<char*>(segment_of(pointer));
+  auto* header = reinterpret_cast<LargeHeader*>(unit == kUnitLargeBelow ? unit_start - kSegmentBytes
+                                                                        : unit_start);
+  if (header->block != pointer) return nullptr;
+  if (header->check != (reinterpret_cast<uintptr_t>(pointer) ^ secret())) return nullptr;
+  return header;
+}
+
+void large_free(LargeHeader* header) {
+  if (!cache_put(header)) unmap_mapping(header);
+}
+
+void* large_resize(LargeHeader* header, size_t new_size) {
+  size_t offset = static_cast<size_t>(header->block - reinterpret_cast<char*>(header));
+  size_t old_bytes = header->mapping_bytes;
+  size_t new_bytes = mapping_bytes_for(new_size, offset);
+  if (new_bytes == old_bytes) return header->block;
+  if (os_resize_in_place(header, old_bytes, new_bytes)) {
+    header->mapping_bytes = new_bytes;
+    return header->block;
+  }
+  // Move the pages to a new aligned reservation (no copy); the header travels with them.
+  size_t alignment = header->alignment;
+  void* target = map_region(new_bytes, alignment, offset);
+  if (target == nullptr) return nullptr;
+  mark_unit(header, false);
+  if (!os_move(header, old_bytes, target, new_bytes)) {
+    mark_unit(header, true);
+    os_unmap(target, new_bytes);
+    return nullptr;
+  }
+  auto* moved = static_cast<LargeHeader*>(target);
+  moved->mapping_bytes = new_bytes;
+  publish(moved, alignment);
+  return moved->block;
+}
+
+size_t large_cache_bytes() { return __atomic_load_n(&large_cache.bytes, __ATOMIC_RELAXED); }
+
+size_t large_cache_release_all() {
+  size_t released = 0;
+  for (;;) {
+    LargeHeader* header = nullptr;
+    {
+      SpinLockGuard guard(large_cache.lock);
+      if (large_cache.count == 0) break;
+      header = large_cache.slots[--large_cache.count];
+      large_cache.bytes -= header->mapping_bytes;
+    }
+    released += header->mapping_bytes;
+    unmap_mapping(header);
+  }
+  return released;
+}
+
+void large_after_fork_child() { large_cache.lock.reset_after_fork(); }
+
+}  // namespace mapalloc

@@ -1,0 +1,47 @@
+// Large blocks (above kArenaMaxBytes, or aligned beyond what spans give): each is its own
+// mapping, starting kSegmentBytes-aligned with a header there, the block at `header + offset`.
+// The offset is one OS page, or the alignment when larger; from kSegmentBytes alignment on it is
+// kSegmentBytes and the block's unit is marked kUnitLargeBelow (its header is one unit lower).
+// A few recently freed mappings are cached for reuse; realloc moves pages with mremap instead
+// of copying them.
+#pragma once
+
+#include "segment.h"
+
+namespace mapalloc {
+
+enum class LargeState : uint32_t { kLive = 0x4c495645, kCached = 0x43414348 };
+
+struct LargeHeader {
+  uintptr_t check;       // address of the block XOR the process secret: a header we wrote
+  char* block;           // what the program holds
+  size_t mapping_bytes;  // the whole mapping, header included
+  size_t alignment;      // alignment of `block` (>= kOsPageBytes)
+  LargeState state;
+};
+
+// A new large block of at least `size` bytes aligned to `alignment` (a power of two). Sets
+// `*zeroed` to whether its contents are known to be zero. nullptr when the OS refuses.
+void* large_alloc(size_t size, size_t alignment, bool* zeroed);
+
+// The header of the large block starting exactly at `pointer`, or nullptr if `pointer` is not
+// the start of a live or cached large block of ours. `unit` is unit_entry(pointer), kUnitLarge
+// or kUnitLargeBelow.
+LargeHeader* large_header_of(const void* pointer, unsigned unit);
+
+inline size_t large_usable_bytes(const LargeHeader* header) {
+  return header->mapping_bytes -
+         static_cast<size_t>(header->block - reinterpret_cast<const char*>(header));
+}
+
+void large_free(LargeHeader* header);
+
+// Resizes in place or by moving the mapping; nullptr if impossible (the block is unchanged).
+void* large_resize(LargeHeader* header, size_t new_size);
+
+// Cached mappings: their bytes, and release of all of them to the OS (returns bytes released).
+size_t large_cache_bytes();
+size_t large_cache_release_all();
+void large_after_fork_child();
+
+}  // namespace mapalloc

@@ -1,0 +1,154 @@
+#include "os.h"
+
+#include <errno.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <time.h>
+
+namespace mapalloc {
+
+OsCounters os_counters;
+
+namespace {
+
+std::atomic<size_t> fail_countdown{0};
+
+// Keeps errno unchanged across a scope: allocation that succeeds must not disturb it.
+class ErrnoGuard {
+ public:
+  ErrnoGuard() : saved_(errno) {}
+  ~ErrnoGuard() { errno = saved_; }
+
+ private:
+  int saved_;
+};
+
+bool injected_failure() {
+  size_t remaining = fail_countdown.load(std::memory_order_relaxed);
+  while (remaining != 0) {
+    if (fail_countdown.compare_exchange_weak(remaining, remaining - 1)) return remaining == 1;
+  }
+  return false;
+}
+
+void note_mapped(size_t bytes) {
+  size_t now = os_counters.mapped_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  size_t peak = os_counters.peak_mapped_bytes.load(std::memory_order_relaxed);
+  while (now > peak && !os_counters.peak_mapped_bytes.compare_exchange_weak(
+                           peak, now, std::memory_order_relaxed)) {
+  }
+}
+
+void* map_anonymous(size_t bytes) {
+  if (injected_failure()) {
+    os_counters.failed_maps.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  os_counters.mmap_calls.fetch_add(1, std::memory_order_relaxed);
+  void* start = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (start == MAP_FAILED) {
+    os_counters.failed_maps.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  return start;
+}
+
+void unmap_raw(void* start, size_t bytes) {
+  if (bytes == 0) return;
+  os_counters.munmap_calls.fetch_add(1, std::memory_order_relaxed);
+  munmap(start, bytes);
+}
+
+}  // namespace
+
+void os_fail_mmap_after(size_t countdown) {
+  fail_countdown.store(countdown, std::memory_order_relaxed);
+}
+
+void* os_map_aligned(size_t bytes, size_t alignment, size_t offset) {
+  ErrnoGuard keep_errno;
+  if (bytes == 0 || bytes > kMaxRequestBytes + 2 * kSegmentBytes) return nullptr;
+  // Most of the time the kernel hands out neighbouring addresses, so first try the exact size.
+  void* start = map_anonymous(bytes);
+  if (start == nullptr) return nullptr;
+  if (((reinterpret_cast<uintptr_t>(start) + offset) & (alignment - 1)) == 0) {
+    note_mapped(bytes);
+    return start;
+  }
+  unmap_raw(start, bytes);
+  // Over-map by the alignment and trim both ends.
+  size_t padded = bytes + alignment - kOsPageBytes;
+  if (padded < bytes) return nullptr;
+  char* raw = static_cast<char*>(map_anonymous(padded));
+  if (raw == nullptr) return nullptr;
+  uintptr_t aligned = align_up(reinterpret_cast<uintptr_t>(raw) + offset, alignment) - offset;
+  size_t head = aligned - reinterpret_cast<uintptr_t>(raw);
+  unmap_raw(raw, head);
+  unmap_raw(reinterpret_cast<char*>(aligned) + bytes, padded - head - bytes);
+  note_mapped(bytes);
+  return reinterpret_cast<void*>(aligned);
+}
+
+void os_unmap(void* start, size_t bytes) {
+  ErrnoGuard keep_errno;
+  unmap_raw(start, bytes);
+  os_counters.mapped_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+  os_counters.unmapped_bytes.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void os_purge(void* start, size_t bytes, PurgeMethod method) {
+  if (bytes == 0) return;
+  ErrnoGuard keep_errno;
+  os_counters.madvise_calls.fetch_add(1, std::memory_order_relaxed);
+  os_counters.purged_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  if (method == PurgeMethod::kFree && madvise(start, bytes, MADV_FREE) == 0) return;
+  madvise(start, bytes, MADV_DONTNEED);  // also the fallback for kernels without MADV_FREE
+}
+
+bool os_resize_in_place(void* start, size_t old_bytes, size_t new_bytes) {
+  ErrnoGuard keep_errno;
+  os_counters.mremap_calls.fetch_add(1, std::memory_order_relaxed);
+  if (new_bytes > old_bytes && injected_failure()) return false;
+  if (mremap(start, old_bytes, new_bytes, 0) == MAP_FAILED) return false;
+  if (new_bytes > old_bytes) {
+    note_mapped(new_bytes - old_bytes);
+  } else {
+    os_counters.mapped_bytes.fetch_sub(old_bytes - new_bytes, std::memory_order_relaxed);
+    os_counters.unmapped_bytes.fetch_add(old_bytes - new_bytes, std::memory_order_relaxed);
+  }
+  return true;
+}
+
+bool os_move(void* start, size_t old_bytes, void* target, size_t new_bytes) {
+  ErrnoGuard keep_errno;
+  os_counters.mremap_calls.fetch_add(1, std::memory_order_relaxed);
+  void* moved = mremap(start, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+  if (moved == MAP_FAILED) return false;
+  // The target's reservation (new_bytes) was replaced; the old range is gone.
+  os_counters.mapped_bytes.fetch_sub(old_bytes, std::memory_order_relaxed);
+  return true;
+}
+
+uint64_t os_random_seed() {
+  uint64_t seed = 0x9e3779b97f4a7c15ull;
+  if (const void* random_bytes = reinterpret_cast<const void*>(getauxval(AT_RANDOM))) {
+    uint64_t words[2];
+    __builtin_memcpy(words, random_bytes, sizeof(words));
+    seed ^= words[0] * 0xbf58476d1ce4e5b9ull ^ words[1];
+  }
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  seed ^= (static_cast<uint64_t>(now.tv_nsec) << 20) ^ static_cast<uint64_t>(now.tv_sec);
+  // splitmix64 finaliser
+  seed = (seed ^ (seed >> 30)) * 0xbf58476d1ce4e5b9ull;
+  seed = (seed ^ (seed >> 27)) * 0x94d049bb133111ebull;
+  return seed ^ (seed >> 31);
+}
+
+uint64_t os_now_ms() {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000u + static_cast<uint64_t>(now.tv_nsec) / 1000000u;
+}
+
+}  // namespace mapalloc

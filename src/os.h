@@ -1,0 +1,63 @@
+// The OS boundary: the only place that maps, purges and unmaps memory. Anonymous mmap is the one
+// source of memory. Every function reports failure by its return value and leaves errno as it was
+// (callers decide whether a failure becomes ENOMEM for the user).
+#pragma once
+
+#include <atomic>
+
+#include "config.h"
+
+namespace mapalloc {
+
+// Counters of OS activity, kept with relaxed atomics (each call is a syscall anyway).
+struct OsCounters {
+  std::atomic<size_t> mapped_bytes{0};  // currently mapped by us
+  std::atomic<size_t> peak_mapped_bytes{0};
+  std::atomic<size_t> mmap_calls{0};
+  std::atomic<size_t> munmap_calls{0};
+  std::atomic<size_t> madvise_calls{0};
+  std::atomic<size_t> mremap_calls{0};
+  std::atomic<size_t> purged_bytes{0};    // total ever purged
+  std::atomic<size_t> unmapped_bytes{0};  // total ever unmapped
+  std::atomic<size_t> failed_maps{0};
+};
+extern OsCounters os_counters;
+
+// Maps `bytes` (a multiple of kOsPageBytes) of zeroed read-write memory whose address plus
+// `offset` is aligned to `alignment` (a power of two >= kOsPageBytes; `offset` a multiple of
+// kOsPageBytes). Returns nullptr if the kernel refuses.
+void* os_map_aligned(size_t bytes, size_t alignment, size_t offset = 0);
+
+// Unmaps a range previously returned by os_map_aligned (or a page-aligned part of one).
+void os_unmap(void* start, size_t bytes);
+
+// Gives the physical pages of a range back to the kernel; the range stays mapped and reads as
+// zero (MADV_DONTNEED) or as either old contents or zero (MADV_FREE) afterwards.
+enum class PurgeMethod : int { kDontNeed = 0, kFree = 1 };
+void os_purge(void* start, size_t bytes, PurgeMethod method);
+
+// Resizes the mapping [start, start+old_bytes) in place. Returns false if the kernel cannot
+// (the neighbouring address space is taken); nothing changes then.
+bool os_resize_in_place(void* start, size_t old_bytes, size_t new_bytes);
+
+// Moves the mapping [start, start+old_bytes) to `target` (already reserved with os_map_aligned,
+// `new_bytes` long) and resizes it, without copying the pages. Returns false on failure; the
+// old mapping is then untouched and `target` is still mapped.
+bool os_move(void* start, size_t old_bytes, void* target, size_t new_bytes);
+
+// Test hook: make the mmap call that is `countdown` calls from now fail (1 = the next one).
+// 0 disables. Reaches every path that maps memory: segments, large blocks, heap metadata.
+void os_fail_mmap_after(size_t countdown);
+
+// 64 random bits for this process (kernel-provided AT_RANDOM mixed with the clock), for the
+// secrets that tell our metadata and free blocks apart from user data.
+uint64_t os_random_seed();
+
+// Milliseconds of CLOCK_MONOTONIC (coarse: cheap enough for slow paths).
+uint64_t os_now_ms();
+
+constexpr size_t align_up(size_t value, size_t alignment) {
+  return (value + alignment - 1) & ~(alignment - 1);
+}
+
+}  // namespace mapalloc

@@ -1,0 +1,165 @@
+// The C, POSIX and glibc allocation entry points, interposed. Covers every symbol that glibc's
+// own malloc object (malloc.o in libc.a) defines, so that a fully static program never pulls
+// glibc's allocator in beside ours, plus reallocarray and cfree.
+#include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "init.h"
+
+using namespace mapalloc;
+
+namespace {
+
+bool is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
+
+size_t next_power_of_two(size_t value) {
+  return value <= 1 ? 1 : size_t{1} << (64 - __builtin_clzll(value - 1));
+}
+
+void* memalign_glibc(size_t alignment, size_t size) {
+  // glibc rounds a non-power-of-two alignment up; beyond SIZE_MAX/2+1 it cannot be one.
+  if (alignment > SIZE_MAX / 2 + 1) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return aligned_alloc_impl(next_power_of_two(alignment), size);
+}
+
+}  // namespace
+
+MAPALLOC_EXPORT void* malloc(size_t size) __THROW { return malloc_fast(size); }
+MAPALLOC_EXPORT void free(void* pointer) __THROW { free_fast(pointer); }
+MAPALLOC_EXPORT void* calloc(size_t count, size_t size) __THROW { return calloc_impl(count, size); }
+MAPALLOC_EXPORT void* realloc(void* pointer, size_t size) __THROW {
+  return realloc_impl(pointer, size);
+}
+
+MAPALLOC_EXPORT void* reallocarray(void* pointer, size_t count, size_t size) __THROW {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc_impl(pointer, total);
+}
+
+MAPALLOC_EXPORT int posix_memalign(void** result, size_t alignment, size_t size) __THROW {
+  if (!is_power_of_two(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
+  int saved = errno;
+  void* block = aligned_alloc_impl(alignment, size);
+  errno = saved;  // posix_memalign reports through its result, not errno
+  if (block == nullptr) return ENOMEM;
+  *result = block;
+  return 0;
+}
+
+MAPALLOC_EXPORT void* aligned_alloc(size_t alignment, size_t size) __THROW {
+  if (!is_power_of_two(alignment)) {  // as glibc 2.38 and C17 DR 460
+    errno = EINVAL;
+    return nullptr;
+  }
+  return aligned_alloc_impl(alignment, size);
+}
+
+MAPALLOC_EXPORT void* memalign(size_t alignment, size_t size) __THROW {
+  return memalign_glibc(alignment, size);
+}
+
+MAPALLOC_EXPORT void* valloc(size_t size) __THROW { return aligned_alloc_impl(kOsPageBytes, size); }
+
+MAPALLOC_EXPORT void* pvalloc(size_t size) __THROW {
+  size_t rounded = align_up(size == 0 ? 1 : size, kOsPageBytes);
+  if (rounded < size) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return aligned_alloc_impl(kOsPageBytes, rounded);
+}
+
+MAPALLOC_EXPORT size_t malloc_usable_size(void* pointer) __THROW {
+  return usable_size_impl(pointer);
+}
+MAPALLOC_EXPORT int malloc_trim(size_t pad) __THROW { return trim_impl(pad); }
+MAPALLOC_EXPORT void cfree(void* pointer) { free_fast(pointer); }
+
+// glibc tuning and reporting interfaces. mallopt accepts and ignores glibc's parameters (they
+// tune ptmalloc's arenas, which do not exist here).
+MAPALLOC_EXPORT int mallopt(int, int) __THROW { return 1; }
+
+MAPALLOC_EXPORT struct mallinfo2 mallinfo2(void) __THROW {
+  struct mallinfo2 info = {};
+  info.arena = os_counters.mapped_bytes.load(std::memory_order_relaxed);
+  info.hblkhd = large_cache_bytes();
+  info.keepcost = segment_cache_counters().cached_bytes;
+  return info;
+}
+
+MAPALLOC_EXPORT struct mallinfo mallinfo(void) __THROW {
+  struct mallinfo2 wide = mallinfo2();
+  struct mallinfo info = {};
+  info.arena = static_cast<int>(wide.arena);
+  info.hblkhd = static_cast<int>(wide.hblkhd);
+  info.keepcost = static_cast<int>(wide.keepcost);
+  return info;
+}
+
+MAPALLOC_EXPORT void malloc_stats(void) __THROW {
+  fprintf(stderr, "mapalloc: %zu bytes mapped (peak %zu)\n",
+          os_counters.mapped_bytes.load(std::memory_order_relaxed),
+          os_counters.peak_mapped_bytes.load(std::memory_order_relaxed));
+}
+
+MAPALLOC_EXPORT int malloc_info(int options, FILE* stream) __THROW {
+  if (options != 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  fprintf(stream, "<malloc version=\"mapalloc\"><system type=\"current\" size=\"%zu\"/></malloc>\n",
+          os_counters.mapped_bytes.load(std::memory_order_relaxed));
+  return 0;
+}
+
+// glibc's internal names for the same functions. libc calls some of them directly; in a static
+// program any one left undefined would drag glibc's malloc.o (and duplicate symbols) in.
+// (The aliases need not repeat the declarations' attributes: they are definitions, not calls.)
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+#define MAPALLOC_ALIAS(name, target) \
+  MAPALLOC_EXPORT __typeof__(target) name __attribute__((alias(#target)))
+
+MAPALLOC_ALIAS(__libc_malloc, malloc);
+MAPALLOC_ALIAS(__libc_free, free);
+MAPALLOC_ALIAS(__libc_calloc, calloc);
+MAPALLOC_ALIAS(__libc_realloc, realloc);
+MAPALLOC_ALIAS(__libc_memalign, memalign);
+MAPALLOC_ALIAS(__libc_valloc, valloc);
+MAPALLOC_ALIAS(__libc_pvalloc, pvalloc);
+MAPALLOC_ALIAS(__libc_reallocarray, reallocarray);
+MAPALLOC_ALIAS(__libc_mallopt, mallopt);
+MAPALLOC_ALIAS(__libc_mallinfo, mallinfo);
+MAPALLOC_ALIAS(__libc_mallinfo2, mallinfo2);
+MAPALLOC_ALIAS(__malloc, malloc);
+MAPALLOC_ALIAS(__free, free);
+MAPALLOC_ALIAS(__calloc, calloc);
+MAPALLOC_ALIAS(__realloc, realloc);
+MAPALLOC_ALIAS(__memalign, memalign);
+MAPALLOC_ALIAS(__valloc, valloc);
+MAPALLOC_ALIAS(__pvalloc, pvalloc);
+MAPALLOC_ALIAS(__posix_memalign, posix_memalign);
+MAPALLOC_ALIAS(__malloc_usable_size, malloc_usable_size);
+MAPALLOC_ALIAS(__malloc_trim, malloc_trim);
+MAPALLOC_ALIAS(__malloc_stats, malloc_stats);
+MAPALLOC_ALIAS(__malloc_info, malloc_info);
+MAPALLOC_ALIAS(__mallinfo, mallinfo);
+MAPALLOC_ALIAS(__mallinfo2, mallinfo2);
+MAPALLOC_ALIAS(__mallopt, mallopt);
+
+// Called by a static glibc's fork() and thread exit. mapalloc holds no lock across fork (see
+// spin_lock.h), so only the child has work; a dynamic glibc calls its own versions instead, and
+// the pthread_atfork handler and thread key registered in init.cpp do the same work there.
+MAPALLOC_EXPORT void __malloc_fork_lock_parent(void) {}
+MAPALLOC_EXPORT void __malloc_fork_unlock_parent(void) {}
+MAPALLOC_EXPORT void __malloc_fork_unlock_child(void) { after_fork_child(); }
+MAPALLOC_EXPORT void __malloc_arena_thread_freeres(void) { thread_exit(); }

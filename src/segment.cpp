@@ -1,0 +1,151 @@
+#include "segment.h"
+
+#include "spin_lock.h"
+
+namespace mapalloc {
+
+uint8_t segment_map[kUnitCount];
+
+namespace {
+
+// Process-wide cache of entirely free segments. Guarded by `lock`; every change is published by
+// one store to `first` (see spin_lock.h for why that makes fork safe).
+struct SegmentCache {
+  SpinLock lock;
+  Segment* first = nullptr;
+  size_t count = 0;
+};
+SegmentCache segment_cache;
+
+// Segments kept for reuse before further free segments go straight back to the OS.
+constexpr size_t kMaxCachedSegments = 16;
+
+Segment* cache_pop() {
+  if (__atomic_load_n(&segment_cache.first, __ATOMIC_RELAXED) == nullptr) return nullptr;
+  SpinLockGuard guard(segment_cache.lock);
+  Segment* segment = segment_cache.first;
+  if (segment != nullptr) {
+    segment_cache.first = segment->next;
+    segment_cache.count--;
+  }
+  return segment;
+}
+
+bool cache_push(Segment* segment) {
+  SpinLockGuard guard(segment_cache.lock);
+  if (segment_cache.count >= kMaxCachedSegments) return false;
+  segment->next = segment_cache.first;
+  segment_cache.first = segment;
+  segment_cache.count++;
+  return true;
+}
+
+void segment_unmap(Segment* segment) {
+  set_unit_entry(segment, kUnitNone);
+  os_unmap(segment, kSegmentBytes);
+}
+
+Segment* segment_map_new() {
+  void* memory = os_map_aligned(kSegmentBytes, kSegmentBytes);
+  if (memory == nullptr) return nullptr;
+  Segment* segment = static_cast<Segment*>(memory);  // fresh mappings are zero: all pages kFree
+  segment->free_pages = kAllUsablePages;
+  segment->purged_pages = 0;
+  set_unit_entry(segment, kUnitSegment);
+  return segment;
+}
+
+void list_push(SegmentList& list, Segment* segment) {
+  segment->prev = nullptr;
+  segment->next = list.first;
+  if (list.first != nullptr) list.first->prev = segment;
+  list.first = segment;
+  list.count++;
+}
+
+void list_remove(SegmentList& list, Segment* segment) {
+  if (segment->prev != nullptr)
+    segment->prev->next = segment->next;
+  else
+    list.first = segment->next;
+  if (segment->next != nullptr) segment->next->prev = segment->prev;
+  list.count--;
+}
+
+// Bit mask of the pages that start a run of `pages` free pages.
+uint64_t run_starts(uint64_t free_pages, unsigned pages) {
+  uint64_t starts = free_pages;
+  for (unsigned shift = 1; shift < pages && starts != 0; ++shift) starts &= free_pages >> shift;
+  return starts;
+}
+
+uint64_t span_mask(unsigned first, unsigned pages) {
+  uint64_t bits = pages >= 64 ? ~uint64_t{0} : (uint64_t{1} << pages) - 1;
+  return bits << first;
+}
+
+Page* take_span(Segment* segment, unsigned first, unsigned pages) {
+  segment->free_pages &= ~span_mask(first, pages);
+  Page* head = &segment->pages[first];
+  for (unsigned i = 0; i < pages; ++i) {
+    Page* page = head + i;
+    page->owner = nullptr;
+    page->start_limit = 0;
+    page->state = i == 0 ? PageState::kFree : PageState::kSpanTail;
+    page->head_index = static_cast<uint8_t>(first);
+  }
+  head->span_pages = static_cast<uint8_t>(pages);
+  return head;
+}
+
+}  // namespace
+
+Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pages) {
+  for (Segment* segment = list.first; segment != nullptr; segment = segment->next) {
+    uint64_t starts = run_starts(segment->free_pages, pages);
+    if (starts != 0)
+      return take_span(segment, static_cast<unsigned>(__builtin_ctzll(starts)), pages);
+  }
+  Segment* segment = cache_pop();
+  if (segment == nullptr) segment = segment_map_new();
+  if (segment == nullptr) return nullptr;
+  segment->owner = owner;
+  set_unit_entry(segment, owner_tag);
+  list_push(list, segment);
+  return take_span(segment, kFirstUsablePage, pages);
+}
+
+void span_free(SegmentList& list, Page* head) {
+  Segment* segment = segment_of(head);
+  unsigned first = page_index(head);
+  unsigned pages = head->span_pages;
+  for (unsigned i = 0; i < pages; ++i) {
+    head[i].owner = nullptr;
+    head[i].start_limit = 0;
+    head[i].state = PageState::kFree;
+  }
+  segment->free_pages |= span_mask(first, pages);
+  if (segment->free_pages != kAllUsablePages) return;
+  list_remove(list, segment);
+  segment->owner = nullptr;
+  set_unit_entry(segment, kUnitSegment);
+  if (!cache_push(segment)) segment_unmap(segment);
+}
+
+SegmentCacheCounters segment_cache_counters() {
+  SpinLockGuard guard(segment_cache.lock);
+  return {segment_cache.count, segment_cache.count * kSegmentBytes};
+}
+
+size_t segment_cache_release_all() {
+  size_t released = 0;
+  while (Segment* segment = cache_pop()) {
+    segment_unmap(segment);
+    released += kSegmentBytes;
+  }
+  return released;
+}
+
+void segment_cache_after_fork_child() { segment_cache.lock.reset_after_fork(); }
+
+}  // namespace mapalloc

@@ -1,0 +1,193 @@
+// Segments: kSegmentBytes-aligned mappings cut into kPagesPerSegment pages. The segment's first
+// page holds its metadata: one `Page` record per page (the block-serving state of the span that
+// page heads) followed by the segment's own fields. Finding a pointer's page is therefore two
+// shifts and a mask, never a search.
+//
+// The segment map records, for every kSegmentBytes unit of the address space, whether a segment
+// or a large block of ours starts there. free() consults it before touching any metadata, so a
+// pointer that is not ours is reported instead of crashing.
+//
+// A segment belongs to one heap (thread) while any of its pages is in use; an entirely free
+// segment goes to a process-wide cache and from there to any heap, or back to the OS.
+#pragma once
+
+#include <atomic>
+
+#include "config.h"
+#include "os.h"
+#include "size_class.h"
+
+namespace mapalloc {
+
+struct Heap;  // the owner of segments and pages; defined by the heap layer
+
+// A free block: the first word links the free list, the second holds the owner heap's free key
+// (how a second free of the same block is recognised).
+struct Block {
+  Block* next;
+  uintptr_t free_key;
+};
+
+// --- the segment map ------------------------------------------------------------------------
+
+// Map entries: 0 nothing of ours; 1 a large block with its header at the unit's start; 2 a large
+// block with its header one unit lower (alignments of kSegmentBytes and more); 3 a segment
+// without a tagged owner; 4..254 a segment owned by the heap with that tag. free() compares the
+// entry with its own heap's tag, which checks in one compare that the pointer is in a segment
+// and that this thread owns every page in it. 255 is never stored: heaps without a unique tag
+// use it, so they never match.
+enum UnitKind : uint8_t {
+  kUnitNone = 0,
+  kUnitLarge = 1,
+  kUnitLargeBelow = 2,
+  kUnitSegment = 3,
+};
+constexpr uint8_t kFirstHeapTag = 4;
+constexpr uint8_t kLastHeapTag = 254;
+constexpr uint8_t kNoHeapTag = 255;
+
+constexpr size_t kUnitCount = size_t{1} << (kAddressBits - kSegmentShift);
+// One byte per unit, in .bss: untouched parts cost no memory. Indexes are masked rather than
+// bounds-checked: a pointer beyond the user address space (never a valid one) reads the entry of
+// some lower unit, so only such non-canonical garbage could be misread.
+extern uint8_t segment_map[kUnitCount];
+
+MAPALLOC_INLINE uintptr_t unit_of(const void* pointer) {
+  return (reinterpret_cast<uintptr_t>(pointer) >> kSegmentShift) & (kUnitCount - 1);
+}
+// Entries change only while no block of the unit is live (segment mapped, handed between heap
+// and cache, unmapped), so plain reads suffice; a stale read can only send a free to the slow
+// path, which re-reads with an atomic load.
+MAPALLOC_INLINE uint8_t unit_entry(const void* pointer) {
+  return __atomic_load_n(&segment_map[unit_of(pointer)], __ATOMIC_RELAXED);
+}
+MAPALLOC_INLINE unsigned unit_kind(const void* pointer) {
+  uint8_t entry = unit_entry(pointer);
+  return entry >= kUnitSegment ? unsigned{kUnitSegment} : unsigned{entry};
+}
+inline void set_unit_entry(const void* unit_start, uint8_t entry) {
+  __atomic_store_n(&segment_map[reinterpret_cast<uintptr_t>(unit_start) >> kSegmentShift], entry,
+                   __ATOMIC_RELAXED);
+}
+
+// --- pages ----------------------------------------------------------------------------------
+
+enum class PageState : uint8_t {
+  kFree,       // not part of any span
+  kSpanTail,   // a non-first page of a span: see head_index
+  kCurrent,    // the heap's current page for its class; its free blocks sit in heap->free[c]
+  kAvailable,  // in the heap's available queue for its class: has or will have free blocks
+  kFull,       // every block handed out; waits for a free (local, or one delayed remote free)
+};
+
+// Page accounting (owner thread only):
+//   used      = blocks held by the program + blocks in heap->free[c] + blocks in thread_free
+//   countdown = used, decremented by each local free (the fast path's only bookkeeping)
+//   |local_free| = synced_used - countdown
+// A full page instead has countdown = synced_used = 1, so its first local free reaches zero and
+// takes the slow path that puts the page back in use. countdown == 0 otherwise means used == 0:
+// every block is back in local_free or was never carved, so the span can be retired.
+struct alignas(128) Page {
+  // First cache line: what the owner's malloc and free touch.
+  Block* local_free;  // blocks freed by the owner since the page was last refilled from
+  uint32_t countdown;
+  uint32_t synced_used;
+  // Block-start test (size_class.h): offset * block_magic < start_limit exactly for the start of
+  // a carved block. start_limit is 0 for every record that does not head a span in use, so the
+  // test also rejects free pages, span tails and the metadata page.
+  uint64_t block_magic;
+  uint64_t start_limit;
+  Heap* owner;  // owning heap; null for free pages, span tails and the metadata page
+  uint32_t block_bytes;
+  uint16_t capacity;  // blocks in the span
+  uint16_t carved;    // blocks carved so far; block i starts at span start + i * block_bytes
+  uint8_t size_class;
+  PageState state;
+  uint8_t span_pages;
+  uint8_t head_index;  // this span's first page (itself for a head)
+
+  // Second cache line: written by other threads. Remote frees push onto this list with a CAS;
+  // bit 0 (kFullFlag) is set by the owner when the page is full and the list empty: the first
+  // remote free then claims the flag and hands its block to the owner's delayed list instead,
+  // which is how the owner learns that a full page has free blocks again.
+  alignas(64) std::atomic<uintptr_t> thread_free;
+  Page* queue_next;  // the heap's available queue of this class
+  Page* queue_prev;
+  uint64_t retired_at_ms;  // when the span was freed (purge bookkeeping)
+};
+static_assert(sizeof(Page) == 128);
+static_assert(offsetof(Page, thread_free) == 64, "remote writes must not share the owner's line");
+constexpr uintptr_t kFullFlag = 1;
+
+struct Segment;
+
+// All segments of one heap.
+struct SegmentList {
+  Segment* first = nullptr;
+  size_t count = 0;
+};
+
+struct Segment {
+  Page pages[kPagesPerSegment];  // must stay at offset 0: see page_entry_of
+  Heap* owner;
+  Segment* next;  // in the owner's SegmentList, or in the process-wide cache
+  Segment* prev;
+  uint64_t free_pages;    // bit i set: page i is not part of any span
+  uint64_t purged_pages;  // bit i set: page i's memory was given back to the OS
+};
+static_assert(sizeof(Segment) <= kPageBytes);
+
+constexpr uint64_t kAllUsablePages = ~uint64_t{0} << kFirstUsablePage;
+
+MAPALLOC_INLINE Segment* segment_of(const void* pointer) {
+  return reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(pointer) & ~(kSegmentBytes - 1));
+}
+
+// The page record covering `pointer` (a span tail's record for blocks past a span's first page).
+MAPALLOC_INLINE Page* page_entry_of(const void* pointer) {
+  uintptr_t address = reinterpret_cast<uintptr_t>(pointer);
+  uintptr_t index = (address >> kPageShift) & (kPagesPerSegment - 1);
+  return reinterpret_cast<Page*>((address & ~(kSegmentBytes - 1)) + index * sizeof(Page));
+}
+
+// page_entry_of for a pointer whose (masked) unit is `unit` and lies in the address space.
+MAPALLOC_INLINE Page* page_entry_in_unit(uintptr_t unit, const void* pointer) {
+  uintptr_t index = (reinterpret_cast<uintptr_t>(pointer) >> kPageShift) & (kPagesPerSegment - 1);
+  return reinterpret_cast<Page*>((unit << kSegmentShift) + index * sizeof(Page));
+}
+
+inline unsigned page_index(const Page* page) {
+  return static_cast<unsigned>((reinterpret_cast<uintptr_t>(page) & (kSegmentBytes - 1)) /
+                               sizeof(Page));
+}
+
+inline char* page_start(const Page* page) {
+  return reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(segment_of(page)) +
+                                 page_index(page) * kPageBytes);
+}
+
+inline Page* span_head(Page* entry) { return &segment_of(entry)->pages[entry->head_index]; }
+
+// --- spans ----------------------------------------------------------------------------------
+
+// Finds `pages` contiguous free pages in one of `list`'s segments, taking a segment from the
+// process cache or the OS if needed (it joins `list`, owned by `owner`, whose map entry becomes
+// `owner_tag`). Returns the span's head record with state kFree and the pages marked in use, or
+// nullptr if memory is exhausted.
+Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pages);
+
+// Returns a span (all its blocks free) to its segment. A segment left without any span in use
+// leaves `list` for the process cache.
+void span_free(SegmentList& list, Page* head);
+
+// Process cache of free segments.
+struct SegmentCacheCounters {
+  size_t cached_segments;
+  size_t cached_bytes;
+};
+SegmentCacheCounters segment_cache_counters();
+// Gives the memory of every cached segment back to the OS; returns the bytes released.
+size_t segment_cache_release_all();
+void segment_cache_after_fork_child();
+
+}  // namespace mapalloc

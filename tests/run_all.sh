@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every test suite of `make test` and ends with one summary line: "N passed, N failed".
+# Each doctest case and each shell check counts as one test.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failed_names=()
+
+# doctest binaries: their own summary line gives the counts.
+run_doctest() {
+  local name=$1; shift
+  echo "== $name"
+  local log
+  log=$(mktemp)
+  "$@" 2>&1 | tee "$log" | grep -E '^(\[doctest\] test cases|.*ERROR|.*FATAL|TEST CASE)' || true
+  local line
+  line=$(grep '^\[doctest\] test cases' "$log" | tail -1)
+  if [[ -z $line ]]; then
+    echo "   $name did not finish:"; tail -20 "$log"
+    failed=$((failed + 1)); failed_names+=("$name (crashed)")
+  else
+    local p f
+    p=$(sed -E 's/.*\| *([0-9]+) passed.*/\1/' <<<"$line")
+    f=$(sed -E 's/.*\| *([0-9]+) failed.*/\1/' <<<"$line")
+    passed=$((passed + p)); failed=$((failed + f))
+    [[ $f -ne 0 ]] && failed_names+=("$name")
+  fi
+  rm -f "$log"
+}
+
+# Shell suites print "ok <name>" / "FAIL <name>" lines.
+run_checks() {
+  local name=$1; shift
+  echo "== $name"
+  local output
+  output=$("$@" 2>&1)
+  echo "$output" | grep -E '^(ok|FAIL) ' | sed 's/^/   /'
+  local p f
+  p=$(grep -c '^ok ' <<<"$output" || true)
+  f=$(grep -c '^FAIL ' <<<"$output" || true)
+  if [[ $p -eq 0 && $f -eq 0 ]]; then
+    echo "$output" | tail -20; f=1
+  fi
+  passed=$((passed + p)); failed=$((failed + f))
+  [[ $f -ne 0 ]] && failed_names+=("$name")
+}
+
+run_doctest "unit tests" build/tests/unit
+run_checks "preloaded real programs" tests/preload_smoke.sh
+run_checks "static linking" tests/static_link.sh
+
+[[ ${#failed_names[@]} -gt 0 ]] && echo "failed suites: ${failed_names[*]}"
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

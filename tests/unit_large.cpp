@@ -1,0 +1,80 @@
+// Large blocks: own mappings, the reuse cache, alignment, and realloc by mremap.
+#include <doctest/doctest.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "mapalloc.h"
+
+using namespace mapalloc;
+
+namespace {
+volatile size_t opaque_zero = 0;
+size_t runtime(size_t value) { return value + opaque_zero; }
+}  // namespace
+
+TEST_CASE("blocks above the arena limit are large blocks with exact usable sizes") {
+  for (size_t size : {kArenaMaxBytes + 1, size_t{1} << 20, size_t{5} << 20, size_t{100} << 20}) {
+    auto* block = static_cast<char*>(malloc(runtime(size)));
+    REQUIRE(block != nullptr);
+    CHECK(unit_kind(block) == kUnitLarge);
+    CHECK(reinterpret_cast<uintptr_t>(block) % kOsPageBytes == 0);
+    size_t usable = malloc_usable_size(block);
+    CHECK(usable >= size);
+    CHECK(usable - size < kOsPageBytes);
+    block[0] = 1;
+    block[usable - 1] = 2;
+    free(block);
+  }
+}
+
+TEST_CASE("a freed large block's mapping is reused for the next one of similar size") {
+  void* first = malloc(runtime(3 << 20));
+  free(first);
+  size_t maps_before = os_counters.mmap_calls.load();
+  void* second = malloc(runtime(3 << 20));
+  CHECK(second == first);
+  CHECK(os_counters.mmap_calls.load() == maps_before);
+  free(second);
+}
+
+TEST_CASE("large alignments up to 1 GiB") {
+  for (size_t alignment = size_t{1} << 17; alignment <= (size_t{1} << 30); alignment <<= 3) {
+    void* block = aligned_alloc(alignment, runtime(100));
+    REQUIRE(block != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(block) % alignment == 0);
+    CHECK(mapalloc_owns(block));
+    free(block);
+  }
+}
+
+TEST_CASE("realloc grows a buffer to 1 GiB by doubling with mremap, keeping its contents") {
+  size_t size = 1 << 20;
+  auto* buffer = static_cast<unsigned char*>(malloc(runtime(size)));
+  for (size_t i = 0; i < size; i += 4096) buffer[i] = static_cast<unsigned char>(i >> 12);
+  size_t remaps_before = os_counters.mremap_calls.load();
+  size_t filled = size;
+  while (size < (size_t{1} << 30)) {
+    size *= 2;
+    buffer = static_cast<unsigned char*>(realloc(buffer, runtime(size)));
+    REQUIRE(buffer != nullptr);
+    for (size_t i = 0; i < filled; i += 4096) {
+      REQUIRE(buffer[i] == static_cast<unsigned char>(i >> 12));
+    }
+    for (size_t i = filled; i < size; i += 4096) buffer[i] = static_cast<unsigned char>(i >> 12);
+    filled = size;
+  }
+  CHECK(os_counters.mremap_calls.load() > remaps_before);
+  buffer = static_cast<unsigned char*>(realloc(buffer, runtime(3 << 20)));  // shrink in place
+  CHECK(buffer[4096 * 5] == 5);
+  free(buffer);
+}
+
+TEST_CASE("malloc_trim releases cached large mappings") {
+  void* block = malloc(runtime(6 << 20));
+  free(block);
+  CHECK(large_cache_bytes() > 0);
+  CHECK(malloc_trim(0) == 1);
+  CHECK(large_cache_bytes() == 0);
+}

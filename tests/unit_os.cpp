@@ -1,0 +1,108 @@
+// The OS layer: aligned mapping, purge, unmap, in-place resize, move, failure reporting.
+#include <doctest/doctest.h>
+
+#include <errno.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <initializer_list>
+
+#include "os.h"
+#include "test_support.h"
+
+using namespace mapalloc;
+
+TEST_CASE("os_map_aligned returns zeroed memory at the requested alignment") {
+  for (size_t alignment : {kOsPageBytes, size_t{64} * kKiB, kSegmentBytes, size_t{64} * kMiB}) {
+    size_t bytes = 3 * kOsPageBytes;
+    auto* memory = static_cast<unsigned char*>(os_map_aligned(bytes, alignment));
+    REQUIRE(memory != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(memory) % alignment == 0);
+    for (size_t i = 0; i < bytes; ++i) REQUIRE(memory[i] == 0);
+    memset(memory, 0xab, bytes);
+    os_unmap(memory, bytes);
+  }
+}
+
+TEST_CASE("mapping and unmapping are counted") {
+  size_t before = os_counters.mapped_bytes.load();
+  void* memory = os_map_aligned(kSegmentBytes, kSegmentBytes);
+  REQUIRE(memory != nullptr);
+  CHECK(os_counters.mapped_bytes.load() >= before + kSegmentBytes);
+  size_t unmapped_before = os_counters.unmapped_bytes.load();
+  os_unmap(memory, kSegmentBytes);
+  CHECK(os_counters.unmapped_bytes.load() == unmapped_before + kSegmentBytes);
+}
+
+TEST_CASE("purge with MADV_DONTNEED drops resident pages and reads back zero") {
+  size_t bytes = 16 * kMiB;
+  auto* memory = static_cast<char*>(os_map_aligned(bytes, kOsPageBytes));
+  REQUIRE(memory != nullptr);
+  memset(memory, 1, bytes);
+  size_t resident_full = test_support::resident_bytes();
+  os_purge(memory, bytes, PurgeMethod::kDontNeed);
+  size_t resident_purged = test_support::resident_bytes();
+  CHECK(resident_full - resident_purged >= bytes - kMiB);
+  CHECK(memory[0] == 0);
+  CHECK(memory[bytes - 1] == 0);
+  os_purge(memory, bytes, PurgeMethod::kFree);  // accepted either way
+  os_unmap(memory, bytes);
+}
+
+TEST_CASE("resize in place grows when the neighbourhood is free and always shrinks") {
+  // Reserve a range, then release its upper half so the lower half can grow into it.
+  auto* memory = static_cast<char*>(os_map_aligned(8 * kMiB, kSegmentBytes));
+  REQUIRE(memory != nullptr);
+  os_unmap(memory + 4 * kMiB, 4 * kMiB);
+  memory[0] = 42;
+  CHECK(os_resize_in_place(memory, 4 * kMiB, 6 * kMiB));
+  memory[6 * kMiB - 1] = 7;
+  CHECK(memory[0] == 42);
+  CHECK(os_resize_in_place(memory, 6 * kMiB, 1 * kMiB));
+  CHECK(memory[0] == 42);
+  os_unmap(memory, 1 * kMiB);
+}
+
+TEST_CASE("os_move relocates pages without copying them") {
+  size_t bytes = 2 * kMiB;
+  auto* source = static_cast<char*>(os_map_aligned(bytes, kOsPageBytes));
+  auto* target = static_cast<char*>(os_map_aligned(2 * bytes, kSegmentBytes));
+  REQUIRE(source != nullptr);
+  REQUIRE(target != nullptr);
+  for (size_t i = 0; i < bytes; i += kOsPageBytes) source[i] = static_cast<char>(i / kOsPageBytes);
+  CHECK(os_move(source, bytes, target, 2 * bytes));
+  for (size_t i = 0; i < bytes; i += kOsPageBytes) {
+    REQUIRE(target[i] == static_cast<char>(i / kOsPageBytes));
+  }
+  target[2 * bytes - 1] = 1;  // the grown part is usable
+  os_unmap(target, 2 * bytes);
+}
+
+TEST_CASE("failures return nullptr and leave errno alone") {
+  errno = 1234;
+  CHECK(os_map_aligned(size_t{1} << 62, kOsPageBytes) == nullptr);
+  CHECK(errno == 1234);
+  os_fail_mmap_after(1);
+  CHECK(os_map_aligned(kOsPageBytes, kOsPageBytes) == nullptr);
+  void* memory = os_map_aligned(kOsPageBytes, kOsPageBytes);  // only one failure was injected
+  CHECK(memory != nullptr);
+  os_unmap(memory, kOsPageBytes);
+  CHECK(errno == 1234);
+}
+
+TEST_CASE("an address-space limit makes mapping fail cleanly") {
+  auto result = test_support::run_in_child([] {
+    struct rlimit limit = {256 * kMiB + test_support::virtual_bytes(), RLIM_INFINITY};
+    setrlimit(RLIMIT_AS, &limit);
+    void* big = os_map_aligned(512 * kMiB, kSegmentBytes);
+    void* small = os_map_aligned(16 * kMiB, kSegmentBytes);
+    _exit(big == nullptr && small != nullptr ? 0 : 1);
+  });
+  CHECK(result.exited);
+  CHECK(result.exit_code == 0);
+}
+
+TEST_CASE("the random seed differs between calls") {
+  CHECK(os_random_seed() != os_random_seed());
+  uint64_t start = os_now_ms();
+  CHECK(os_now_ms() >= start);
+}

@@ -1,0 +1,195 @@
+// Segments and pages in isolation: spans, carving, the page accounting, and the remote-free
+// protocol with its full flag.
+#include <doctest/doctest.h>
+
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "page.h"
+
+using namespace mapalloc;
+
+namespace {
+
+// A stand-in owner: the page layer never looks inside a heap.
+Heap* fake_owner() { return reinterpret_cast<Heap*>(uintptr_t{0x1000}); }
+
+struct SpanFixture {
+  SegmentList list;
+  Page* page = nullptr;
+  explicit SpanFixture(unsigned size_class) {
+    page = span_alloc(list, fake_owner(), kUnitSegment, class_span_pages(size_class));
+    REQUIRE(page != nullptr);
+    page_init(page, fake_owner(), size_class);
+  }
+  ~SpanFixture() {
+    if (page != nullptr) span_free(list, page);
+  }
+};
+
+unsigned list_length(Block* block) {
+  unsigned count = 0;
+  for (; block != nullptr; block = block->next) ++count;
+  return count;
+}
+
+}  // namespace
+
+TEST_CASE("spans are page-aligned runs inside a mapped segment") {
+  SegmentList list;
+  Page* one = span_alloc(list, fake_owner(), kUnitSegment, 1);
+  Page* four = span_alloc(list, fake_owner(), kUnitSegment, 4);
+  REQUIRE(one != nullptr);
+  REQUIRE(four != nullptr);
+  CHECK(unit_kind(page_start(one)) == kUnitSegment);
+  CHECK(reinterpret_cast<uintptr_t>(page_start(four)) % kPageBytes == 0);
+  CHECK(page_index(one) >= kFirstUsablePage);
+  CHECK(four->span_pages == 4);
+  for (unsigned i = 1; i < 4; ++i) {
+    CHECK(four[i].state == PageState::kSpanTail);
+    CHECK(span_head(&four[i]) == four);
+    CHECK(page_entry_of(page_start(four) + i * kPageBytes + 100) == &four[i]);
+  }
+  CHECK(list.count == 1);
+  span_free(list, one);
+  span_free(list, four);
+  CHECK(list.count == 0);  // the empty segment left the list for the cache
+}
+
+TEST_CASE("a segment's 63 usable pages can all be used, then a new segment is taken") {
+  SegmentList list;
+  std::vector<Page*> spans;
+  for (size_t i = 0; i < kPagesPerSegment - kFirstUsablePage; ++i) {
+    spans.push_back(span_alloc(list, fake_owner(), kUnitSegment, 1));
+  }
+  CHECK(list.count == 1);
+  Page* extra = span_alloc(list, fake_owner(), kUnitSegment, 1);
+  CHECK(list.count == 2);
+  CHECK(segment_of(extra) != segment_of(spans[0]));
+  span_free(list, extra);
+  for (Page* page : spans) span_free(list, page);
+  CHECK(list.count == 0);
+}
+
+TEST_CASE("carving hands out distinct blocks in address order, in bounded batches") {
+  SpanFixture span(size_class_of(48));
+  Page* page = span.page;
+  CHECK(page->capacity == kPageBytes / 48);
+  std::set<Block*> seen;
+  unsigned total = 0;
+  while (Block* blocks = page_carve(page)) {
+    unsigned batch = list_length(blocks);
+    CHECK(batch <= page_carve_batch(page));
+    for (Block* block = blocks; block != nullptr; block = block->next) {
+      CHECK(seen.insert(block).second);
+      CHECK((reinterpret_cast<char*>(block) - page_start(page)) % 48 == 0);
+      if (block->next != nullptr)
+        CHECK(reinterpret_cast<char*>(block->next) == reinterpret_cast<char*>(block) + 48);
+    }
+    total += batch;
+  }
+  CHECK(total == page->capacity);
+  CHECK(page->countdown == page->capacity);
+  CHECK(page_is_block_start(page, page_start(page)));
+  CHECK_FALSE(page_is_block_start(page, page_start(page) + 16));
+  CHECK_FALSE(page_is_block_start(page, page_start(page) + 48 * page->capacity));
+}
+
+TEST_CASE("carving stops at the carved boundary for the block-start test") {
+  SpanFixture span(size_class_of(1024));
+  Page* page = span.page;
+  CHECK_FALSE(page_is_block_start(page, page_start(page)));  // nothing carved yet
+  page_carve(page);
+  unsigned carved = page->carved;
+  CHECK(page_is_block_start(page, page_start(page) + 1024 * (carved - 1)));
+  CHECK_FALSE(page_is_block_start(page, page_start(page) + 1024 * carved));
+}
+
+TEST_CASE("local frees count down to an empty page") {
+  SpanFixture span(size_class_of(64));
+  Page* page = span.page;
+  Block* blocks = page_carve(page);
+  unsigned count = list_length(blocks);
+  CHECK(page->countdown == count);
+  // Free them all locally, the way free() does.
+  for (Block* block = blocks; block != nullptr;) {
+    Block* next = block->next;
+    block->next = page->local_free;
+    page->local_free = block;
+    --page->countdown;
+    block = next;
+  }
+  CHECK(page->countdown == 0);
+  CHECK(page_local_free_count(page) == count);
+  Block* again = page_take_local_free(page);
+  CHECK(list_length(again) == count);
+  CHECK(page->countdown == count);  // back in use
+}
+
+TEST_CASE("remote frees land in thread_free and are taken whole") {
+  SpanFixture span(size_class_of(32));
+  Page* page = span.page;
+  Block* blocks = page_carve(page);
+  std::vector<Block*> all;
+  for (Block* block = blocks; block != nullptr; block = block->next) all.push_back(block);
+  // Two threads free half each, concurrently.
+  auto free_range = [&](size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i) CHECK_FALSE(page_remote_free(page, all[i]));
+  };
+  std::thread first(free_range, 0, all.size() / 2);
+  std::thread second(free_range, all.size() / 2, all.size());
+  first.join();
+  second.join();
+  Block* taken = page_take_thread_free(page);
+  CHECK(list_length(taken) == all.size());
+  std::set<Block*> unique;
+  for (Block* block = taken; block != nullptr; block = block->next) unique.insert(block);
+  CHECK(unique.size() == all.size());
+  CHECK(page_take_thread_free(page) == nullptr);
+}
+
+TEST_CASE("a full page's first remote free claims the flag; later ones queue normally") {
+  SpanFixture span(size_class_of(16));
+  Page* page = span.page;
+  Block* first = page_carve(page);
+  Block* second = first->next;
+  CHECK(page_try_mark_full(page));
+  CHECK(page->thread_free.load() == kFullFlag);
+  CHECK(page_remote_free(page, first));         // claimed: goes to the owner's delayed list
+  CHECK_FALSE(page_remote_free(page, second));  // an ordinary push
+  CHECK(page_take_thread_free(page) == second);
+}
+
+TEST_CASE("marking full fails once a remote free arrived, and leaving full clears the flag") {
+  SpanFixture span(size_class_of(16));
+  Page* page = span.page;
+  Block* block = page_carve(page);
+  CHECK_FALSE(page_remote_free(page, block));
+  CHECK_FALSE(page_try_mark_full(page));
+  CHECK(page_take_thread_free(page) == block);
+  CHECK(page_try_mark_full(page));
+  CHECK(page->countdown == 1);
+  page->countdown = 0;  // a local free happened
+  page_leave_full(page);
+  CHECK(page->thread_free.load() == 0);
+  CHECK(page->countdown == page->capacity - 1u);
+  CHECK(page_local_free_count(page) == 1);
+}
+
+TEST_CASE("returning blocks to a page and collecting remote frees keep the accounting") {
+  SpanFixture span(size_class_of(128));
+  Page* page = span.page;
+  Block* blocks = page_carve(page);
+  unsigned count = list_length(blocks);
+  Block* remote = blocks;
+  Block* rest = blocks->next;
+  remote->next = nullptr;
+  page_return_blocks(page, rest);
+  CHECK(page->countdown == 1);
+  CHECK_FALSE(page_remote_free(page, remote));
+  page_collect_remote(page);
+  CHECK(page->countdown == 0);
+  CHECK(page_local_free_count(page) == count);
+  CHECK(block_list_contains(page->local_free, remote));
+}

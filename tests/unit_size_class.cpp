@@ -1,0 +1,66 @@
+// Size classes: every size maps to the smallest class that holds it; the block-start test is
+// exact for every offset of every class's span.
+#include <doctest/doctest.h>
+
+#include <initializer_list>
+
+#include "size_class.h"
+
+using namespace mapalloc;
+
+TEST_CASE("every size 1..kArenaMaxBytes maps to the smallest class that holds it") {
+  for (size_t size = 1; size <= kArenaMaxBytes; ++size) {
+    unsigned size_class = size_class_of(size);
+    REQUIRE(size_class < kClassCount);
+    REQUIRE(class_block_bytes(size_class) >= size);
+    if (size_class > 0) REQUIRE(class_block_bytes(size_class - 1) < size);
+  }
+}
+
+TEST_CASE("classes grow, stay 16-byte multiples and waste at most 12.5% above 128 bytes") {
+  for (unsigned c = 1; c < kClassCount; ++c) {
+    size_t block = class_block_bytes(c);
+    size_t previous = class_block_bytes(c - 1);
+    CHECK(block > previous);
+    CHECK(block % kMinAlignBytes == 0);
+    // The worst request of class c is previous + 1 bytes.
+    if (previous >= 128 && block <= kSmallMaxBytes)
+      CHECK((block - previous - 1) * 8 <= previous + 1);
+    if (block > kSmallMaxBytes) CHECK((block - previous - 1) * 4 <= previous + 1);  // 4/doubling
+  }
+  CHECK(class_block_bytes(0) == 16);
+  CHECK(class_block_bytes(kClassCount - 1) == kArenaMaxBytes);
+}
+
+TEST_CASE("every power of two up to the arena limit is a class") {
+  for (size_t power = 16; power <= kArenaMaxBytes; power *= 2) {
+    CHECK(class_block_bytes(size_class_of(power)) == power);
+  }
+}
+
+TEST_CASE("spans fit a segment and hold several blocks with little waste") {
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    size_t span = class_span_pages(c) * kPageBytes;
+    CHECK(class_span_pages(c) <= kPagesPerSegment - kFirstUsablePage);
+    CHECK(class_capacity(c) >= 4);
+    CHECK((span - class_capacity(c) * class_block_bytes(c)) * 8 <= span);
+  }
+}
+
+TEST_CASE("the block-start test accepts exactly the starts of carved blocks") {
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    size_t block = class_block_bytes(c);
+    uint64_t magic = block_start_magic(block);
+    size_t span = class_span_pages(c) * kPageBytes;
+    for (unsigned carved : {0u, 1u, class_capacity(c) / 2, class_capacity(c)}) {
+      uint64_t limit = carved * block_start_step(block);
+      // Offsets are checked at every 16-byte step plus the odd ones around each block start.
+      for (uint64_t offset = 0; offset < span; offset += (offset % 16 == 0 ? 1 : 15)) {
+        bool expected = offset % block == 0 && offset / block < carved;
+        if ((offset * magic < limit) != expected) {
+          FAIL("class " << c << " offset " << offset << " carved " << carved);
+        }
+      }
+    }
+  }
+}
