@@ -49,7 +49,7 @@ constexpr size_t kMinAlignBytes = 16;
 // Sizes up to kSmallMaxBytes are served by the one-screen fast path (classes 16 bytes apart);
 // up to kArenaMaxBytes by size-class spans; anything larger by its own mapping.
 constexpr size_t kSmallMaxBytes = 1024;
-constexpr size_t kArenaMaxBytes = 256 * kKiB;
+constexpr size_t kArenaMaxBytes = 1 * kMiB;
 
 // Requests above this are refused with ENOMEM before any arithmetic can overflow (glibc uses
 // PTRDIFF_MAX the same way).

@@ -37,40 +37,64 @@ Page* queue_pop(PageQueue& queue) {
   return page;
 }
 
-// --- every heap, and the pool of abandoned ones -------------------------------------------
+// --- every heap, and the pools of abandoned ones --------------------------------------------
 
-// Heaps are never freed, so reading a popped heap's pool_next is always safe; the tag in the top
-// 16 bits of the head defeats ABA.
-constexpr unsigned kTagShift = 48;
-constexpr uint64_t kPointerMask = (uint64_t{1} << kTagShift) - 1;
+// A lock-free stack of heaps. Heaps are never freed, so reading a popped heap's pool_next is
+// always safe; the tag in the top 16 bits of the head defeats ABA.
+class HeapStack {
+ public:
+  void push(Heap* heap) {
+    uint64_t old = head_.load(std::memory_order_relaxed);
+    uint64_t next;
+    do {
+      heap->pool_next = reinterpret_cast<Heap*>(old & kPointerMask);
+      next = reinterpret_cast<uint64_t>(heap) | (((old >> kTagShift) + 1) << kTagShift);
+    } while (!head_.compare_exchange_weak(old, next, std::memory_order_release,
+                                          std::memory_order_relaxed));
+  }
 
-std::atomic<uint64_t> pool_head{0};
-std::atomic<Heap*> all_heaps{nullptr};
-std::atomic<unsigned> next_heap_tag{kFirstHeapTag};
+  Heap* pop() {
+    uint64_t old = head_.load(std::memory_order_acquire);
+    for (;;) {
+      Heap* heap = reinterpret_cast<Heap*>(old & kPointerMask);
+      if (heap == nullptr) return nullptr;
+      uint64_t next =
+          reinterpret_cast<uint64_t>(heap->pool_next) | (((old >> kTagShift) + 1) << kTagShift);
+      if (head_.compare_exchange_weak(old, next, std::memory_order_acquire,
+                                      std::memory_order_acquire)) {
+        return heap;
+      }
+    }
+  }
+
+  bool empty() const { return (head_.load(std::memory_order_relaxed) & kPointerMask) == 0; }
+
+ private:
+  static constexpr unsigned kTagShift = 48;
+  static constexpr uint64_t kPointerMask = (uint64_t{1} << kTagShift) - 1;
+  std::atomic<uint64_t> head_{0};
+};
+
+// Abandoned heaps that still hold segments, and emptied ones. A new thread adopts from the
+// first if it can (its pages are as good as new ones); a live heap short of pages reclaims
+// from it; emptied heaps wait for new threads.
+HeapStack abandoned_with_memory;
+HeapStack abandoned_empty;
 
 void pool_push(Heap* heap) {
-  uint64_t old = pool_head.load(std::memory_order_relaxed);
-  uint64_t next;
-  do {
-    heap->pool_next = reinterpret_cast<Heap*>(old & kPointerMask);
-    next = reinterpret_cast<uint64_t>(heap) | (((old >> kTagShift) + 1) << kTagShift);
-  } while (!pool_head.compare_exchange_weak(old, next, std::memory_order_release,
-                                            std::memory_order_relaxed));
+  if (heap->segments.first != nullptr)
+    abandoned_with_memory.push(heap);
+  else
+    abandoned_empty.push(heap);
 }
 
 Heap* pool_pop() {
-  uint64_t old = pool_head.load(std::memory_order_acquire);
-  for (;;) {
-    Heap* heap = reinterpret_cast<Heap*>(old & kPointerMask);
-    if (heap == nullptr) return nullptr;
-    uint64_t next =
-        reinterpret_cast<uint64_t>(heap->pool_next) | (((old >> kTagShift) + 1) << kTagShift);
-    if (pool_head.compare_exchange_weak(old, next, std::memory_order_acquire,
-                                        std::memory_order_acquire)) {
-      return heap;
-    }
-  }
+  Heap* heap = abandoned_with_memory.pop();
+  return heap != nullptr ? heap : abandoned_empty.pop();
 }
+
+std::atomic<Heap*> all_heaps{nullptr};
+std::atomic<unsigned> next_heap_tag{kFirstHeapTag};
 
 Heap* heap_create() {
   void* memory = os_map_aligned(align_up(sizeof(Heap), kOsPageBytes), kOsPageBytes);
@@ -108,9 +132,12 @@ void release_current(Heap* heap, unsigned size_class) {
   }
 }
 
+uint8_t map_entry_of(const Heap* heap) {
+  return heap->segment_tag == kNoHeapTag ? uint8_t{kUnitSegment} : heap->segment_tag;
+}
+
 Page* new_page(Heap* heap, unsigned size_class) {
-  uint8_t entry = heap->segment_tag == kNoHeapTag ? uint8_t{kUnitSegment} : heap->segment_tag;
-  Page* page = span_alloc(heap->segments, heap, entry, class_span_pages(size_class));
+  Page* page = span_alloc(heap->segments, heap, map_entry_of(heap), class_span_pages(size_class));
   if (page != nullptr) page_init(page, heap, size_class);
   return page;
 }
@@ -119,9 +146,58 @@ void drain_delayed(Heap* heap) {
   Block* block = heap->delayed_free.exchange(nullptr, std::memory_order_acquire);
   while (block != nullptr) {
     Block* next = block->next;
-    heap_free_local(heap, span_head(page_entry_of(block)), block);
+    Page* page = span_head(page_entry_of(block));
+    // A remote free may have read the owner just before a reclaim moved the page to another
+    // heap (see reclaim): such a block is passed on to the page's owner now.
+    if (page->owner == heap)
+      heap_free_local(heap, page, block);
+    else
+      heap_free_remote(page, block);
     block = next;
   }
+}
+
+void queue_append(PageQueue& into, PageQueue& from) {
+  if (from.first == nullptr) return;
+  if (into.last != nullptr) {
+    into.last->queue_next = from.first;
+    from.first->queue_prev = into.last;
+  } else {
+    into.first = from.first;
+  }
+  into.last = from.last;
+  from = PageQueue{};
+}
+
+// Moves everything `from` (an abandoned heap taken from the pool) holds into `into`: its
+// segments, page ownership, map entries and page queues. Pages change owner only here, while
+// their old owner belongs to no thread; a remote free racing with the change may still deliver
+// a block to `from`'s delayed list, and whoever takes `from` next forwards it (drain_delayed).
+void reclaim(Heap* into, Heap* from) {
+  heap_collect(from);
+  uint8_t entry = map_entry_of(into);
+  while (Segment* segment = from->segments.first) {
+    from->segments.first = segment->next;
+    from->segments.count--;
+    for (Page& page : segment->pages) {
+      if (page.owner == from) __atomic_store_n(&page.owner, into, __ATOMIC_RELEASE);
+    }
+    segment->owner = into;
+    set_unit_entry(segment, entry);
+    segment_list_push(into->segments, segment);
+  }
+  for (unsigned c = 0; c < kClassCount; ++c) queue_append(into->available[c], from->available[c]);
+}
+
+// Before mapping new memory, take over an abandoned heap's (its free blocks are as good, and
+// its thread is gone). The emptied heap goes back to the pool for a new thread to adopt.
+bool reclaim_abandoned(Heap* heap) {
+  if (abandoned_with_memory.empty()) return false;
+  Heap* abandoned = abandoned_with_memory.pop();
+  if (abandoned == nullptr) return false;
+  reclaim(heap, abandoned);
+  abandoned_empty.push(abandoned);
+  return true;
 }
 
 }  // namespace
@@ -130,6 +206,7 @@ Heap* heap_list_first() { return all_heaps.load(std::memory_order_acquire); }
 
 Block* heap_refill(Heap* heap, unsigned size_class) {
   heap->slow_calls++;
+  bool reclaimed = false;
   if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) drain_delayed(heap);
   for (;;) {
     if (Page* page = heap->current[size_class]) {
@@ -145,6 +222,10 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
       heap->current[size_class] = nullptr;
     }
     Page* page = queue_pop(heap->available[size_class]);
+    if (page == nullptr && !reclaimed) {
+      reclaimed = true;
+      if (reclaim_abandoned(heap)) continue;
+    }
     if (page == nullptr) page = new_page(heap, size_class);
     if (page == nullptr) return nullptr;
     page->state = PageState::kCurrent;
@@ -162,7 +243,10 @@ void heap_page_countdown_zero(Heap* heap, Page* page) {
       return;
     }
   } else if (page->state == PageState::kCurrent) {
-    return;  // empty, but kept: the next refill of its class takes its local_free
+    // An empty one-page span stays current, so that a block allocated and freed over and over
+    // does not retire and rebuild it each time; bigger spans go back to the segment at once.
+    if (page->span_pages == 1) return;
+    heap->current[page->size_class] = nullptr;
   } else {
     queue_remove(heap->available[page->size_class], page);
   }

@@ -8,7 +8,7 @@ namespace {
 
 // Freed mappings kept for reuse, most recent last. Guarded by `lock`; each change is one store
 // to a slot or to `count` (fork: see spin_lock.h).
-constexpr unsigned kCacheSlots = 16;
+constexpr unsigned kCacheSlots = 32;
 constexpr size_t kMaxCachedMappingBytes = 64 * kMiB;
 constexpr size_t kMaxCachedTotalBytes = 256 * kMiB;
 
@@ -71,23 +71,26 @@ void unmap_mapping(LargeHeader* header) {
   os_unmap(header, header->mapping_bytes);
 }
 
-// A cached mapping that can hold `needed` bytes, trimmed if it is much bigger.
+// The smallest cached mapping that can hold `needed` bytes (and is at most twice as big). A tail
+// of more than a quarter is given back: the mapping is shrunk in place.
 LargeHeader* cache_take(size_t needed) {
   if (__atomic_load_n(&large_cache.count, __ATOMIC_RELAXED) == 0) return nullptr;
   LargeHeader* found = nullptr;
   {
     SpinLockGuard guard(large_cache.lock);
-    for (unsigned i = large_cache.count; i-- > 0;) {
-      LargeHeader* candidate = large_cache.slots[i];
-      if (candidate->mapping_bytes < needed || candidate->mapping_bytes > 2 * needed) continue;
-      found = candidate;
-      large_cache.slots[i] = large_cache.slots[large_cache.count - 1];
-      large_cache.count--;
-      large_cache.bytes -= candidate->mapping_bytes;
-      break;
+    unsigned best = kCacheSlots;
+    for (unsigned i = 0; i < large_cache.count; ++i) {
+      size_t bytes = large_cache.slots[i]->mapping_bytes;
+      if (bytes < needed || bytes > 2 * needed) continue;
+      if (best == kCacheSlots || bytes < large_cache.slots[best]->mapping_bytes) best = i;
     }
+    if (best == kCacheSlots) return nullptr;
+    found = large_cache.slots[best];
+    large_cache.slots[best] = large_cache.slots[large_cache.count - 1];
+    large_cache.count--;
+    large_cache.bytes -= found->mapping_bytes;
   }
-  if (found != nullptr && found->mapping_bytes - needed >= needed / 4 + kOsPageBytes &&
+  if (found->mapping_bytes - needed > needed / 4 &&
       os_resize_in_place(found, found->mapping_bytes, needed)) {
     found->mapping_bytes = needed;
   }

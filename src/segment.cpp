@@ -55,14 +55,6 @@ Segment* segment_map_new() {
   return segment;
 }
 
-void list_push(SegmentList& list, Segment* segment) {
-  segment->prev = nullptr;
-  segment->next = list.first;
-  if (list.first != nullptr) list.first->prev = segment;
-  list.first = segment;
-  list.count++;
-}
-
 void list_remove(SegmentList& list, Segment* segment) {
   if (segment->prev != nullptr)
     segment->prev->next = segment->next;
@@ -100,6 +92,14 @@ Page* take_span(Segment* segment, unsigned first, unsigned pages) {
 
 }  // namespace
 
+void segment_list_push(SegmentList& list, Segment* segment) {
+  segment->prev = nullptr;
+  segment->next = list.first;
+  if (list.first != nullptr) list.first->prev = segment;
+  list.first = segment;
+  list.count++;
+}
+
 Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pages) {
   for (Segment* segment = list.first; segment != nullptr; segment = segment->next) {
     uint64_t starts = run_starts(segment->free_pages, pages);
@@ -111,7 +111,7 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
   if (segment == nullptr) return nullptr;
   segment->owner = owner;
   set_unit_entry(segment, owner_tag);
-  list_push(list, segment);
+  segment_list_push(list, segment);
   return take_span(segment, kFirstUsablePage, pages);
 }
 

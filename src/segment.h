@@ -176,6 +176,9 @@ inline Page* span_head(Page* entry) { return &segment_of(entry)->pages[entry->he
 // nullptr if memory is exhausted.
 Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pages);
 
+// Adds a segment to a heap's list (reclaiming an abandoned heap's segments).
+void segment_list_push(SegmentList& list, Segment* segment);
+
 // Returns a span (all its blocks free) to its segment. A segment left without any span in use
 // leaves `list` for the process cache.
 void span_free(SegmentList& list, Page* head);

@@ -2,8 +2,8 @@
 //
 //   classes 0..63   : 16, 32, 48, ..., 1024 bytes (16 apart: the fast path indexes them as
 //                     (size-1)/16 with no table)
-//   classes 64..95  : four per power of two, 1280 .. 256 KiB (internal waste < 25% of the
-//                     block and < 20% on average; at most 12.5% above 128 bytes)
+//   classes 64..107 : four per power of two, 1280 bytes .. 2 MiB (a request wastes at most 25%
+//                     of itself, 1/5 of the block)
 //
 // Every power of two from 16 to 256 KiB is a class, and blocks of a power-of-two class are
 // aligned to their size (spans start kPageBytes-aligned), which is how aligned allocation up to
@@ -16,7 +16,7 @@ namespace mapalloc {
 
 constexpr unsigned kSmallClassCount = kSmallMaxBytes / kMinAlignBytes;  // 64
 constexpr unsigned kClassesPerDoubling = 4;
-constexpr unsigned kClassCount = kSmallClassCount + kClassesPerDoubling * 8;  // up to 256 KiB
+constexpr unsigned kClassCount = kSmallClassCount + kClassesPerDoubling * 10;  // up to 1 MiB
 
 constexpr size_t class_block_bytes(unsigned size_class) {
   if (size_class < kSmallClassCount) return (size_class + 1) * kMinAlignBytes;
@@ -38,10 +38,11 @@ constexpr unsigned size_class_of(size_t size) {
 }
 
 // Pages in one span of a class: small classes use one 64 KiB page; bigger blocks use enough
-// pages for a handful of blocks, choosing the page count that wastes the least of the span.
+// pages for a handful of blocks (down to one block of the biggest classes), choosing the page
+// count that wastes the least of the span.
 constexpr unsigned class_span_pages(unsigned size_class) {
   size_t block = class_block_bytes(size_class);
-  size_t min_blocks = block <= 16 * kKiB ? 8 : 4;
+  size_t min_blocks = block <= 16 * kKiB ? 8 : block <= 128 * kKiB ? 4 : block < 256 * kKiB ? 2 : 1;
   size_t pages = (block * min_blocks + kPageBytes - 1) / kPageBytes;
   size_t best_pages = pages;
   size_t best_waste_permille = 1000;
@@ -83,7 +84,7 @@ constexpr bool classes_are_consistent() {
     if (size_class_of(block) != c) return false;  // exact fit maps to itself
     if (c > 0 && size_class_of(class_block_bytes(c - 1) + 1) != c) return false;  // next up
     if (class_span_pages(c) > kPagesPerSegment - kFirstUsablePage) return false;
-    if (class_capacity(c) < 4 || class_capacity(c) > 65535) return false;
+    if (class_capacity(c) < 1 || class_capacity(c) > 65535) return false;
   }
   return true;
 }

@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""mapalloc's benchmark driver (make bench, make bench-quick).
+
+Runs every workload under every allocator via LD_PRELOAD, alternating allocators run by run
+(A B C D A B C D ...), and reports the median wall time and median peak RSS of each, with
+ratios to mapalloc. Writes build/bench/results.{csv,md,json} and build/bench/chart.png, and
+compares mapalloc's standing with the previous run of the same mode.
+
+Only the Python standard library is used; the chart is drawn by gnuplot.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "build" / "bench"
+LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
+
+# name -> library to preload (None: the C library's own malloc), Debian package
+ALLOCATORS = {
+    "mapalloc": (ROOT / "build" / "libmapalloc.so", None),
+    "glibc": (None, None),
+    "jemalloc": (LIBDIR / "libjemalloc.so.2", "libjemalloc2"),
+    "mimalloc": (LIBDIR / "libmimalloc.so.2", "libmimalloc2.0"),
+    "tcmalloc": (LIBDIR / "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+}
+
+
+class Workload:
+    def __init__(self, name, argv, kind="synthetic", stdin=None, server=None):
+        self.name, self.argv, self.kind, self.stdin, self.server = name, argv, kind, stdin, server
+
+
+def progress(text):
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + text)
+    else:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def environment(preload):
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if preload is not None:
+        env["LD_PRELOAD"] = str(preload)
+    return env
+
+
+def run_process(argv, preload, stdin_path=None):
+    """Runs argv to completion through the `measure` wrapper (see measure.c); returns
+    (seconds, peak RSS in KiB, stdout bytes)."""
+    command = [str(OUT / "measure"), "--preload", str(preload or ""), "--"] + [str(a) for a in argv]
+    with open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb") as stdin:
+        result = subprocess.run(command, stdin=stdin, capture_output=True, env=environment(None))
+    report = result.stderr.decode(errors="replace").strip().splitlines()
+    if result.returncode != 0 or not report:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({result.returncode}): "
+                           f"{result.stderr[-500:].decode(errors='replace')}")
+    seconds, peak_kib = report[-1].split()
+    return float(seconds), int(peak_kib), result.stdout
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_redis(requests, preload):
+    """redis-server preloaded with the allocator, driven by redis-benchmark (not preloaded).
+    Time: the benchmark's wall time. Memory: the server's peak RSS."""
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=environment(preload))
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.025)
+        start = time.perf_counter()
+        subprocess.run(["redis-benchmark", "-p", str(port), "-n", str(requests), "-q", "-r",
+                        "100000", "-d", "200", "-t", "set,get,lpush,lpop,sadd,hset,mset"],
+                       check=True, stdout=subprocess.DEVNULL, env=environment(None))
+        seconds = time.perf_counter() - start
+        with open(f"/proc/{server.pid}/status") as status:
+            peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if server.wait(timeout=20) not in (0, None):
+            raise RuntimeError("redis-server exited with an error")
+        return seconds, peak, b""
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def build(quick):
+    OUT.mkdir(parents=True, exist_ok=True)
+    cc = ["gcc", "-O2", "-pthread", "-Wall", "-Wextra"]
+    for source in ("workloads", "fastpath", "measure"):
+        subprocess.run(cc + ["-o", OUT / source, ROOT / "scripts" / "bench" / f"{source}.c"],
+                       check=True)
+    python = ["python3", str(ROOT / "scripts" / "bench" / "gen_sql.py")]
+    with open(OUT / "bench.sql", "w") as sql:
+        subprocess.run(python + ["60000" if quick else "300000"], stdout=sql, check=True)
+    with open(OUT / "big.cpp", "w") as cpp:
+        subprocess.run(["python3", str(ROOT / "scripts" / "bench" / "gen_cpp.py"),
+                        "30" if quick else "120"], stdout=cpp, check=True)
+
+
+def workloads(quick, only):
+    scale = "1" if quick else "4"
+    tool = str(OUT / "workloads")
+    chosen = [Workload(f"{name}-{threads}t" if threads else name,
+                       [tool, name, str(threads or 1), scale])
+              for name, threads in [("lifo", 0), ("fifo", 0), ("linked", 0), ("bigblock", 0),
+                                    ("larson", 1), ("larson", 2), ("larson", 8),
+                                    ("prodcons", 2), ("prodcons", 8),
+                                    ("churn", 1), ("churn", 2), ("churn", 8)]]
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
+    chosen.append(Workload("python3", [python, str(ROOT / "scripts/bench/python_workload.py"),
+                                       "1" if quick else "4"], kind="real"))
+    chosen.append(Workload("sqlite3", ["sqlite3", ":memory:"], kind="real",
+                           stdin=OUT / "bench.sql"))
+    chosen.append(Workload("g++ -O2", ["g++", "-std=c++17", "-O2", "-c", "-o", "/dev/null",
+                                       str(OUT / "big.cpp")], kind="real"))
+    if shutil.which("redis-server") and shutil.which("redis-benchmark"):
+        chosen.append(Workload("redis", None, kind="real",
+                               server=20000 if quick else 100000))
+    if only:
+        chosen = [w for w in chosen if any(pattern in w.name for pattern in only)]
+    return chosen
+
+
+def callgrind_pairs(preload, size):
+    """Instructions per malloc/free pair on the fast-path loop (difference of two lengths)."""
+    counts = []
+    for iterations in (100000, 200000):
+        env = environment(preload)
+        result = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                 str(OUT / "fastpath"), str(iterations), str(size)],
+                                env=env, capture_output=True, text=True)
+        line = [l for l in result.stderr.splitlines() if "Collected" in l]
+        if not line:
+            return None
+        counts.append(int(line[-1].split()[-1]))
+    return (counts[1] - counts[0]) / 100000
+
+
+def geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def measure(chosen, allocators, runs):
+    results = {w.name: {a: {"seconds": [], "rss_kib": []} for a in allocators} for w in chosen}
+    outputs = {}
+    total = len(chosen) * runs * len(allocators)
+    done = 0
+    for workload in chosen:
+        for run in range(runs):
+            for allocator in allocators:  # alternate: A B C D A B C D ...
+                done += 1
+                progress(f"[{done}/{total}] {workload.name} under {allocator} "
+                         f"(run {run + 1}/{runs})")
+                preload = ALLOCATORS[allocator][0]
+                if workload.server:
+                    seconds, rss, output = run_redis(workload.server, preload)
+                else:
+                    seconds, rss, output = run_process(workload.argv, preload, workload.stdin)
+                results[workload.name][allocator]["seconds"].append(seconds)
+                results[workload.name][allocator]["rss_kib"].append(rss)
+                previous = outputs.setdefault(workload.name, output)
+                if output != previous:
+                    raise RuntimeError(f"{workload.name}: output under {allocator} differs")
+    progress("")
+    for per_allocator in results.values():
+        for entry in per_allocator.values():
+            entry["median_seconds"] = statistics.median(entry["seconds"])
+            entry["median_rss_kib"] = statistics.median(entry["rss_kib"])
+    return results
+
+
+def format_rss(kib):
+    return f"{kib / 1024:.1f}M" if kib >= 1024 else f"{kib}K"
+
+
+def table_rows(chosen, allocators, results, fastpath):
+    """Rows of strings: workload, then per allocator 'time (ratio)' and 'rss (ratio)'."""
+    header = ["workload"] + [f"{a} {what}" for a in allocators for what in ("time", "peak RSS")]
+    rows = []
+    for workload in chosen:
+        base = results[workload.name]["mapalloc"]
+        row = [workload.name]
+        for allocator in allocators:
+            entry = results[workload.name][allocator]
+            time_text = f"{entry['median_seconds']:.3f}s"
+            rss_text = format_rss(entry["median_rss_kib"])
+            if allocator != "mapalloc":
+                time_text += f" x{entry['median_seconds'] / base['median_seconds']:.2f}"
+                rss_text += f" x{entry['median_rss_kib'] / base['median_rss_kib']:.2f}"
+            row += [time_text, rss_text]
+        rows.append(row)
+    if fastpath:
+        rows.append(["instr/pair (callgrind)"] +
+                    [c for a in allocators for c in (
+                        f"{fastpath[a]:.1f}" if fastpath.get(a) else "n/a", "")])
+    return header, rows
+
+
+def summary_lines(chosen, allocators, results, fastpath):
+    lines = []
+    synthetic = [w.name for w in chosen if w.kind == "synthetic"]
+    real = [w.name for w in chosen if w.kind == "real"]
+    for other in allocators:
+        if other == "mapalloc":
+            continue
+        def ratios(names, key):
+            return {n: results[n]["mapalloc"][key] / results[n][other][key] for n in names}
+        for label, names in (("synthetic", synthetic), ("real programs", real)):
+            if not names:
+                continue
+            time_ratios, rss_ratios = ratios(names, "median_seconds"), ratios(names, "median_rss_kib")
+            worst_time = max(time_ratios, key=time_ratios.get)
+            worst_rss = max(rss_ratios, key=rss_ratios.get)
+            lines.append(f"mapalloc/{other} ({label}): time geomean "
+                         f"{geomean(time_ratios.values()):.2f} (worst {time_ratios[worst_time]:.2f} "
+                         f"{worst_time}), peak RSS geomean {geomean(rss_ratios.values()):.2f} "
+                         f"(worst {rss_ratios[worst_rss]:.2f} {worst_rss})")
+    if fastpath.get("mapalloc"):
+        others = ", ".join(f"{a} {fastpath[a]:.1f}" for a in allocators
+                           if a != "mapalloc" and fastpath.get(a))
+        lines.append(f"fast path: {fastpath['mapalloc']:.1f} instructions per malloc/free pair "
+                     f"(loop included; {others})")
+    return lines
+
+
+def render_text(header, rows):
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def render_markdown(header, rows, summary):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n\n" + "\n".join(f"- {line}" for line in summary) + "\n"
+
+
+def write_chart(chosen, allocators, results):
+    """Bars per allocator of time and peak RSS relative to mapalloc (mapalloc = 1)."""
+    if not shutil.which("gnuplot"):
+        return None
+    data = OUT / "chart.dat"
+    with open(data, "w") as out:
+        out.write("workload " + " ".join(allocators) + "\n")
+        for key in ("median_seconds", "median_rss_kib"):
+            for w in chosen:
+                base = results[w.name]["mapalloc"][key]
+                values = " ".join(f"{results[w.name][a][key] / base:.4f}" for a in allocators)
+                out.write(f"\"{w.name}\" {values}\n")
+            out.write("\n\n")
+    columns = len(allocators)
+    plots = ", ".join(f"'{data}' index IDX using {i + 2}:xtic(1) title '{a}'"
+                      for i, a in enumerate(allocators))
+    script = f"""set terminal pngcairo size 1400,900 font ',10'
+set output '{OUT / "chart.png"}'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set key top left horizontal
+set xtics rotate by -35
+set grid ytics
+set logscale y 2
+set multiplot layout 2,1 title 'mapalloc benchmark: relative to mapalloc (1 = same, above 1 = worse than mapalloc)'
+set ylabel 'wall time ratio'
+plot {plots.replace('IDX', '0')}
+set ylabel 'peak RSS ratio'
+plot {plots.replace('IDX', '1')}
+unset multiplot
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    return OUT / "chart.png"
+
+
+def compare_with_previous(previous, results, allocators):
+    if not previous or "mimalloc" not in allocators:
+        return []
+    lines = []
+    for name, per_allocator in results.items():
+        old = previous.get(name)
+        if not old or "mimalloc" not in old:
+            continue
+        now = per_allocator["mapalloc"]["median_seconds"] / per_allocator["mimalloc"]["median_seconds"]
+        before = old["mapalloc"]["median_seconds"] / old["mimalloc"]["median_seconds"]
+        flag = "  <-- slower than last run" if now > before * 1.10 else ""
+        lines.append(f"{name:24s} mapalloc/mimalloc time {before:.2f} -> {now:.2f}{flag}")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, fewer runs (<2 min)")
+    parser.add_argument("--runs", type=int, help="runs per allocator and workload")
+    parser.add_argument("--only", nargs="*", help="workloads whose names contain these")
+    parser.add_argument("--allocators", nargs="*", help="subset of " + ", ".join(ALLOCATORS))
+    parser.add_argument("--no-callgrind", action="store_true")
+    args = parser.parse_args()
+    runs = args.runs or (3 if args.quick else 5)
+
+    allocators = []
+    for name in args.allocators or list(ALLOCATORS):
+        library, package = ALLOCATORS[name]
+        if library is None or library.exists():
+            allocators.append(name)
+        else:
+            print(f"note: {name} is missing ({library}); install the Debian package {package}")
+    if "mapalloc" not in allocators:
+        allocators.insert(0, "mapalloc")
+
+    build(args.quick)
+    chosen = workloads(args.quick, args.only)
+    results = measure(chosen, allocators, runs)
+    fastpath = {}
+    if not args.no_callgrind and shutil.which("valgrind"):
+        for allocator in allocators:
+            progress(f"callgrind: fast path of {allocator}")
+            fastpath[allocator] = callgrind_pairs(ALLOCATORS[allocator][0], 32)
+        progress("")
+
+    header, rows = table_rows(chosen, allocators, results, fastpath)
+    summary = summary_lines(chosen, allocators, results, fastpath)
+    print(f"\nmedians of {runs} runs per allocator, alternating; 'xR' = R times mapalloc's figure\n")
+    print(render_text(header, rows))
+    print()
+    print("\n".join(summary))
+
+    mode = "quick" if args.quick else "full"
+    history = OUT / f"last-{mode}.json"
+    previous = json.loads(history.read_text()) if history.exists() else None
+    comparison = compare_with_previous(previous, results, allocators)
+    if comparison and not args.only:
+        print(f"\ncompared with the previous {mode} run:")
+        print("\n".join(comparison))
+    if not args.only:
+        history.write_text(json.dumps(results))
+
+    with open(OUT / "results.csv", "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["workload", "kind", "allocator", "runs", "median_seconds",
+                         "median_peak_rss_kib", "time_vs_mapalloc", "rss_vs_mapalloc"])
+        for w in chosen:
+            base = results[w.name]["mapalloc"]
+            for a in allocators:
+                e = results[w.name][a]
+                writer.writerow([w.name, w.kind, a, runs, f"{e['median_seconds']:.4f}",
+                                 e["median_rss_kib"],
+                                 f"{e['median_seconds'] / base['median_seconds']:.3f}",
+                                 f"{e['median_rss_kib'] / base['median_rss_kib']:.3f}"])
+    (OUT / "results.md").write_text(render_markdown(header, rows, summary))
+    chart = write_chart(chosen, allocators, results)
+    print(f"\nwritten: {OUT / 'results.csv'}, {OUT / 'results.md'}" +
+          (f", {chart}" if chart else " (no gnuplot: no chart)"))
+
+
+if __name__ == "__main__":
+    main()

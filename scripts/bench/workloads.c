@@ -1,0 +1,381 @@
+/* Benchmark workloads for `make bench`: one program, one subcommand per workload, so that every
+ * allocator (preloaded) runs exactly the same code. Each workload does a fixed amount of work
+ * (scaled by the second argument), touches the memory it allocates, and prints a checksum so
+ * that the work cannot be optimised away and outputs can be compared between allocators.
+ *
+ *   workloads NAME THREADS SCALE
+ *
+ * lifo, fifo   single thread, every small class (16..1024 bytes), freed in reverse / in order
+ * linked       many small list nodes: build long lists, walk them, free half at random, rebuild
+ * bigblock     blocks around the large threshold (128 KiB .. 2 MiB), a small live set
+ * larson       server simulation: threads replace random blocks in their slot arrays; each
+ *              thread hands its array (and the blocks in it) to a successor and exits
+ * prodcons     producers allocate, consumers free: every free is remote
+ * churn        random sizes 16 B .. 64 KiB with malloc/realloc/free over a bounded live set
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static long scale = 1;
+
+static inline uint64_t next_random(uint64_t* state) {
+  uint64_t x = *state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *state = x;
+}
+
+static void* checked_malloc(size_t size) {
+  void* block = malloc(size);
+  if (block == NULL) {
+    fprintf(stderr, "workload: out of memory for %zu bytes\n", size);
+    exit(2);
+  }
+  return block;
+}
+
+/* ---- single-thread fast path ------------------------------------------------------------- */
+
+static uint64_t run_lifo(void) {
+  enum { kBlocks = 1000 };
+  void* blocks[kBlocks];
+  uint64_t sum = 0;
+  for (long round = 0; round < 4000 * scale; ++round) {
+    for (int i = 0; i < kBlocks; ++i) {
+      size_t size = 16 + (size_t)((i * 7 + round) % 64) * 16;
+      char* block = checked_malloc(size);
+      block[0] = (char)i;
+      blocks[i] = block;
+    }
+    for (int i = kBlocks - 1; i >= 0; --i) {
+      sum += (unsigned char)((char*)blocks[i])[0];
+      free(blocks[i]);
+    }
+  }
+  return sum;
+}
+
+static uint64_t run_fifo(void) {
+  enum { kBlocks = 1000 };
+  void* blocks[kBlocks];
+  uint64_t sum = 0;
+  uint64_t random = 88172645463325252ull;
+  for (long round = 0; round < 4000 * scale; ++round) {
+    for (int i = 0; i < kBlocks; ++i) {
+      size_t size = 1 + next_random(&random) % 1024;
+      char* block = checked_malloc(size);
+      block[0] = (char)size;
+      block[size - 1] = (char)size;
+      blocks[i] = block;
+    }
+    for (int i = 0; i < kBlocks; ++i) {
+      sum += (unsigned char)((char*)blocks[i])[0];
+      free(blocks[i]);
+    }
+  }
+  return sum;
+}
+
+/* ---- linked structures --------------------------------------------------------------------- */
+
+struct Node {
+  struct Node* next;
+  uint64_t value;
+  char payload[];
+};
+
+static uint64_t run_linked(void) {
+  enum { kLists = 64 };
+  struct Node* heads[kLists] = {0};
+  uint64_t random = 0x9e3779b97f4a7c15ull;
+  uint64_t sum = 0;
+  long nodes_per_round = 200000 * scale;
+  for (int round = 0; round < 8; ++round) {
+    for (long i = 0; i < nodes_per_round; ++i) {
+      uint64_t r = next_random(&random);
+      size_t payload = (r >> 8) % 48;
+      struct Node* node = checked_malloc(sizeof(struct Node) + payload);
+      node->value = r;
+      int list = (int)(r % kLists);
+      node->next = heads[list];
+      heads[list] = node;
+    }
+    for (int list = 0; list < kLists; ++list) {  // walk, and unlink about half at random
+      struct Node** link = &heads[list];
+      while (*link != NULL) {
+        struct Node* node = *link;
+        sum += node->value & 0xff;
+        if (node->value & 0x100) {
+          *link = node->next;
+          free(node);
+        } else {
+          link = &node->next;
+        }
+      }
+    }
+  }
+  for (int list = 0; list < kLists; ++list) {
+    while (heads[list] != NULL) {
+      struct Node* next = heads[list]->next;
+      free(heads[list]);
+      heads[list] = next;
+    }
+  }
+  return sum;
+}
+
+/* ---- big blocks ---------------------------------------------------------------------------- */
+
+static uint64_t run_bigblock(void) {
+  enum { kLive = 16 };
+  void* live[kLive] = {0};
+  uint64_t random = 0x2545f4914f6cdd1dull;
+  uint64_t sum = 0;
+  for (long i = 0; i < 20000 * scale; ++i) {
+    uint64_t r = next_random(&random);
+    size_t size;
+    if (r % 4 != 0) size = 192 * 1024 + (r >> 8) % (128 * 1024); /* dense around 256 KiB */
+    else size = 128 * 1024 + (r >> 8) % (2 * 1024 * 1024);
+    int slot = (int)((r >> 40) % kLive);
+    free(live[slot]);
+    char* block = checked_malloc(size);
+    memset(block, (int)i, 4096); /* a page at each end, as a header and a tail would be */
+    block[size - 1] = (char)i;
+    sum += (unsigned char)block[size - 1];
+    live[slot] = block;
+  }
+  for (int slot = 0; slot < kLive; ++slot) free(live[slot]);
+  return sum;
+}
+
+/* ---- larson -------------------------------------------------------------------------------- */
+
+enum { kLarsonSlots = 2000 };
+
+struct LarsonState {
+  void* slots[kLarsonSlots];
+  uint64_t random;
+  int generations_left;
+  long ops;
+  uint64_t sum;
+};
+
+static void* larson_thread(void* argument) {
+  struct LarsonState* state = argument;
+  for (long op = 0; op < state->ops; ++op) {
+    uint64_t r = next_random(&state->random);
+    int slot = (int)(r % kLarsonSlots);
+    char* old = state->slots[slot];
+    if (old != NULL) state->sum += (unsigned char)old[0];
+    free(old);
+    size_t size = 16 + (r >> 32) % 1000;
+    char* block = checked_malloc(size);
+    block[0] = (char)r;
+    state->slots[slot] = block;
+  }
+  /* Hand the slots, with the blocks this thread allocated, to a successor thread. */
+  int left = __atomic_sub_fetch(&state->generations_left, 1, __ATOMIC_RELAXED);
+  if (left > 0) {
+    pthread_t successor;
+    pthread_create(&successor, NULL, larson_thread, state);
+    pthread_detach(successor);
+  } else {
+    __atomic_store_n(&state->generations_left, -1, __ATOMIC_RELEASE); /* finished */
+  }
+  return NULL;
+}
+
+static uint64_t run_larson(int threads) {
+  enum { kGenerations = 10 };
+  struct LarsonState* states = calloc((size_t)threads, sizeof(struct LarsonState));
+  long total_ops = 6000000 * scale;
+  pthread_t first[64];
+  for (int t = 0; t < threads; ++t) {
+    states[t].random = 0x1234567ull * (uint64_t)(t + 1);
+    states[t].generations_left = kGenerations;
+    states[t].ops = total_ops / threads / kGenerations;
+    pthread_create(&first[t], NULL, larson_thread, &states[t]);
+  }
+  for (int t = 0; t < threads; ++t) pthread_join(first[t], NULL);
+  /* Later generations are detached: wait until every chain has finished. */
+  for (int t = 0; t < threads; ++t) {
+    while (__atomic_load_n(&states[t].generations_left, __ATOMIC_ACQUIRE) != -1) sched_yield();
+  }
+  uint64_t sum = 0;
+  for (int t = 0; t < threads; ++t) {
+    sum += states[t].sum;
+    for (int slot = 0; slot < kLarsonSlots; ++slot) free(states[t].slots[slot]);
+  }
+  free(states);
+  return sum;
+}
+
+/* ---- producer / consumer ------------------------------------------------------------------- */
+
+enum { kBatch = 64, kQueueBatches = 256 };
+
+struct Queue {
+  pthread_mutex_t lock;
+  pthread_cond_t not_empty, not_full;
+  void** batches[kQueueBatches];
+  int head, count, producers_left;
+};
+
+static struct Queue queue = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                             PTHREAD_COND_INITIALIZER, {0}, 0, 0, 0};
+static long batches_per_producer;
+
+static void* producer(void* argument) {
+  uint64_t random = 0xabcdefull + (uintptr_t)argument;
+  for (long b = 0; b < batches_per_producer; ++b) {
+    void** batch = checked_malloc(kBatch * sizeof(void*));
+    for (int i = 0; i < kBatch; ++i) {
+      size_t size = 16 + next_random(&random) % 512;
+      char* block = checked_malloc(size);
+      block[0] = (char)size;
+      batch[i] = block;
+    }
+    pthread_mutex_lock(&queue.lock);
+    while (queue.count == kQueueBatches) pthread_cond_wait(&queue.not_full, &queue.lock);
+    queue.batches[(queue.head + queue.count) % kQueueBatches] = batch;
+    queue.count++;
+    pthread_cond_signal(&queue.not_empty);
+    pthread_mutex_unlock(&queue.lock);
+  }
+  pthread_mutex_lock(&queue.lock);
+  queue.producers_left--;
+  pthread_cond_broadcast(&queue.not_empty);
+  pthread_mutex_unlock(&queue.lock);
+  return NULL;
+}
+
+static void* consumer(void* argument) {
+  uint64_t* sum = argument;
+  for (;;) {
+    pthread_mutex_lock(&queue.lock);
+    while (queue.count == 0 && queue.producers_left > 0) {
+      pthread_cond_wait(&queue.not_empty, &queue.lock);
+    }
+    if (queue.count == 0) {
+      pthread_mutex_unlock(&queue.lock);
+      return NULL;
+    }
+    void** batch = queue.batches[queue.head];
+    queue.head = (queue.head + 1) % kQueueBatches;
+    queue.count--;
+    pthread_cond_signal(&queue.not_full);
+    pthread_mutex_unlock(&queue.lock);
+    for (int i = 0; i < kBatch; ++i) {
+      *sum += (unsigned char)((char*)batch[i])[0];
+      free(batch[i]);
+    }
+    free(batch);
+  }
+}
+
+static uint64_t run_prodcons(int threads) {
+  int producers = threads / 2 > 0 ? threads / 2 : 1;
+  int consumers = threads - producers > 0 ? threads - producers : 1;
+  batches_per_producer = 60000 * scale / producers;
+  queue.producers_left = producers;
+  pthread_t ids[64];
+  uint64_t sums[64] = {0};
+  for (int p = 0; p < producers; ++p) pthread_create(&ids[p], NULL, producer, (void*)(uintptr_t)p);
+  for (int c = 0; c < consumers; ++c) pthread_create(&ids[producers + c], NULL, consumer, &sums[c]);
+  uint64_t sum = 0;
+  for (int i = 0; i < producers + consumers; ++i) pthread_join(ids[i], NULL);
+  for (int c = 0; c < consumers; ++c) sum += sums[c];
+  return sum;
+}
+
+/* ---- churn with realloc -------------------------------------------------------------------- */
+
+struct ChurnState {
+  uint64_t random;
+  long ops;
+  uint64_t sum;
+};
+
+static size_t churn_size(uint64_t r) {
+  /* log-uniform 16 B .. 64 KiB: as many small as medium requests per octave */
+  unsigned octave = (unsigned)(r % 13); /* 2^4 .. 2^16 */
+  size_t base = (size_t)16 << octave;
+  return base + (r >> 16) % base;
+}
+
+static void* churn_thread(void* argument) {
+  enum { kLive = 2000 };
+  struct ChurnState* state = argument;
+  void* live[kLive] = {0};
+  size_t sizes[kLive] = {0};
+  for (long op = 0; op < state->ops; ++op) {
+    uint64_t r = next_random(&state->random);
+    int slot = (int)((r >> 20) % kLive);
+    unsigned action = (unsigned)(r >> 60);
+    if (live[slot] == NULL) {
+      sizes[slot] = churn_size(r);
+      live[slot] = checked_malloc(sizes[slot]);
+      memset(live[slot], (int)slot, sizes[slot] < 256 ? sizes[slot] : 256);
+    } else if (action < 5) { /* grow or shrink in place where possible */
+      size_t size = churn_size(r >> 3);
+      char* moved = realloc(live[slot], size);
+      if (moved == NULL) exit(2);
+      state->sum += (unsigned char)moved[0];
+      live[slot] = moved;
+      sizes[slot] = size;
+    } else {
+      state->sum += (unsigned char)((char*)live[slot])[0];
+      free(live[slot]);
+      live[slot] = NULL;
+    }
+  }
+  for (int slot = 0; slot < kLive; ++slot) free(live[slot]);
+  return NULL;
+}
+
+static uint64_t run_churn(int threads) {
+  pthread_t ids[64];
+  struct ChurnState states[64];
+  for (int t = 0; t < threads; ++t) {
+    states[t] = (struct ChurnState){0x5555ull * (uint64_t)(t + 1), 3000000 * scale / threads, 0};
+    pthread_create(&ids[t], NULL, churn_thread, &states[t]);
+  }
+  uint64_t sum = 0;
+  for (int t = 0; t < threads; ++t) {
+    pthread_join(ids[t], NULL);
+    sum += states[t].sum;
+  }
+  return sum;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s lifo|fifo|linked|bigblock|larson|prodcons|churn [THREADS] [SCALE]\n",
+            argv[0]);
+    return 2;
+  }
+  int threads = argc > 2 ? atoi(argv[2]) : 1;
+  if (threads < 1 || threads > 64) threads = 1;
+  if (argc > 3) scale = atol(argv[3]);
+  if (scale < 1) scale = 1;
+  const char* name = argv[1];
+  uint64_t sum;
+  if (strcmp(name, "lifo") == 0) sum = run_lifo();
+  else if (strcmp(name, "fifo") == 0) sum = run_fifo();
+  else if (strcmp(name, "linked") == 0) sum = run_linked();
+  else if (strcmp(name, "bigblock") == 0) sum = run_bigblock();
+  else if (strcmp(name, "larson") == 0) sum = run_larson(threads);
+  else if (strcmp(name, "prodcons") == 0) sum = run_prodcons(threads);
+  else if (strcmp(name, "churn") == 0) sum = run_churn(threads);
+  else {
+    fprintf(stderr, "unknown workload %s\n", name);
+    return 2;
+  }
+  printf("%s %d %ld %llu\n", name, threads, scale, (unsigned long long)sum);
+  return 0;
+}
