@@ -11,13 +11,12 @@ namespace mapalloc {
 MAPALLOC_NOINLINE void* malloc_slow(size_t size, Heap* heap);
 MAPALLOC_NOINLINE void free_slow(void* pointer);
 
-// malloc: sizes 1..kSmallMaxBytes pop the heap's free list of class (size-1)/16. Everything
-// else (size 0, bigger sizes, an empty list, a thread's first call) goes to malloc_slow.
+// malloc: sizes up to kSmallMaxBytes pop the heap's free list of their class. Everything else
+// (bigger sizes, an empty list, a thread's first call) goes to malloc_slow.
 MAPALLOC_INLINE void* malloc_fast(size_t size) {
   Heap* heap = tls_heap;
-  size_t last_byte = size - 1;
-  if (MAPALLOC_LIKELY(last_byte < kSmallMaxBytes)) {
-    size_t size_class = last_byte / kMinAlignBytes;
+  if (MAPALLOC_LIKELY(size <= kSmallMaxBytes)) {
+    unsigned size_class = heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes];
     Block* block = heap->free[size_class];
     if (MAPALLOC_LIKELY(block != nullptr)) {
       heap->free[size_class] = block->next;

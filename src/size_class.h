@@ -1,60 +1,69 @@
 // Size classes, computed at compile time.
 //
-//   classes 0..63   : 16, 32, 48, ..., 1024 bytes (16 apart: the fast path indexes them as
-//                     (size-1)/16 with no table)
-//   classes 64..107 : four per power of two, 1280 bytes .. 2 MiB (a request wastes at most 25%
-//                     of itself, 1/5 of the block)
+//   classes 0..7    : 16, 32, 48, ..., 128 bytes (16 apart)
+//   classes 8..59   : four per power of two, 160 bytes .. 1 MiB (a request wastes at most 25%
+//                     of itself, 1/5 of the block; 12.5% on average)
 //
-// Every power of two from 16 to 256 KiB is a class, and blocks of a power-of-two class are
-// aligned to their size (spans start kPageBytes-aligned), which is how aligned allocation up to
-// kPageBytes is served from the arenas.
+// Few classes matter as much as little waste: every class in use holds at least one partly
+// filled page per thread. Every power of two from 16 bytes to 1 MiB is a class, and blocks of a
+// power-of-two class are aligned to their size (spans start kPageBytes-aligned), which is how
+// aligned allocation up to kPageBytes is served from the arenas.
 #pragma once
 
 #include "config.h"
 
 namespace mapalloc {
 
-constexpr unsigned kSmallClassCount = kSmallMaxBytes / kMinAlignBytes;  // 64
+constexpr unsigned kExactClassCount = 8;  // 16 .. 128 bytes
+constexpr size_t kExactClassMaxBytes = kExactClassCount * kMinAlignBytes;
 constexpr unsigned kClassesPerDoubling = 4;
-constexpr unsigned kClassCount = kSmallClassCount + kClassesPerDoubling * 10;  // up to 1 MiB
+constexpr unsigned kClassCount = kExactClassCount + kClassesPerDoubling * 13;  // up to 1 MiB
 
 constexpr size_t class_block_bytes(unsigned size_class) {
-  if (size_class < kSmallClassCount) return (size_class + 1) * kMinAlignBytes;
-  unsigned group = (size_class - kSmallClassCount) / kClassesPerDoubling;
-  unsigned step = (size_class - kSmallClassCount) % kClassesPerDoubling;
-  return size_t{kClassesPerDoubling + 1 + step} << (group + 8);
+  if (size_class < kExactClassCount) return (size_class + 1) * kMinAlignBytes;
+  unsigned group = (size_class - kExactClassCount) / kClassesPerDoubling;
+  unsigned step = (size_class - kExactClassCount) % kClassesPerDoubling;
+  return size_t{kClassesPerDoubling + 1 + step} << (group + 5);
 }
 
-static_assert(class_block_bytes(kSmallClassCount - 1) == kSmallMaxBytes);
+static_assert(class_block_bytes(kExactClassCount - 1) == kExactClassMaxBytes);
 static_assert(class_block_bytes(kClassCount - 1) == kArenaMaxBytes);
 
 // The smallest class whose blocks hold `size` bytes; `size` must be 1..kArenaMaxBytes.
 constexpr unsigned size_class_of(size_t size) {
   size_t last_byte = size - 1;
-  if (last_byte < kSmallMaxBytes) return static_cast<unsigned>(last_byte / kMinAlignBytes);
-  unsigned top_bit = 63u - static_cast<unsigned>(__builtin_clzll(last_byte));  // >= 10
+  if (last_byte < kExactClassMaxBytes) return static_cast<unsigned>(last_byte / kMinAlignBytes);
+  unsigned top_bit = 63u - static_cast<unsigned>(__builtin_clzll(last_byte));  // >= 7
   unsigned step = static_cast<unsigned>(last_byte >> (top_bit - 2)) & 3u;
-  return kSmallClassCount + (top_bit - 10) * kClassesPerDoubling + step;
+  return kExactClassCount + (top_bit - 7) * kClassesPerDoubling + step;
 }
 
-// Pages in one span of a class: small classes use one 64 KiB page; bigger blocks use enough
-// pages for a handful of blocks (down to one block of the biggest classes), choosing the page
-// count that wastes the least of the span.
+// The fast path's size-to-class table for sizes 0..kSmallMaxBytes, indexed by
+// (size + 15) / 16 (size 0 shares the 16-byte class). Each heap carries a copy, so that the
+// lookup is one load relative to the heap pointer already in a register.
+constexpr unsigned kSmallGranules = kSmallMaxBytes / kMinAlignBytes + 1;
+struct SmallClassTable {
+  uint8_t class_of[kSmallGranules];
+};
+constexpr SmallClassTable make_small_class_table() {
+  SmallClassTable table{};
+  for (unsigned granule = 0; granule < kSmallGranules; ++granule) {
+    table.class_of[granule] =
+        static_cast<uint8_t>(size_class_of(granule == 0 ? 1 : granule * kMinAlignBytes));
+  }
+  return table;
+}
+constexpr SmallClassTable kSmallClassTable = make_small_class_table();
+
+// Pages in one span of a class: the fewest that hold a handful of blocks (one block of the
+// biggest classes) while wasting less than 1/16 of the span. Small classes get one 64 KiB page,
+// which keeps all their frees on the fast path (it handles a span's first page only).
 constexpr unsigned class_span_pages(unsigned size_class) {
   size_t block = class_block_bytes(size_class);
   size_t min_blocks = block <= 16 * kKiB ? 8 : block <= 128 * kKiB ? 4 : block < 256 * kKiB ? 2 : 1;
   size_t pages = (block * min_blocks + kPageBytes - 1) / kPageBytes;
-  size_t best_pages = pages;
-  size_t best_waste_permille = 1000;
-  for (size_t candidate = pages; candidate < pages + 4; ++candidate) {
-    size_t span = candidate * kPageBytes;
-    size_t waste_permille = (span % block) * 1000 / span;
-    if (waste_permille < best_waste_permille) {
-      best_waste_permille = waste_permille;
-      best_pages = candidate;
-    }
-  }
-  return static_cast<unsigned>(best_pages);
+  while ((pages * kPageBytes % block) * 16 > pages * kPageBytes) ++pages;
+  return static_cast<unsigned>(pages);
 }
 
 constexpr unsigned class_capacity(unsigned size_class) {

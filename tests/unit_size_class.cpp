@@ -17,19 +17,26 @@ TEST_CASE("every size 1..kArenaMaxBytes maps to the smallest class that holds it
   }
 }
 
-TEST_CASE("classes grow, stay 16-byte multiples and waste at most 12.5% above 128 bytes") {
+TEST_CASE("classes grow, stay 16-byte multiples and waste at most 25% of a request") {
   for (unsigned c = 1; c < kClassCount; ++c) {
     size_t block = class_block_bytes(c);
     size_t previous = class_block_bytes(c - 1);
     CHECK(block > previous);
     CHECK(block % kMinAlignBytes == 0);
-    // The worst request of class c is previous + 1 bytes.
-    if (previous >= 128 && block <= kSmallMaxBytes)
-      CHECK((block - previous - 1) * 8 <= previous + 1);
-    if (block > kSmallMaxBytes) CHECK((block - previous - 1) * 4 <= previous + 1);  // 4/doubling
+    // The worst request of class c is previous + 1 bytes; 16-byte steps up to 128 bytes, then
+    // four classes per doubling.
+    if (block <= kExactClassMaxBytes) CHECK(block - previous == 16);
+    else CHECK((block - previous - 1) * 4 <= previous + 1);
   }
   CHECK(class_block_bytes(0) == 16);
   CHECK(class_block_bytes(kClassCount - 1) == kArenaMaxBytes);
+}
+
+TEST_CASE("the fast path's table gives the same class as size_class_of for 0..1024") {
+  for (size_t size = 0; size <= kSmallMaxBytes; ++size) {
+    unsigned from_table = kSmallClassTable.class_of[(size + 15) / 16];
+    CHECK(from_table == size_class_of(size == 0 ? 1 : size));
+  }
 }
 
 TEST_CASE("every power of two up to the arena limit is a class") {
