@@ -16,7 +16,7 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
   -ftls-model=initial-exec -Wall -Wextra -Werror $(EXTRA_CXXFLAGS)
 
 # One layer per file, lowest first (see README.md, "Layout of src/").
-CORE_SOURCES := diag os segment page large heap init alloc api cxx_runtime
+CORE_SOURCES := diag options os segment page large heap purge init alloc api cxx_runtime
 OVERRIDE_SOURCES := override override_new
 CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
 OVERRIDE_OBJECTS := $(OVERRIDE_SOURCES:%=$(BUILD)/obj/%.o)

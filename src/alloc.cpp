@@ -5,6 +5,7 @@
 
 #include "diag.h"
 #include "init.h"
+#include "purge.h"
 
 namespace mapalloc {
 
@@ -25,6 +26,7 @@ Heap* heap_for_slow_path() {
 void* class_alloc(Heap* heap, unsigned size_class) {
   Block* block = heap->free[size_class];
   if (block == nullptr) {
+    if (heap_purge_pending(heap)) purge_if_due(heap);
     block = heap_refill(heap, size_class);
     if (block == nullptr) return out_of_memory();
   }
@@ -35,7 +37,14 @@ void* class_alloc(Heap* heap, unsigned size_class) {
 
 void* large_malloc(size_t size, size_t alignment, bool* zeroed) {
   if (size > kMaxRequestBytes) return out_of_memory();
+  Heap* heap = tls_heap;
+  if (heap_purge_pending(heap)) purge_if_due(heap);
   void* block = large_alloc(size, alignment, zeroed);
+  if (block == nullptr) {
+    // Address space may be exhausted (RLIMIT_AS) by what the caches hold: release and retry.
+    if (segment_cache_release_all() + large_cache_release_all() == 0) return out_of_memory();
+    block = large_alloc(size, alignment, zeroed);
+  }
   return block != nullptr ? block : out_of_memory();
 }
 
@@ -205,12 +214,6 @@ bool owns_impl(const void* pointer) {
   }
 }
 
-int trim_impl(size_t) {
-  Heap* heap = tls_heap;
-  if (heap != &empty_heap) heap_collect(heap);
-  heap_pool_for_each(heap_collect);
-  size_t released = segment_cache_release_all() + large_cache_release_all();
-  return released != 0 ? 1 : 0;
-}
+int trim_impl(size_t) { return purge_all_now(tls_heap) != 0 ? 1 : 0; }
 
 }  // namespace mapalloc

@@ -16,7 +16,8 @@ MAPALLOC_NOINLINE void free_slow(void* pointer);
 MAPALLOC_INLINE void* malloc_fast(size_t size) {
   Heap* heap = tls_heap;
   if (MAPALLOC_LIKELY(size <= kSmallMaxBytes)) {
-    unsigned size_class = heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes];
+    unsigned size_class =
+        heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes];
     Block* block = heap->free[size_class];
     if (MAPALLOC_LIKELY(block != nullptr)) {
       heap->free[size_class] = block->next;

@@ -1,8 +1,11 @@
 #include "heap.h"
 
+#include "options.h"
+
 namespace mapalloc {
 
 constinit Heap empty_heap;
+std::atomic<uint64_t> global_purge_deadline_ms{0};
 __thread Heap* tls_heap __attribute__((tls_model("initial-exec"))) = &empty_heap;
 
 namespace {
@@ -115,7 +118,14 @@ Heap* heap_create() {
 
 // --- pages of a heap --------------------------------------------------------------------------
 
-void retire(Heap* heap, Page* page) { span_free(heap->segments, page); }
+// Refills hand out at most this many blocks while purge work is waiting.
+constexpr unsigned kPendingRefillBlocks = 32;
+
+void retire(Heap* heap, Page* page) {
+  uint64_t now_ms = os_now_ms();
+  span_free(heap->segments, page, now_ms);
+  lower_deadline(&heap->purge_deadline_ms, now_ms + options().purge_delay_ms);
+}
 
 // The page is no longer the current one of its class: its free blocks go back to it.
 void release_current(Heap* heap, unsigned size_class) {
@@ -213,7 +223,8 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
       // A short local_free would make the next refill come soon, and the one after (a steady
       // state of a few live blocks cycling): top it up with new blocks while the span has any.
       bool short_list = page_local_free_count(page) < page_carve_batch(page) / 2 + 1;
-      Block* blocks = page_take_local_free(page);
+      unsigned limit = heap_purge_pending(heap) ? kPendingRefillBlocks : ~0u;
+      Block* blocks = page_take_local_free(page, limit);
       if (short_list) blocks = page_carve(page, blocks);
       if (blocks == nullptr) blocks = page_take_thread_free(page);
       if (blocks != nullptr) return blocks;
@@ -263,6 +274,13 @@ void heap_free_local(Heap* heap, Page* page, Block* block) {
 void heap_free_remote(Page* page, Block* block) {
   Heap* owner = page->owner;
   block->free_key = owner->free_key;
+  if (!owner->remote_frees_pending.load(std::memory_order_relaxed)) {
+    owner->remote_frees_pending.store(true, std::memory_order_relaxed);
+    // No thread owns an abandoned heap: have the process-wide purge collect it.
+    if (owner->abandoned.load(std::memory_order_relaxed)) {
+      note_global_purge_deadline(os_now_ms() + options().purge_delay_ms);
+    }
+  }
   if (!page_remote_free(page, block)) return;
   Block* first = owner->delayed_free.load(std::memory_order_relaxed);
   do {
@@ -299,31 +317,70 @@ void heap_collect(Heap* heap) {
   }
 }
 
+void heap_collect_remote(Heap* heap) {
+  heap->remote_frees_pending.store(false, std::memory_order_relaxed);
+  drain_delayed(heap);
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    for (Page* page = heap->available[c].first; page != nullptr;) {
+      Page* next = page->queue_next;
+      page_collect_remote(page);
+      if (page->countdown == 0) {
+        queue_remove(heap->available[c], page);
+        retire(heap, page);
+      }
+      page = next;
+    }
+  }
+}
+
+size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
+  heap_collect_remote(heap);
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    // An empty page kept current (see heap_page_countdown_zero) is retired now.
+    Page* current = heap->current[c];
+    if (current != nullptr && current->countdown == 0 && heap->free[c] == nullptr) {
+      heap->current[c] = nullptr;
+      retire(heap, current);
+    }
+  }
+  uint64_t next_deadline_ms = 0;
+  size_t purged = 0;
+  for (Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
+    purged += segment_purge(segment, now_ms, delay_ms, &next_deadline_ms);
+  }
+  heap->purge_deadline_ms = next_deadline_ms;
+  return purged;
+}
+
 Heap* heap_acquire() {
   Heap* heap = pool_pop();
   if (heap == nullptr) heap = heap_create();
-  if (heap != nullptr) heap->abandoned = false;
+  if (heap != nullptr) heap->abandoned.store(false, std::memory_order_relaxed);
   return heap;
 }
 
 void heap_abandon(Heap* heap) {
   heap_collect(heap);
-  heap->abandoned = true;
+  heap->abandoned.store(true, std::memory_order_relaxed);
+  // Its free pages are now the process's to purge (any thread processes abandoned heaps).
+  note_global_purge_deadline(heap->purge_deadline_ms);
   pool_push(heap);
 }
 
-void heap_pool_for_each(void (*work)(Heap*)) {
-  // Take them all out first so that each is visited once, then put them back.
+Heap* heap_pool_take_all() {
   Heap* taken = nullptr;
   while (Heap* heap = pool_pop()) {
-    work(heap);
     heap->pool_next = taken;
     taken = heap;
   }
-  while (taken != nullptr) {
-    Heap* next = taken->pool_next;
-    pool_push(taken);
-    taken = next;
+  return taken;
+}
+
+void heap_pool_return(Heap* list) {
+  while (list != nullptr) {
+    Heap* next = list->pool_next;
+    pool_push(list);
+    list = next;
   }
 }
 

@@ -13,6 +13,7 @@
 #include <atomic>
 
 #include "page.h"
+#include "purge_deadline.h"
 
 namespace mapalloc {
 
@@ -36,8 +37,16 @@ struct Heap {
   SegmentList segments;
   Heap* pool_next = nullptr;  // in the abandoned pool
   Heap* all_next = nullptr;   // in the list of every heap ever made
-  uint64_t slow_calls = 0;    // refills and slow frees: paces housekeeping
-  bool abandoned = false;
+  uint64_t slow_calls = 0;    // refills and slow frees
+  // When free pages of this heap's segments fall due for purging (0: none are waiting).
+  uint64_t purge_deadline_ms = 0;
+  // Set by another thread's malloc_trim: purge everything at the next slow path.
+  std::atomic<bool> purge_requested{false};
+  uint64_t next_remote_collect_ms = 0;  // remote frees are collected at most once per delay
+  std::atomic<bool> abandoned{false};   // in the pool (read by remote frees)
+  // Set by other threads' frees into this heap's pages (written only when clear, and on a line
+  // of its own, so that remote frees do not keep taking the owner's cache lines away).
+  alignas(64) std::atomic<bool> remote_frees_pending{false};
 };
 
 // The calling thread's heap. Starts as `empty_heap`, whose lists are all empty, so a thread's
@@ -68,6 +77,24 @@ void heap_abandon(Heap* heap);
 // `heap` must be owned by the caller (its thread's heap, or one taken from the pool).
 void heap_collect(Heap* heap);
 
+// Purge work is waiting (this heap's, the process's, or requested by malloc_trim): refills
+// then hand out short batches so that even light allocation soon reaches the slow path.
+inline bool heap_purge_pending(Heap* heap) {
+  return heap->purge_deadline_ms != 0 ||
+         global_purge_deadline_ms.load(std::memory_order_relaxed) != 0 ||
+         heap->purge_requested.load(std::memory_order_relaxed) ||
+         heap->remote_frees_pending.load(std::memory_order_relaxed);
+}
+
+// Takes in the blocks other threads freed into this heap's pages (delayed list and the pages'
+// thread_free lists) and retires pages left empty. Owner only.
+void heap_collect_remote(Heap* heap);
+
+// Retires this heap's empty pages (collecting remote frees first) and purges the free pages of
+// its segments that have been free for `delay_ms` (all of them for 0). Owner only. Returns
+// the bytes purged and resets the heap's purge deadline.
+size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms);
+
 // Calls `visit` for every heap ever created (live, abandoned, or orphaned by fork).
 template <typename Visit>
 void heap_for_each(Visit visit);
@@ -78,7 +105,9 @@ void heap_for_each(Visit visit) {
   for (Heap* heap = heap_list_first(); heap != nullptr; heap = heap->all_next) visit(heap);
 }
 
-// Runs `work` on each abandoned heap, taking each out of the pool for the duration.
-void heap_pool_for_each(void (*work)(Heap*));
+// Takes every abandoned heap out of the pool (linked through pool_next), for work that needs
+// them exclusively, and puts such a list back.
+Heap* heap_pool_take_all();
+void heap_pool_return(Heap* list);
 
 }  // namespace mapalloc

@@ -3,6 +3,8 @@
 #include <pthread.h>
 
 #include "large.h"
+#include "options.h"
+#include "purge.h"
 
 namespace mapalloc {
 
@@ -16,6 +18,7 @@ std::atomic<bool> atfork_registered{false};
 void on_thread_exit(void*) { thread_exit(); }
 
 void process_init() {
+  options_init();
   // pthread_key_create does not allocate; a key below 32 is stored inline by glibc.
   thread_key_ready = pthread_key_create(&thread_key, on_thread_exit) == 0;
 }
@@ -49,6 +52,7 @@ void thread_exit() {
 void after_fork_child() {
   segment_cache_after_fork_child();
   large_after_fork_child();
+  purge_after_fork_child();
 }
 
 }  // namespace mapalloc

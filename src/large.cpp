@@ -1,5 +1,7 @@
 #include "large.h"
 
+#include "options.h"
+#include "purge_deadline.h"
 #include "spin_lock.h"
 
 namespace mapalloc {
@@ -10,7 +12,7 @@ namespace {
 // to a slot or to `count` (fork: see spin_lock.h).
 constexpr unsigned kCacheSlots = 32;
 constexpr size_t kMaxCachedMappingBytes = 64 * kMiB;
-constexpr size_t kMaxCachedTotalBytes = 256 * kMiB;
+constexpr size_t kMaxCachedTotalBytes = 128 * kMiB;
 
 struct LargeCache {
   SpinLock lock;
@@ -111,12 +113,34 @@ bool cache_put(LargeHeader* header) {
       large_cache.bytes -= evicted->mapping_bytes;
     }
     header->state = LargeState::kCached;
+    header->purged = false;
+    header->cached_at_ms = os_now_ms();
     large_cache.slots[large_cache.count] = header;
     large_cache.count++;
     large_cache.bytes += header->mapping_bytes;
   }
   if (evicted != nullptr) unmap_mapping(evicted);
+  note_global_purge_deadline(header->cached_at_ms + options().purge_delay_ms);
   return true;
+}
+
+// Returns a mapping taken out by cache_take_all, timestamps unchanged; false if full.
+bool cache_put_back(LargeHeader* header) {
+  SpinLockGuard guard(large_cache.lock);
+  if (large_cache.count == kCacheSlots) return false;
+  large_cache.slots[large_cache.count++] = header;
+  large_cache.bytes += header->mapping_bytes;
+  return true;
+}
+
+// Takes every cached mapping out (one store of `count`), for slow work outside the lock.
+unsigned cache_take_all(LargeHeader** taken) {
+  SpinLockGuard guard(large_cache.lock);
+  unsigned count = large_cache.count;
+  for (unsigned i = 0; i < count; ++i) taken[i] = large_cache.slots[i];
+  large_cache.count = 0;
+  large_cache.bytes = 0;
+  return count;
 }
 
 }  // namespace
@@ -178,6 +202,33 @@ void* large_resize(LargeHeader* header, size_t new_size) {
 }
 
 size_t large_cache_bytes() { return __atomic_load_n(&large_cache.bytes, __ATOMIC_RELAXED); }
+
+size_t large_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms) {
+  LargeHeader* taken[kCacheSlots];
+  unsigned count = cache_take_all(taken);
+  const Options& settings = options();
+  size_t released = 0;
+  for (unsigned i = 0; i < count; ++i) {
+    LargeHeader* header = taken[i];
+    uint64_t age = now_ms - header->cached_at_ms;
+    if (force || age >= settings.unmap_delay_ms) {
+      released += header->mapping_bytes;
+      unmap_mapping(header);
+      continue;
+    }
+    if (!header->purged && age >= settings.purge_delay_ms) {
+      os_purge(reinterpret_cast<char*>(header) + kOsPageBytes, header->mapping_bytes - kOsPageBytes,
+               static_cast<PurgeMethod>(settings.purge_method));
+      header->purged = true;
+      released += header->mapping_bytes - kOsPageBytes;
+    }
+    lower_deadline(next_deadline_ms,
+                   header->cached_at_ms +
+                       (header->purged ? settings.unmap_delay_ms : settings.purge_delay_ms));
+    if (!cache_put_back(header)) unmap_mapping(header);  // the cache filled up meanwhile
+  }
+  return released;
+}
 
 size_t large_cache_release_all() {
   size_t released = 0;

@@ -18,6 +18,8 @@ struct LargeHeader {
   size_t mapping_bytes;  // the whole mapping, header included
   size_t alignment;      // alignment of `block` (>= kOsPageBytes)
   LargeState state;
+  bool purged;            // cached, and its pages (but the header's) given back to the OS
+  uint64_t cached_at_ms;  // when it entered the cache
 };
 
 // A new large block of at least `size` bytes aligned to `alignment` (a power of two). Sets
@@ -39,8 +41,11 @@ void large_free(LargeHeader* header);
 // Resizes in place or by moving the mapping; nullptr if impossible (the block is unchanged).
 void* large_resize(LargeHeader* header, size_t new_size);
 
-// Cached mappings: their bytes, and release of all of them to the OS (returns bytes released).
+// Cached mappings: their bytes; purge of those cached longer than the purge delay and unmapping
+// of those cached longer than the unmap delay (all of them with `force`), returning the bytes
+// released and lowering `*next_deadline_ms` to the next due time; unmapping of all.
 size_t large_cache_bytes();
+size_t large_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms);
 size_t large_cache_release_all();
 void large_after_fork_child();
 

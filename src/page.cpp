@@ -38,10 +38,19 @@ Block* page_carve(Page* page, Block* then) {
   return reinterpret_cast<Block*>(first);
 }
 
-Block* page_take_local_free(Page* page) {
+Block* page_take_local_free(Page* page, unsigned limit) {
   Block* blocks = page->local_free;
-  page->local_free = nullptr;
-  page->countdown = page->synced_used;
+  if (limit >= page_local_free_count(page)) {
+    page->local_free = nullptr;
+    page->countdown = page->synced_used;
+    return blocks;
+  }
+  if (limit == 0) return nullptr;
+  Block* last = blocks;
+  for (unsigned i = 1; i < limit; ++i) last = last->next;
+  page->local_free = last->next;
+  last->next = nullptr;
+  page->countdown += limit;
   return blocks;
 }
 

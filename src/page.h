@@ -28,8 +28,9 @@ inline unsigned page_local_free_count(const Page* page) {
   return page->synced_used - page->countdown;
 }
 
-// Owner: all blocks of local_free; they count as used again (they go to the heap's free list).
-Block* page_take_local_free(Page* page);
+// Owner: up to `limit` blocks of local_free; they count as used again (they go to the heap's
+// free list).
+Block* page_take_local_free(Page* page, unsigned limit = ~0u);
 
 // Owner: every block freed by other threads so far (nullptr if none). Accounting is unchanged:
 // blocks in thread_free already count as used.

@@ -1,5 +1,7 @@
 #include "segment.h"
 
+#include "options.h"
+#include "purge_deadline.h"
 #include "spin_lock.h"
 
 namespace mapalloc {
@@ -17,8 +19,10 @@ struct SegmentCache {
 };
 SegmentCache segment_cache;
 
-// Segments kept for reuse before further free segments go straight back to the OS.
+// Segments kept for reuse before further free segments go straight back to the OS, and the
+// number that stays cached (purged) after the unmap delay.
 constexpr size_t kMaxCachedSegments = 16;
+constexpr size_t kRetainedSegments = 2;
 
 Segment* cache_pop() {
   if (__atomic_load_n(&segment_cache.first, __ATOMIC_RELAXED) == nullptr) return nullptr;
@@ -38,6 +42,15 @@ bool cache_push(Segment* segment) {
   segment_cache.first = segment;
   segment_cache.count++;
   return true;
+}
+
+// Takes the whole cache out (one store), so that slow work on it runs outside the lock.
+Segment* cache_take_all() {
+  SpinLockGuard guard(segment_cache.lock);
+  Segment* all = segment_cache.first;
+  segment_cache.first = nullptr;
+  segment_cache.count = 0;
+  return all;
 }
 
 void segment_unmap(Segment* segment) {
@@ -78,6 +91,7 @@ uint64_t span_mask(unsigned first, unsigned pages) {
 
 Page* take_span(Segment* segment, unsigned first, unsigned pages) {
   segment->free_pages &= ~span_mask(first, pages);
+  segment->purged_pages &= ~span_mask(first, pages);
   Page* head = &segment->pages[first];
   for (unsigned i = 0; i < pages; ++i) {
     Page* page = head + i;
@@ -115,7 +129,7 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
   return take_span(segment, kFirstUsablePage, pages);
 }
 
-void span_free(SegmentList& list, Page* head) {
+void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
   Segment* segment = segment_of(head);
   unsigned first = page_index(head);
   unsigned pages = head->span_pages;
@@ -123,18 +137,83 @@ void span_free(SegmentList& list, Page* head) {
     head[i].owner = nullptr;
     head[i].start_limit = 0;
     head[i].state = PageState::kFree;
+    head[i].retired_at_ms = now_ms;
   }
   segment->free_pages |= span_mask(first, pages);
   if (segment->free_pages != kAllUsablePages) return;
   list_remove(list, segment);
   segment->owner = nullptr;
+  segment->cached_at_ms = now_ms;
   set_unit_entry(segment, kUnitSegment);
-  if (!cache_push(segment)) segment_unmap(segment);
+  if (cache_push(segment)) {
+    note_global_purge_deadline(now_ms + options().purge_delay_ms);
+  } else {
+    segment_unmap(segment);
+  }
+}
+
+size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
+                     uint64_t* next_deadline_ms) {
+  uint64_t dirty = segment->free_pages & ~segment->purged_pages & kAllUsablePages;
+  uint64_t due = 0;
+  for (uint64_t rest = dirty; rest != 0; rest &= rest - 1) {
+    unsigned index = static_cast<unsigned>(__builtin_ctzll(rest));
+    uint64_t due_ms = segment->pages[index].retired_at_ms + delay_ms;
+    if (delay_ms == 0 || due_ms <= now_ms)
+      due |= uint64_t{1} << index;
+    else
+      lower_deadline(next_deadline_ms, due_ms);
+  }
+  auto method = static_cast<PurgeMethod>(options().purge_method);
+  size_t purged = 0;
+  // One madvise per run of neighbouring pages.
+  while (due != 0) {
+    unsigned first = static_cast<unsigned>(__builtin_ctzll(due));
+    unsigned length = static_cast<unsigned>(__builtin_ctzll(~(due >> first)));
+    os_purge(reinterpret_cast<char*>(segment) + first * kPageBytes, length * kPageBytes, method);
+    uint64_t run = span_mask(first, length);
+    segment->purged_pages |= run;
+    due &= ~run;
+    purged += length * kPageBytes;
+  }
+  return purged;
 }
 
 SegmentCacheCounters segment_cache_counters() {
   SpinLockGuard guard(segment_cache.lock);
   return {segment_cache.count, segment_cache.count * kSegmentBytes};
+}
+
+size_t segment_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms) {
+  Segment* all = cache_take_all();
+  const Options& settings = options();
+  size_t released = 0;
+  size_t kept = 0;
+  Segment* keep = nullptr;
+  while (Segment* segment = all) {
+    all = segment->next;
+    uint64_t age = now_ms - segment->cached_at_ms;
+    bool unmap = force || (age >= settings.unmap_delay_ms && kept >= kRetainedSegments);
+    if (unmap) {
+      segment_unmap(segment);
+      released += kSegmentBytes;
+      continue;
+    }
+    // Every usable page is free here; purge those not purged yet once the delay has passed.
+    size_t purged = segment_purge(segment, now_ms, settings.purge_delay_ms, next_deadline_ms);
+    released += purged;
+    if (age < settings.unmap_delay_ms && kept >= kRetainedSegments) {
+      lower_deadline(next_deadline_ms, segment->cached_at_ms + settings.unmap_delay_ms);
+    }
+    segment->next = keep;
+    keep = segment;
+    ++kept;
+  }
+  while (Segment* segment = keep) {
+    keep = segment->next;
+    if (!cache_push(segment)) segment_unmap(segment);
+  }
+  return released;
 }
 
 size_t segment_cache_release_all() {

@@ -113,7 +113,7 @@ struct alignas(128) Page {
   alignas(64) std::atomic<uintptr_t> thread_free;
   Page* queue_next;  // the heap's available queue of this class
   Page* queue_prev;
-  uint64_t retired_at_ms;  // when the span was freed (purge bookkeeping)
+  uint64_t retired_at_ms;  // for a free page: when its span was freed (purge bookkeeping)
 };
 static_assert(sizeof(Page) == 128);
 static_assert(offsetof(Page, thread_free) == 64, "remote writes must not share the owner's line");
@@ -133,7 +133,8 @@ struct Segment {
   Segment* next;  // in the owner's SegmentList, or in the process-wide cache
   Segment* prev;
   uint64_t free_pages;    // bit i set: page i is not part of any span
-  uint64_t purged_pages;  // bit i set: page i's memory was given back to the OS
+  uint64_t purged_pages;  // bit i set: page i is free and its memory was given back to the OS
+  uint64_t cached_at_ms;  // when it entered the process cache of free segments
 };
 static_assert(sizeof(Segment) <= kPageBytes);
 
@@ -179,9 +180,15 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
 // Adds a segment to a heap's list (reclaiming an abandoned heap's segments).
 void segment_list_push(SegmentList& list, Segment* segment);
 
-// Returns a span (all its blocks free) to its segment. A segment left without any span in use
-// leaves `list` for the process cache.
-void span_free(SegmentList& list, Page* head);
+// Returns a span (all its blocks free) to its segment at time `now_ms`. A segment left without
+// any span in use leaves `list` for the process cache.
+void span_free(SegmentList& list, Page* head, uint64_t now_ms);
+
+// Gives back to the OS the free pages of `segment` that have been free for `delay_ms` (all of
+// them for delay 0). Returns the bytes purged; `*next_deadline_ms` is lowered to when the
+// remaining unpurged free pages fall due (left alone if there are none).
+size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
+                     uint64_t* next_deadline_ms);
 
 // Process cache of free segments.
 struct SegmentCacheCounters {
@@ -189,8 +196,17 @@ struct SegmentCacheCounters {
   size_t cached_bytes;
 };
 SegmentCacheCounters segment_cache_counters();
-// Gives the memory of every cached segment back to the OS; returns the bytes released.
+// Purges cached segments older than the purge delay and unmaps those older than the unmap
+// delay (beyond a couple kept for reuse); with `force`, unmaps them all now. Returns the bytes
+// purged or unmapped; `*next_deadline_ms` is lowered to the cache's next due time.
+size_t segment_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms);
+// Unmaps every cached segment; returns the bytes released.
 size_t segment_cache_release_all();
 void segment_cache_after_fork_child();
+
+// Lowers `*deadline` to `candidate` (0 means "none").
+inline void lower_deadline(uint64_t* deadline, uint64_t candidate) {
+  if (*deadline == 0 || candidate < *deadline) *deadline = candidate;
+}
 
 }  // namespace mapalloc

@@ -24,7 +24,7 @@ struct SpanFixture {
     page_init(page, fake_owner(), size_class);
   }
   ~SpanFixture() {
-    if (page != nullptr) span_free(list, page);
+    if (page != nullptr) span_free(list, page, 0);
   }
 };
 
@@ -52,8 +52,8 @@ TEST_CASE("spans are page-aligned runs inside a mapped segment") {
     CHECK(page_entry_of(page_start(four) + i * kPageBytes + 100) == &four[i]);
   }
   CHECK(list.count == 1);
-  span_free(list, one);
-  span_free(list, four);
+  span_free(list, one, 0);
+  span_free(list, four, 0);
   CHECK(list.count == 0);  // the empty segment left the list for the cache
 }
 
@@ -67,8 +67,8 @@ TEST_CASE("a segment's 63 usable pages can all be used, then a new segment is ta
   Page* extra = span_alloc(list, fake_owner(), kUnitSegment, 1);
   CHECK(list.count == 2);
   CHECK(segment_of(extra) != segment_of(spans[0]));
-  span_free(list, extra);
-  for (Page* page : spans) span_free(list, page);
+  span_free(list, extra, 0);
+  for (Page* page : spans) span_free(list, page, 0);
   CHECK(list.count == 0);
 }
 

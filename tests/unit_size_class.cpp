@@ -25,8 +25,10 @@ TEST_CASE("classes grow, stay 16-byte multiples and waste at most 25% of a reque
     CHECK(block % kMinAlignBytes == 0);
     // The worst request of class c is previous + 1 bytes; 16-byte steps up to 128 bytes, then
     // four classes per doubling.
-    if (block <= kExactClassMaxBytes) CHECK(block - previous == 16);
-    else CHECK((block - previous - 1) * 4 <= previous + 1);
+    if (block <= kExactClassMaxBytes)
+      CHECK(block - previous == 16);
+    else
+      CHECK((block - previous - 1) * 4 <= previous + 1);
   }
   CHECK(class_block_bytes(0) == 16);
   CHECK(class_block_bytes(kClassCount - 1) == kArenaMaxBytes);

@@ -1,0 +1,31 @@
+// Run-time options, read once from MAPALLOC_* environment variables without allocating.
+// A bad value prints one warning naming the variable and its accepted values, and the default
+// stays in force: an option never stops the program.
+#pragma once
+
+#include "config.h"
+
+namespace mapalloc {
+
+enum class PurgeMethod : int;  // os.h
+
+struct Options {
+  // Free memory is given back to the OS once it has stayed unused this long (0: at once).
+  uint32_t purge_delay_ms = 50;
+  // MADV_DONTNEED (resident memory drops at once) or MADV_FREE (the kernel takes pages lazily;
+  // cheaper, but they keep counting as resident until memory is short).
+  int purge_method = 0;  // PurgeMethod::kDontNeed
+  // Empty segments and cached large mappings are unmapped after this long.
+  uint32_t unmap_delay_ms = 1000;
+};
+
+// The options in force (defaults until options_init has run).
+const Options& options();
+
+// Reads the environment. Idempotent; called on the first allocation of the process.
+void options_init();
+
+// Parses `text` as a decimal number in [0, max]; false if it is not one.
+bool parse_unsigned(const char* text, uint64_t max, uint64_t* value);
+
+}  // namespace mapalloc

@@ -1,0 +1,192 @@
+// Memory return: resident memory falls back after frees, with light activity and no call, at
+// once with malloc_trim(0), when another thread frees, and after an allocating thread exited;
+// address space comes back too. Each case runs in a child process so that its figures are its
+// own (the test binary's other allocations stay out of them).
+#include <doctest/doctest.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <thread>
+#include <vector>
+
+#include "options.h"
+#include "os.h"
+#include "test_support.h"
+
+using mapalloc::kMiB;
+
+namespace {
+
+volatile size_t opaque_zero = 0;
+size_t runtime(size_t value) { return value + opaque_zero; }
+
+enum class Sizes { kSmall, kMedium, kLarge, kMixed };
+
+// Allocates about `bytes` in blocks of the given kind and touches them all.
+std::vector<void*> allocate(size_t bytes, Sizes sizes) {
+  std::vector<void*> blocks;
+  blocks.reserve(bytes / 16);
+  size_t total = 0;
+  for (unsigned i = 0; total < bytes; ++i) {
+    size_t size = sizes == Sizes::kSmall    ? 16 + (i * 37) % 1000
+                  : sizes == Sizes::kMedium ? 2048 + (i * 7919) % (200 * 1024)
+                  : sizes == Sizes::kLarge  ? (2 << 20) + (i % 5) * (512 << 10)
+                                            : (i % 3 == 0   ? 16 + i % 500
+                                               : i % 3 == 1 ? 4096 + (i * 31) % 100000
+                                                            : (300 << 10) + (i % 7) * (100 << 10));
+    char* block = static_cast<char*>(malloc(runtime(size)));
+    REQUIRE(block != nullptr);
+    memset(block, 0x5a, size);
+    blocks.push_back(block);
+    total += size;
+  }
+  return blocks;
+}
+
+void free_all(std::vector<void*>& blocks) {
+  for (void* block : blocks) free(block);
+  blocks.clear();
+  blocks.shrink_to_fit();
+}
+
+// One small malloc/free per millisecond for `milliseconds`: the "light activity" after which
+// freed memory must be back with the OS.
+void light_activity(int milliseconds) {
+  struct timespec one_ms = {0, 1000000};
+  for (int i = 0; i < milliseconds; ++i) {
+    void* volatile block = malloc(runtime(64));
+    free(block);
+    nanosleep(&one_ms, nullptr);
+  }
+}
+
+size_t resident_mib() { return test_support::resident_bytes() / kMiB; }
+
+// Runs `scenario` in a child; the child exits 0 when its checks pass, else prints and exits 1.
+void in_child(const std::function<void()>& scenario) {
+  auto result = test_support::run_in_child(scenario);
+  INFO("child stderr: " << result.stderr_text);
+  CHECK(result.exited);
+  CHECK(result.exit_code == 0);
+}
+
+void expect_near(size_t resident, size_t baseline, size_t slack_mib, const char* when) {
+  if (resident > baseline + slack_mib) {
+    fprintf(stderr, "%s: resident %zu MiB, started at %zu MiB\n", when, resident, baseline);
+    _exit(1);
+  }
+}
+
+constexpr size_t kSlackMib = 8;  // "within a few MiB of the start"
+
+}  // namespace
+
+TEST_CASE("freed small, medium and large blocks go back to the OS after the delay") {
+  for (Sizes sizes : {Sizes::kSmall, Sizes::kMedium, Sizes::kLarge}) {
+    in_child([sizes] {
+      size_t start = resident_mib();
+      auto blocks = allocate(300 * kMiB, sizes);
+      if (resident_mib() < start + 250) _exit(2);  // the allocation really was resident
+      free_all(blocks);
+      light_activity(2 * mapalloc::options().purge_delay_ms + 100);
+      expect_near(resident_mib(), start, kSlackMib, "after the delay");
+    });
+  }
+}
+
+TEST_CASE("malloc_trim(0) gives memory back at once and reports it") {
+  in_child([] {
+    size_t start = resident_mib();
+    auto blocks = allocate(300 * kMiB, Sizes::kMixed);
+    free_all(blocks);
+    if (malloc_trim(0) != 1) _exit(3);
+    expect_near(resident_mib(), start, kSlackMib, "after malloc_trim");
+  });
+}
+
+TEST_CASE("memory freed by another thread than the allocating one comes back") {
+  in_child([] {
+    size_t start = resident_mib();
+    auto blocks = allocate(300 * kMiB, Sizes::kMixed);
+    std::thread([&blocks] { free_all(blocks); }).join();
+    light_activity(2 * mapalloc::options().purge_delay_ms + 100);
+    expect_near(resident_mib(), start, kSlackMib, "after remote frees and the delay");
+  });
+  in_child([] {
+    size_t start = resident_mib();
+    auto blocks = allocate(300 * kMiB, Sizes::kMixed);
+    std::thread([&blocks] { free_all(blocks); }).join();
+    malloc_trim(0);
+    expect_near(resident_mib(), start, kSlackMib, "after remote frees and malloc_trim");
+  });
+}
+
+TEST_CASE("memory of a thread that exited comes back, freed there or elsewhere") {
+  in_child([] {
+    size_t start = resident_mib();
+    std::vector<void*> blocks;
+    std::thread([&blocks] { blocks = allocate(300 * kMiB, Sizes::kMixed); }).join();
+    free_all(blocks);  // remote frees into the abandoned heap
+    light_activity(2 * mapalloc::options().purge_delay_ms + 100);
+    expect_near(resident_mib(), start, kSlackMib, "after the allocating thread exited");
+  });
+  in_child([] {
+    size_t start = resident_mib();
+    std::thread([] {
+      auto blocks = allocate(300 * kMiB, Sizes::kMixed);
+      free_all(blocks);
+    }).join();
+    light_activity(2 * mapalloc::options().purge_delay_ms + 100);
+    expect_near(resident_mib(), start, kSlackMib, "after a thread freed its own and exited");
+  });
+}
+
+TEST_CASE("memory reused at once is not purged (no refault churn)") {
+  in_child([] {
+    malloc_trim(0);  // nothing else pending: only this test's frees could be purged
+    auto blocks = allocate(16 * kMiB, Sizes::kSmall);
+    free_all(blocks);
+    size_t purged_before = mapalloc::os_counters.purged_bytes.load();
+    blocks = allocate(16 * kMiB, Sizes::kSmall);  // at once: a few ms, well within the delay
+    if (mapalloc::os_counters.purged_bytes.load() != purged_before) _exit(5);
+    free_all(blocks);
+  });
+}
+
+TEST_CASE("under an address-space limit: allocate until NULL, free all, a thread still starts") {
+  in_child([] {
+    struct rlimit limit = {test_support::virtual_bytes() + 512 * kMiB, RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &limit) != 0) _exit(6);
+    std::vector<void*> blocks;
+    blocks.reserve(1 << 20);
+    for (unsigned i = 0;; ++i) {
+      size_t size = i % 4 == 0 ? (3 << 20) : i % 4 == 1 ? 200000 : i % 4 == 2 ? 5000 : 100;
+      void* block = malloc(runtime(size));
+      if (block == nullptr) break;
+      blocks.push_back(block);
+    }
+    if (blocks.size() < 100) _exit(7);
+    for (void* block : blocks) free(block);
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setstacksize(&attributes, 8 * kMiB);
+    pthread_t thread;
+    int created = pthread_create(
+        &thread, &attributes, [](void*) -> void* { return malloc(100); }, nullptr);
+    if (created != 0) {
+      fprintf(stderr, "pthread_create: %s\n", strerror(created));
+      _exit(8);
+    }
+    void* result = nullptr;
+    pthread_join(thread, &result);
+    free(result);
+    // And allocation works again after the failure.
+    void* again = malloc(runtime(50 * kMiB));
+    if (again == nullptr) _exit(9);
+    free(again);
+  });
+}
