@@ -16,14 +16,15 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
   -ftls-model=initial-exec -Wall -Wextra -Werror $(EXTRA_CXXFLAGS)
 
 # One layer per file, lowest first (see README.md, "Layout of src/").
-CORE_SOURCES := diag options os segment page large heap purge init alloc api cxx_runtime
+CORE_SOURCES := diag options os segment page large heap purge init alloc secure api cxx_runtime
 OVERRIDE_SOURCES := override override_new
 CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
 OVERRIDE_OBJECTS := $(OVERRIDE_SOURCES:%=$(BUILD)/obj/%.o)
 HEADERS := $(wildcard src/*.h) include/mapalloc.h
 
 .PHONY: all test bench bench-quick stress format clean install uninstall check-format
-all: $(BUILD)/libmapalloc.so $(BUILD)/libmapalloc.a $(BUILD)/libmapalloc-prefixed.a
+all: $(BUILD)/libmapalloc.so $(BUILD)/libmapalloc.a $(BUILD)/libmapalloc-prefixed.a \
+  $(BUILD)/libmapalloc-secure.so $(BUILD)/libmapalloc-secure.a
 
 $(BUILD)/obj/%.o: src/%.cpp $(HEADERS) Makefile
 	@mkdir -p $(dir $@)
@@ -35,6 +36,20 @@ $(BUILD)/libmapalloc.so: $(CORE_OBJECTS) $(OVERRIDE_OBJECTS)
 	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc.so -lpthread
 
 $(BUILD)/libmapalloc.a: $(CORE_OBJECTS) $(OVERRIDE_OBJECTS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The secure build: the same sources with MAPALLOC_SECURE=1 (see src/secure.cpp).
+SECURE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/secure/%.o) $(OVERRIDE_SOURCES:%=$(BUILD)/secure/%.o)
+$(BUILD)/secure/%.o: src/%.cpp $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  CXX   $< (secure)"
+	@$(CXX) $(LIB_CXXFLAGS) -DMAPALLOC_SECURE=1 -c $< -o $@
+
+$(BUILD)/libmapalloc-secure.so: $(SECURE_OBJECTS)
+	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc-secure.so -lpthread
+
+$(BUILD)/libmapalloc-secure.a: $(SECURE_OBJECTS)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -55,13 +70,29 @@ $(BUILD)/tests/%.o: tests/%.cpp tests/test_support.h $(HEADERS) Makefile
 
 # The unit tests run on mapalloc itself: the whole archive is linked in, so doctest's own
 # allocations and the tests' go through it too.
-$(BUILD)/tests/unit: $(UNIT_OBJECTS) $(BUILD)/libmapalloc.a
+$(BUILD)/tests/misuse: tests/programs/misuse.c Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -pthread -fno-builtin -Wall -Wextra -o $@ $<
+
+$(BUILD)/tests/unit: $(UNIT_OBJECTS) $(BUILD)/libmapalloc.a $(BUILD)/tests/misuse
 	$(CXX) -pthread -o $@ $(UNIT_OBJECTS) -Wl,--whole-archive $(BUILD)/libmapalloc.a \
+	  -Wl,--no-whole-archive
+
+# The same tests against the secure build (objects compiled with MAPALLOC_SECURE=1 so that the
+# internal headers they use match the library).
+SECURE_UNIT_OBJECTS := $(UNIT_SOURCES:tests/%.cpp=$(BUILD)/tests/secure/%.o)
+$(BUILD)/tests/secure/%.o: tests/%.cpp tests/test_support.h $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  CXX   $< (secure)"
+	@$(CXX) $(TEST_CXXFLAGS) -DMAPALLOC_SECURE=1 -c $< -o $@
+
+$(BUILD)/tests/unit-secure: $(SECURE_UNIT_OBJECTS) $(BUILD)/libmapalloc-secure.a $(BUILD)/tests/misuse
+	$(CXX) -pthread -o $@ $(SECURE_UNIT_OBJECTS) -Wl,--whole-archive $(BUILD)/libmapalloc-secure.a \
 	  -Wl,--no-whole-archive
 
 test: all
 	@scripts/ensure-packages.sh test
-	@$(MAKE) --no-print-directory $(BUILD)/tests/unit
+	@$(MAKE) --no-print-directory $(BUILD)/tests/unit $(BUILD)/tests/unit-secure
 	@tests/run_all.sh
 
 # ---- benchmarks, stress ------------------------------------------------------------------------

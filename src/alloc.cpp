@@ -30,7 +30,7 @@ void* class_alloc(Heap* heap, unsigned size_class) {
     block = heap_refill(heap, size_class);
     if (block == nullptr) return out_of_memory();
   }
-  heap->free[size_class] = block->next;
+  heap->free[size_class] = block_next(block);
   block->free_key = 0;
   return block;
 }
@@ -48,13 +48,6 @@ void* large_malloc(size_t size, size_t alignment, bool* zeroed) {
   return block != nullptr ? block : out_of_memory();
 }
 
-// What a pointer handed to free/realloc/malloc_usable_size refers to, after validation.
-struct BlockRef {
-  Page* page;          // the span's head record, for arena blocks
-  LargeHeader* large;  // for large blocks
-  size_t usable_bytes;
-};
-
 [[noreturn]] MAPALLOC_COLD void report_freed(const char* operation, const void* pointer,
                                              const char* what, size_t bytes) {
   if (strcmp(operation, "free") == 0)
@@ -62,8 +55,8 @@ struct BlockRef {
   fatal("%s of freed block %p (%s, %zu bytes)", operation, pointer, what, bytes);
 }
 
-// Validates `pointer` (never NULL) for `operation`; every misuse ends in a one-line diagnostic
-// and abort(), so callers only ever see blocks that are live and ours.
+}  // namespace
+
 BlockRef locate(const void* pointer, const char* operation) {
   switch (unit_kind(pointer)) {
     case kUnitSegment: {
@@ -80,8 +73,11 @@ BlockRef locate(const void* pointer, const char* operation) {
             operation, pointer, size_t{head->block_bytes});
       }
       auto* block = static_cast<Block*>(const_cast<void*>(pointer));
+      // The key is random per heap: a match is a double free, except in the rare case of user
+      // data that equals it, which the owner can rule out by looking through its lists (the
+      // secure build, whose quarantine such a search would miss, trusts the key).
       if (block->free_key == owner->free_key &&
-          (owner != tls_heap || heap_block_is_free(owner, head, block))) {
+          (kSecure || owner != tls_heap || heap_block_is_free(owner, head, block))) {
         report_freed(operation, pointer, "size class", head->block_bytes);
       }
       return {head, nullptr, head->block_bytes};
@@ -106,7 +102,7 @@ BlockRef locate(const void* pointer, const char* operation) {
   }
 }
 
-void free_block(const BlockRef& ref, void* pointer) {
+void free_located(const BlockRef& ref, void* pointer) {
   if (ref.large != nullptr) return large_free(ref.large);
   auto* block = static_cast<Block*>(pointer);
   Heap* heap = tls_heap;
@@ -115,8 +111,6 @@ void free_block(const BlockRef& ref, void* pointer) {
   else
     heap_free_remote(ref.page, block);
 }
-
-}  // namespace
 
 void* malloc_slow(size_t size, Heap* heap) {
   if (MAPALLOC_UNLIKELY(heap == &empty_heap)) {
@@ -130,14 +124,15 @@ void* malloc_slow(size_t size, Heap* heap) {
 
 void free_slow(void* pointer) {
   if (pointer == nullptr) return;
-  free_block(locate(pointer, "free"), pointer);
+  free_located(locate(pointer, "free"), pointer);
 }
 
 void* calloc_impl(size_t count, size_t size) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return out_of_memory();
+  if constexpr (kSecure) return secure_calloc(total);
   if (total <= kArenaMaxBytes) {
-    void* block = malloc_fast(total);
+    void* block = default_malloc(total);
     if (block != nullptr) memset(block, 0, total);
     return block;
   }
@@ -155,6 +150,7 @@ void* realloc_impl(void* pointer, size_t size) {
     free_fast(pointer);
     return nullptr;
   }
+  if constexpr (kSecure) return secure_realloc(pointer, size);
   BlockRef ref = locate(pointer, "realloc");
   if (size > kMaxRequestBytes) return out_of_memory();
   if (ref.large != nullptr) {
@@ -164,15 +160,20 @@ void* realloc_impl(void* pointer, size_t size) {
   } else if (size <= ref.usable_bytes && size >= ref.usable_bytes / 2) {
     return pointer;  // fits, and moving would not save much
   }
-  void* moved = malloc_fast(size);
+  void* moved = default_malloc(size);
   if (moved == nullptr) return nullptr;
   memcpy(moved, pointer, size < ref.usable_bytes ? size : ref.usable_bytes);
-  free_block(ref, pointer);
+  free_located(ref, pointer);
   return moved;
 }
 
 void* aligned_alloc_impl(size_t alignment, size_t size) {
-  if (alignment <= kMinAlignBytes) return malloc_fast(size);
+  if constexpr (kSecure) return secure_aligned_alloc(alignment, size);
+  return default_aligned_alloc(alignment, size);
+}
+
+void* default_aligned_alloc(size_t alignment, size_t size) {
+  if (alignment <= kMinAlignBytes) return default_malloc(size);
   if (size > kMaxRequestBytes) return out_of_memory();
   Heap* heap = heap_for_slow_path();
   if (heap == nullptr) return out_of_memory();
@@ -194,6 +195,7 @@ void* aligned_alloc_impl(size_t alignment, size_t size) {
 
 size_t usable_size_impl(const void* pointer) {
   if (pointer == nullptr) return 0;
+  if constexpr (kSecure) return secure_usable_size(pointer);
   return locate(pointer, "malloc_usable_size").usable_bytes;
 }
 
@@ -214,6 +216,11 @@ bool owns_impl(const void* pointer) {
   }
 }
 
-int trim_impl(size_t) { return purge_all_now(tls_heap) != 0 ? 1 : 0; }
+int trim_impl(size_t) {
+  if constexpr (kSecure) {
+    if (tls_heap != &empty_heap) heap_flush_quarantine(tls_heap);
+  }
+  return purge_all_now(tls_heap) != 0 ? 1 : 0;
+}
 
 }  // namespace mapalloc

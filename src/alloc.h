@@ -11,16 +11,24 @@ namespace mapalloc {
 MAPALLOC_NOINLINE void* malloc_slow(size_t size, Heap* heap);
 MAPALLOC_NOINLINE void free_slow(void* pointer);
 
+// The secure build's operations (secure.cpp), wrapped around the default ones.
+void* secure_malloc(size_t size);
+void secure_free(void* pointer);
+void* secure_calloc(size_t total);
+void* secure_realloc(void* pointer, size_t size);
+void* secure_aligned_alloc(size_t alignment, size_t size);
+size_t secure_usable_size(const void* pointer);
+
 // malloc: sizes up to kSmallMaxBytes pop the heap's free list of their class. Everything else
 // (bigger sizes, an empty list, a thread's first call) goes to malloc_slow.
-MAPALLOC_INLINE void* malloc_fast(size_t size) {
+MAPALLOC_INLINE void* default_malloc(size_t size) {
   Heap* heap = tls_heap;
   if (MAPALLOC_LIKELY(size <= kSmallMaxBytes)) {
     unsigned size_class =
         heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes];
     Block* block = heap->free[size_class];
     if (MAPALLOC_LIKELY(block != nullptr)) {
-      heap->free[size_class] = block->next;
+      heap->free[size_class] = block_next(block);
       block->free_key = 0;  // a live block never carries the key
       return block;
     }
@@ -33,7 +41,7 @@ MAPALLOC_INLINE void* malloc_fast(size_t size) {
 // (the free key), goes on the page's local free list. Everything else (NULL, large blocks,
 // remote frees, span tails, pages emptying or leaving the full state, and all misuse) goes to
 // free_slow or the countdown path.
-MAPALLOC_INLINE void free_fast(void* pointer) {
+MAPALLOC_INLINE void default_free(void* pointer) {
   Heap* heap = tls_heap;
   uintptr_t unit = unit_of(pointer);
   if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag)) {  // NULL's entry is 0
@@ -43,7 +51,7 @@ MAPALLOC_INLINE void free_fast(void* pointer) {
     if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
                         block->free_key != heap->free_key)) {
       block->free_key = heap->free_key;
-      block->next = page->local_free;
+      set_block_next(block, page->local_free);
       page->local_free = block;
       if (MAPALLOC_LIKELY(--page->countdown != 0)) return;
       return heap_page_countdown_zero(heap, page);
@@ -52,10 +60,39 @@ MAPALLOC_INLINE void free_fast(void* pointer) {
   free_slow(pointer);
 }
 
+MAPALLOC_INLINE void* malloc_fast(size_t size) {
+  if constexpr (kSecure)
+    return secure_malloc(size);
+  else
+    return default_malloc(size);
+}
+
+MAPALLOC_INLINE void free_fast(void* pointer) {
+  if constexpr (kSecure)
+    secure_free(pointer);
+  else
+    default_free(pointer);
+}
+
+// What a pointer handed to free/realloc/malloc_usable_size refers to, after validation.
+struct BlockRef {
+  Page* page;          // the span's head record, for arena blocks
+  LargeHeader* large;  // for large blocks
+  size_t usable_bytes;
+};
+
+// Validates `pointer` (never NULL) for `operation`; every misuse ends in a one-line diagnostic
+// and abort(), so callers only ever see blocks that are live and ours.
+BlockRef locate(const void* pointer, const char* operation);
+
+// Frees a block that locate() accepted.
+void free_located(const BlockRef& ref, void* pointer);
+
 void* calloc_impl(size_t count, size_t size);
 void* realloc_impl(void* pointer, size_t size);
 // `alignment` must be a power of two; returns nullptr with errno = ENOMEM on failure.
 void* aligned_alloc_impl(size_t alignment, size_t size);
+void* default_aligned_alloc(size_t alignment, size_t size);
 size_t usable_size_impl(const void* pointer);
 // Returns 1 if memory was given back to the OS.
 int trim_impl(size_t pad);

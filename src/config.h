@@ -12,7 +12,15 @@
 #define MAPALLOC_COLD __attribute__((cold, noinline))
 #define MAPALLOC_EXPORT extern "C" __attribute__((visibility("default")))
 
+// The secure build (libmapalloc-secure): encoded free lists, canaries, guard pages, randomised
+// carving and a quarantine. Chosen at compile time so that the default build pays nothing.
+#ifndef MAPALLOC_SECURE
+#define MAPALLOC_SECURE 0
+#endif
+
 namespace mapalloc {
+
+constexpr bool kSecure = MAPALLOC_SECURE != 0;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)

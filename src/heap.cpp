@@ -155,7 +155,7 @@ Page* new_page(Heap* heap, unsigned size_class) {
 void drain_delayed(Heap* heap) {
   Block* block = heap->delayed_free.exchange(nullptr, std::memory_order_acquire);
   while (block != nullptr) {
-    Block* next = block->next;
+    Block* next = block_next_any(block);
     Page* page = span_head(page_entry_of(block));
     // A remote free may have read the owner just before a reclaim moved the page to another
     // heap (see reclaim): such a block is passed on to the page's owner now.
@@ -266,7 +266,7 @@ void heap_page_countdown_zero(Heap* heap, Page* page) {
 
 void heap_free_local(Heap* heap, Page* page, Block* block) {
   block->free_key = heap->free_key;
-  block->next = page->local_free;
+  set_block_next(block, page->local_free);
   page->local_free = block;
   if (--page->countdown == 0) heap_page_countdown_zero(heap, page);
 }
@@ -284,9 +284,25 @@ void heap_free_remote(Page* page, Block* block) {
   if (!page_remote_free(page, block)) return;
   Block* first = owner->delayed_free.load(std::memory_order_relaxed);
   do {
-    block->next = first;
+    set_block_next(block, first);
   } while (!owner->delayed_free.compare_exchange_weak(first, block, std::memory_order_release,
                                                       std::memory_order_relaxed));
+}
+
+void heap_free_any(Heap* heap, Block* block) {
+  Page* page = span_head(page_entry_of(block));
+  if (page->owner == heap)
+    heap_free_local(heap, page, block);
+  else
+    heap_free_remote(page, block);
+}
+
+void heap_flush_quarantine(Heap* heap) {
+  for (Block*& slot : heap->quarantine) {
+    Block* block = slot;
+    slot = nullptr;
+    if (block != nullptr) heap_free_any(heap, block);
+  }
 }
 
 bool heap_block_is_free(Heap* owner, Page* page, Block* block) {

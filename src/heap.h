@@ -44,6 +44,10 @@ struct Heap {
   std::atomic<bool> purge_requested{false};
   uint64_t next_remote_collect_ms = 0;  // remote frees are collected at most once per delay
   std::atomic<bool> abandoned{false};   // in the pool (read by remote frees)
+  // Secure build: blocks this thread freed, held back from reuse for a while (secure.cpp).
+  static constexpr unsigned kQuarantineSlots = kSecure ? 256 : 1;
+  Block* quarantine[kQuarantineSlots] = {};
+  uint64_t quarantine_random = 0;
   // Set by other threads' frees into this heap's pages (written only when clear, and on a line
   // of its own, so that remote frees do not keep taking the owner's cache lines away).
   alignas(64) std::atomic<bool> remote_frees_pending{false};
@@ -85,6 +89,12 @@ inline bool heap_purge_pending(Heap* heap) {
          heap->purge_requested.load(std::memory_order_relaxed) ||
          heap->remote_frees_pending.load(std::memory_order_relaxed);
 }
+
+// Frees a block of any heap from the calling thread, whose heap is `heap` (local or remote).
+void heap_free_any(Heap* heap, Block* block);
+
+// Secure build: really frees every block waiting in the heap's quarantine.
+void heap_flush_quarantine(Heap* heap);
 
 // Takes in the blocks other threads freed into this heap's pages (delayed list and the pages'
 // thread_free lists) and retires pages left empty. Owner only.

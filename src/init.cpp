@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include "alloc.h"
 #include "large.h"
 #include "options.h"
 #include "purge.h"
@@ -19,6 +20,7 @@ void on_thread_exit(void*) { thread_exit(); }
 
 void process_init() {
   options_init();
+  if constexpr (kSecure) block_link_secret = os_random_seed();
   // pthread_key_create does not allocate; a key below 32 is stored inline by glibc.
   thread_key_ready = pthread_key_create(&thread_key, on_thread_exit) == 0;
 }
@@ -42,6 +44,7 @@ Heap* thread_init() {
 void thread_exit() {
   Heap* heap = tls_heap;
   if (heap == &empty_heap) return;
+  if constexpr (kSecure) heap_flush_quarantine(heap);
   // Detach first: once in the pool the heap may be adopted by another thread at any moment,
   // and frees this thread still makes (later destructors, glibc's own clean-up) must then take
   // the remote path.

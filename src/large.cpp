@@ -36,9 +36,12 @@ uint64_t secret() {
   return current;
 }
 
+// Secure build: the header page, then a guard page, then the block.
+constexpr size_t kMinHeaderOffset = kSecure ? 2 * kOsPageBytes : kOsPageBytes;
+
 size_t header_offset(size_t alignment) {
   if (alignment >= kSegmentBytes) return kSegmentBytes;
-  return alignment < kOsPageBytes ? kOsPageBytes : alignment;
+  return alignment < kMinHeaderOffset ? kMinHeaderOffset : alignment;
 }
 
 // Sets (or clears) the map entry of the unit holding the block.
@@ -57,7 +60,7 @@ void* map_region(size_t bytes, size_t alignment, size_t offset) {
 }
 
 size_t mapping_bytes_for(size_t size, size_t offset) {
-  return align_up(offset + size, kOsPageBytes);
+  return align_up(offset + size, kOsPageBytes) + kLargeTailGuardBytes;
 }
 
 void publish(LargeHeader* header, size_t alignment) {
@@ -76,7 +79,7 @@ void unmap_mapping(LargeHeader* header) {
 // The smallest cached mapping that can hold `needed` bytes (and is at most twice as big). A tail
 // of more than a quarter is given back: the mapping is shrunk in place.
 LargeHeader* cache_take(size_t needed) {
-  if (__atomic_load_n(&large_cache.count, __ATOMIC_RELAXED) == 0) return nullptr;
+  if (kSecure || __atomic_load_n(&large_cache.count, __ATOMIC_RELAXED) == 0) return nullptr;
   LargeHeader* found = nullptr;
   {
     SpinLockGuard guard(large_cache.lock);
@@ -100,8 +103,10 @@ LargeHeader* cache_take(size_t needed) {
 }
 
 bool cache_put(LargeHeader* header) {
-  if (header->mapping_bytes > kMaxCachedMappingBytes) return false;
+  // The secure build unmaps at once: no reuse of a freed block's address soon after.
+  if (kSecure || header->mapping_bytes > kMaxCachedMappingBytes) return false;
   LargeHeader* evicted = nullptr;
+  uint64_t now_ms = os_now_ms();
   {
     SpinLockGuard guard(large_cache.lock);
     if (large_cache.count == kCacheSlots ||
@@ -114,13 +119,14 @@ bool cache_put(LargeHeader* header) {
     }
     header->state = LargeState::kCached;
     header->purged = false;
-    header->cached_at_ms = os_now_ms();
+    header->cached_at_ms = now_ms;
     large_cache.slots[large_cache.count] = header;
     large_cache.count++;
     large_cache.bytes += header->mapping_bytes;
   }
+  // `header` may already be another thread's again: only locals from here on.
   if (evicted != nullptr) unmap_mapping(evicted);
-  note_global_purge_deadline(header->cached_at_ms + options().purge_delay_ms);
+  note_global_purge_deadline(now_ms + options().purge_delay_ms);
   return true;
 }
 
@@ -159,6 +165,10 @@ void* large_alloc(size_t size, size_t alignment, bool* zeroed) {
   if (header == nullptr) return nullptr;
   header->mapping_bytes = needed;
   publish(header, alignment);
+  if constexpr (kSecure) {
+    os_guard(header->block - kOsPageBytes, kOsPageBytes);
+    os_guard(reinterpret_cast<char*>(header) + needed - kLargeTailGuardBytes, kLargeTailGuardBytes);
+  }
   *zeroed = true;
   return header->block;
 }
@@ -177,6 +187,7 @@ void large_free(LargeHeader* header) {
 }
 
 void* large_resize(LargeHeader* header, size_t new_size) {
+  if constexpr (kSecure) return nullptr;  // the guards would not move with it: realloc copies
   size_t offset = static_cast<size_t>(header->block - reinterpret_cast<char*>(header));
   size_t old_bytes = header->mapping_bytes;
   size_t new_bytes = mapping_bytes_for(new_size, offset);

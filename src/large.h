@@ -31,8 +31,11 @@ void* large_alloc(size_t size, size_t alignment, bool* zeroed);
 // or kUnitLargeBelow.
 LargeHeader* large_header_of(const void* pointer, unsigned unit);
 
+// The secure build puts an inaccessible page right before each large block and one after it.
+constexpr size_t kLargeTailGuardBytes = kSecure ? kOsPageBytes : 0;
+
 inline size_t large_usable_bytes(const LargeHeader* header) {
-  return header->mapping_bytes -
+  return header->mapping_bytes - kLargeTailGuardBytes -
          static_cast<size_t>(header->block - reinterpret_cast<const char*>(header));
 }
 

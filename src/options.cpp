@@ -48,6 +48,12 @@ void options_init() {
   initialised = true;
   read_milliseconds("MAPALLOC_PURGE_DELAY_MS", &current_options.purge_delay_ms);
   read_milliseconds("MAPALLOC_UNMAP_DELAY_MS", &current_options.unmap_delay_ms);
+  if (const char* zero = getenv("MAPALLOC_ZERO_ON_FREE")) {
+    if (strcmp(zero, "0") == 0 || strcmp(zero, "1") == 0)
+      current_options.zero_on_free = zero[0] == '1';
+    else
+      warn("MAPALLOC_ZERO_ON_FREE", zero, "0, 1");
+  }
   if (const char* method = getenv("MAPALLOC_PURGE_METHOD")) {
     if (strcmp(method, "dontneed") == 0)
       current_options.purge_method = 0;

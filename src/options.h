@@ -17,6 +17,8 @@ struct Options {
   int purge_method = 0;  // PurgeMethod::kDontNeed
   // Empty segments and cached large mappings are unmapped after this long.
   uint32_t unmap_delay_ms = 1000;
+  // Secure build: overwrite blocks with zeroes when they are freed.
+  bool zero_on_free = false;
 };
 
 // The options in force (defaults until options_init has run).

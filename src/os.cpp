@@ -141,6 +141,11 @@ void os_purge(void* start, size_t bytes, PurgeMethod method) {
   madvise(start, bytes, MADV_DONTNEED);  // also the fallback for kernels without MADV_FREE
 }
 
+bool os_guard(void* start, size_t bytes) {
+  ErrnoGuard keep_errno;
+  return mprotect(start, bytes, PROT_NONE) == 0;
+}
+
 bool os_resize_in_place(void* start, size_t old_bytes, size_t new_bytes) {
   ErrnoGuard keep_errno;
   os_counters.mremap_calls.fetch_add(1, std::memory_order_relaxed);

@@ -45,6 +45,9 @@ bool os_resize_in_place(void* start, size_t old_bytes, size_t new_bytes);
 // old mapping is then untouched and `target` is still mapped.
 bool os_move(void* start, size_t old_bytes, void* target, size_t new_bytes);
 
+// Makes a page-aligned range inaccessible (a guard: any access faults). Secure build only.
+bool os_guard(void* start, size_t bytes);
+
 // Test hook: make the mmap call that is `countdown` calls from now fail (1 = the next one).
 // 0 disables. Reaches every path that maps memory: segments, large blocks, heap metadata.
 void os_fail_mmap_after(size_t countdown);

@@ -2,6 +2,40 @@
 
 namespace mapalloc {
 
+namespace {
+
+// Secure build: links `count` blocks in a random order (index i visited at (start + i * stride)
+// mod count, the stride odd and prime to count), so that neighbours in memory are not handed
+// out one after the other.
+Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* then) {
+  static thread_local uint64_t random = 0;
+  if (random == 0) random = os_random_seed() | 1;
+  random ^= random << 13;
+  random ^= random >> 7;
+  random ^= random << 17;
+  unsigned start = static_cast<unsigned>(random % count);
+  unsigned stride = static_cast<unsigned>((random >> 32) % count) | 1;
+  auto coprime = [](unsigned a, unsigned b) {
+    while (b != 0) {
+      unsigned rest = a % b;
+      a = b;
+      b = rest;
+    }
+    return a == 1;
+  };
+  while (!coprime(stride, count)) stride += 2;
+  Block* head = then;  // built backwards from the last visited index
+  for (unsigned i = count; i-- > 0;) {
+    auto* block =
+        reinterpret_cast<Block*>(first + ((start + uint64_t{i} * stride) % count) * block_bytes);
+    set_block_next(block, head);
+    head = block;
+  }
+  return head;
+}
+
+}  // namespace
+
 void page_init(Page* head, Heap* owner, unsigned size_class) {
   size_t block_bytes = class_block_bytes(size_class);
   head->owner = owner;
@@ -26,15 +60,16 @@ Block* page_carve(Page* page, Block* then) {
   unsigned batch = page_carve_batch(page);
   unsigned count = batch < remaining ? batch : remaining;
   char* first = page_start(page) + size_t{page->carved} * block_bytes;
-  char* block = first;
-  for (unsigned i = 1; i < count; ++i, block += block_bytes) {
-    reinterpret_cast<Block*>(block)->next = reinterpret_cast<Block*>(block + block_bytes);
-  }
-  reinterpret_cast<Block*>(block)->next = then;
   page->carved = static_cast<uint16_t>(page->carved + count);
   page->start_limit = page->carved * block_start_step(block_bytes);
   page->synced_used += count;
   page->countdown += count;
+  if constexpr (kSecure) return link_shuffled(first, block_bytes, count, then);
+  char* block = first;
+  for (unsigned i = 1; i < count; ++i, block += block_bytes) {
+    set_block_next(reinterpret_cast<Block*>(block), reinterpret_cast<Block*>(block + block_bytes));
+  }
+  set_block_next(reinterpret_cast<Block*>(block), then);
   return reinterpret_cast<Block*>(first);
 }
 
@@ -47,9 +82,9 @@ Block* page_take_local_free(Page* page, unsigned limit) {
   }
   if (limit == 0) return nullptr;
   Block* last = blocks;
-  for (unsigned i = 1; i < limit; ++i) last = last->next;
-  page->local_free = last->next;
-  last->next = nullptr;
+  for (unsigned i = 1; i < limit; ++i) last = block_next(last);
+  page->local_free = block_next(last);
+  set_block_next(last, nullptr);
   page->countdown += limit;
   return blocks;
 }
@@ -82,11 +117,11 @@ void page_return_blocks(Page* page, Block* blocks) {
   if (blocks == nullptr) return;
   unsigned count = 1;
   Block* last = blocks;
-  while (last->next != nullptr) {
-    last = last->next;
+  for (Block* next = block_next(last); next != nullptr; next = block_next(last)) {
+    last = next;
     ++count;
   }
-  last->next = page->local_free;
+  set_block_next(last, page->local_free);
   page->local_free = blocks;
   page->countdown -= count;
 }
@@ -105,7 +140,7 @@ bool page_remote_free(Page* page, Block* block) {
       if (page->thread_free.compare_exchange_weak(old, 0, std::memory_order_acq_rel)) return true;
       continue;
     }
-    block->next = reinterpret_cast<Block*>(old);
+    set_block_next(block, reinterpret_cast<Block*>(old));
     if (page->thread_free.compare_exchange_weak(old, reinterpret_cast<uintptr_t>(block),
                                                 std::memory_order_release,
                                                 std::memory_order_relaxed)) {
@@ -115,7 +150,7 @@ bool page_remote_free(Page* page, Block* block) {
 }
 
 bool block_list_contains(const Block* list, const Block* block) {
-  for (; list != nullptr; list = list->next) {
+  for (; list != nullptr; list = block_next_any(list)) {
     if (list == block) return true;
   }
   return false;

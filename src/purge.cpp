@@ -43,15 +43,23 @@ void purge_if_due(Heap* heap) {
     }
     if (heap->purge_requested.load(std::memory_order_relaxed) &&
         heap->purge_requested.exchange(false, std::memory_order_relaxed)) {
+      if constexpr (kSecure) heap_flush_quarantine(heap);
       heap_collect(heap);
       heap_purge(heap, now_ms, 0);
     } else if (heap->purge_deadline_ms != 0 && now_ms >= heap->purge_deadline_ms) {
+      // Blocks waiting in quarantine keep their pages from being purged: after a quiet
+      // purge delay they have waited long enough.
+      if constexpr (kSecure) heap_flush_quarantine(heap);
       heap_purge(heap, now_ms, options().purge_delay_ms);
     }
   }
   uint64_t due_ms = global_purge_deadline_ms.load(std::memory_order_relaxed);
   if (due_ms != 0 && now_ms >= due_ms &&
       !process_purge_running.exchange(true, std::memory_order_acquire)) {
+    // This thread's quarantine may hold blocks of the heaps about to be purged.
+    if constexpr (kSecure) {
+      if (heap != &empty_heap) heap_flush_quarantine(heap);
+    }
     purge_process(now_ms, false);
     process_purge_running.store(false, std::memory_order_release);
   }

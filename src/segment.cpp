@@ -1,5 +1,6 @@
 #include "segment.h"
 
+#include "diag.h"
 #include "options.h"
 #include "purge_deadline.h"
 #include "spin_lock.h"
@@ -7,6 +8,14 @@
 namespace mapalloc {
 
 uint8_t segment_map[kUnitCount];
+uint64_t block_link_secret = 0;
+
+void report_corrupt_link(const Block* block) {
+  fatal(
+      "heap corruption: the free-list link in freed block %p was overwritten (use after free "
+      "or overflow)",
+      block);
+}
 
 namespace {
 
@@ -62,6 +71,10 @@ Segment* segment_map_new() {
   void* memory = os_map_aligned(kSegmentBytes, kSegmentBytes);
   if (memory == nullptr) return nullptr;
   Segment* segment = static_cast<Segment*>(memory);  // fresh mappings are zero: all pages kFree
+  if constexpr (kGuardPages != 0) {
+    os_guard(static_cast<char*>(memory) + kSegmentBytes - kGuardPages * kPageBytes,
+             kGuardPages * kPageBytes);
+  }
   segment->free_pages = kAllUsablePages;
   segment->purged_pages = 0;
   set_unit_entry(segment, kUnitSegment);

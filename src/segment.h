@@ -22,7 +22,8 @@ namespace mapalloc {
 struct Heap;  // the owner of segments and pages; defined by the heap layer
 
 // A free block: the first word links the free list, the second holds the owner heap's free key
-// (how a second free of the same block is recognised).
+// (how a second free of the same block is recognised). Links are read and written only through
+// block_next/set_block_next (below).
 struct Block {
   Block* next;
   uintptr_t free_key;
@@ -138,7 +139,10 @@ struct Segment {
 };
 static_assert(sizeof(Segment) <= kPageBytes);
 
-constexpr uint64_t kAllUsablePages = ~uint64_t{0} << kFirstUsablePage;
+// The secure build keeps the last page of every segment inaccessible: a guard between segments.
+constexpr unsigned kGuardPages = kSecure ? 1 : 0;
+constexpr uint64_t kAllUsablePages =
+    (~uint64_t{0} << kFirstUsablePage) & (~uint64_t{0} >> kGuardPages);
 
 MAPALLOC_INLINE Segment* segment_of(const void* pointer) {
   return reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(pointer) & ~(kSegmentBytes - 1));
@@ -168,6 +172,42 @@ inline char* page_start(const Page* page) {
 }
 
 inline Page* span_head(Page* entry) { return &segment_of(entry)->pages[entry->head_index]; }
+
+// --- free-list links ----------------------------------------------------------------------------
+
+// In the secure build a link is stored XOR-ed with a process secret mixed with the block's own
+// address, so that a heap overflow cannot plant a pointer the allocator would follow; a decoded
+// link that leaves the block's segment is reported as corruption. (The delayed list, which
+// links blocks of many segments, uses block_next_any.)
+extern uint64_t block_link_secret;
+
+MAPALLOC_INLINE uintptr_t block_link_mask(const Block* block) {
+  return block_link_secret ^ ((reinterpret_cast<uintptr_t>(block) >> 4) * 0x9e3779b97f4a7c15ull);
+}
+
+[[noreturn]] void report_corrupt_link(const Block* block);
+
+MAPALLOC_INLINE Block* block_next_any(const Block* block) {
+  if constexpr (!kSecure) return block->next;
+  return reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(block->next) ^
+                                  block_link_mask(block));
+}
+
+MAPALLOC_INLINE Block* block_next(const Block* block) {
+  Block* next = block_next_any(block);
+  if constexpr (kSecure) {
+    if (next != nullptr && segment_of(next) != segment_of(block)) report_corrupt_link(block);
+  }
+  return next;
+}
+
+MAPALLOC_INLINE void set_block_next(Block* block, Block* next) {
+  if constexpr (!kSecure)
+    block->next = next;
+  else
+    block->next =
+        reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(next) ^ block_link_mask(block));
+}
 
 // --- spans ----------------------------------------------------------------------------------
 

@@ -92,7 +92,7 @@ constexpr bool classes_are_consistent() {
     if (block % kMinAlignBytes != 0) return false;
     if (size_class_of(block) != c) return false;  // exact fit maps to itself
     if (c > 0 && size_class_of(class_block_bytes(c - 1) + 1) != c) return false;  // next up
-    if (class_span_pages(c) > kPagesPerSegment - kFirstUsablePage) return false;
+    if (class_span_pages(c) > kPagesPerSegment - kFirstUsablePage - 1) return false;
     if (class_capacity(c) < 1 || class_capacity(c) > 65535) return false;
   }
   return true;

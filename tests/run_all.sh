@@ -48,8 +48,10 @@ run_checks() {
 }
 
 run_doctest "unit tests" build/tests/unit
+run_doctest "unit tests, secure build" build/tests/unit-secure
 run_checks "preloaded real programs" tests/preload_smoke.sh
 run_checks "static linking" tests/static_link.sh
+run_checks "stress suite, small scale (preloaded and static)" stress/run.sh --quick
 
 [[ ${#failed_names[@]} -gt 0 ]] && echo "failed suites: ${failed_names[*]}"
 echo "$passed passed, $failed failed"

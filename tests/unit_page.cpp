@@ -30,7 +30,7 @@ struct SpanFixture {
 
 unsigned list_length(Block* block) {
   unsigned count = 0;
-  for (; block != nullptr; block = block->next) ++count;
+  for (; block != nullptr; block = block_next(block)) ++count;
   return count;
 }
 
@@ -57,10 +57,11 @@ TEST_CASE("spans are page-aligned runs inside a mapped segment") {
   CHECK(list.count == 0);  // the empty segment left the list for the cache
 }
 
-TEST_CASE("a segment's 63 usable pages can all be used, then a new segment is taken") {
+TEST_CASE("a segment's usable pages can all be used, then a new segment is taken") {
   SegmentList list;
   std::vector<Page*> spans;
-  for (size_t i = 0; i < kPagesPerSegment - kFirstUsablePage; ++i) {
+  // 63 pages (62 in the secure build, whose last page is a guard).
+  for (int i = 0; i < __builtin_popcountll(kAllUsablePages); ++i) {
     spans.push_back(span_alloc(list, fake_owner(), kUnitSegment, 1));
   }
   CHECK(list.count == 1);
@@ -72,7 +73,7 @@ TEST_CASE("a segment's 63 usable pages can all be used, then a new segment is ta
   CHECK(list.count == 0);
 }
 
-TEST_CASE("carving hands out distinct blocks in address order, in bounded batches") {
+TEST_CASE("carving hands out distinct blocks in bounded batches, in address order by default") {
   SpanFixture span(size_class_of(48));
   Page* page = span.page;
   CHECK(page->capacity == kPageBytes / 48);
@@ -81,12 +82,20 @@ TEST_CASE("carving hands out distinct blocks in address order, in bounded batche
   while (Block* blocks = page_carve(page)) {
     unsigned batch = list_length(blocks);
     CHECK(batch <= page_carve_batch(page));
-    for (Block* block = blocks; block != nullptr; block = block->next) {
+    unsigned in_order = 0;
+    for (Block* block = blocks; block != nullptr; block = block_next(block)) {
       CHECK(seen.insert(block).second);
       CHECK((reinterpret_cast<char*>(block) - page_start(page)) % 48 == 0);
-      if (block->next != nullptr)
-        CHECK(reinterpret_cast<char*>(block->next) == reinterpret_cast<char*>(block) + 48);
+      Block* next = block_next(block);
+      if (next != nullptr && reinterpret_cast<char*>(next) == reinterpret_cast<char*>(block) + 48) {
+        ++in_order;
+      }
     }
+    // The secure build links each batch in a random order.
+    if (kSecure && batch > 2)
+      CHECK(in_order < batch - 1);
+    else
+      CHECK(in_order == batch - 1);
     total += batch;
   }
   CHECK(total == page->capacity);
@@ -114,8 +123,8 @@ TEST_CASE("local frees count down to an empty page") {
   CHECK(page->countdown == count);
   // Free them all locally, the way free() does.
   for (Block* block = blocks; block != nullptr;) {
-    Block* next = block->next;
-    block->next = page->local_free;
+    Block* next = block_next(block);
+    set_block_next(block, page->local_free);
     page->local_free = block;
     --page->countdown;
     block = next;
@@ -132,7 +141,7 @@ TEST_CASE("remote frees land in thread_free and are taken whole") {
   Page* page = span.page;
   Block* blocks = page_carve(page);
   std::vector<Block*> all;
-  for (Block* block = blocks; block != nullptr; block = block->next) all.push_back(block);
+  for (Block* block = blocks; block != nullptr; block = block_next(block)) all.push_back(block);
   // Two threads free half each, concurrently.
   auto free_range = [&](size_t from, size_t to) {
     for (size_t i = from; i < to; ++i) CHECK_FALSE(page_remote_free(page, all[i]));
@@ -144,7 +153,7 @@ TEST_CASE("remote frees land in thread_free and are taken whole") {
   Block* taken = page_take_thread_free(page);
   CHECK(list_length(taken) == all.size());
   std::set<Block*> unique;
-  for (Block* block = taken; block != nullptr; block = block->next) unique.insert(block);
+  for (Block* block = taken; block != nullptr; block = block_next(block)) unique.insert(block);
   CHECK(unique.size() == all.size());
   CHECK(page_take_thread_free(page) == nullptr);
 }
@@ -153,7 +162,7 @@ TEST_CASE("a full page's first remote free claims the flag; later ones queue nor
   SpanFixture span(size_class_of(16));
   Page* page = span.page;
   Block* first = page_carve(page);
-  Block* second = first->next;
+  Block* second = block_next(first);
   CHECK(page_try_mark_full(page));
   CHECK(page->thread_free.load() == kFullFlag);
   CHECK(page_remote_free(page, first));         // claimed: goes to the owner's delayed list
@@ -183,8 +192,8 @@ TEST_CASE("returning blocks to a page and collecting remote frees keep the accou
   Block* blocks = page_carve(page);
   unsigned count = list_length(blocks);
   Block* remote = blocks;
-  Block* rest = blocks->next;
-  remote->next = nullptr;
+  Block* rest = block_next(blocks);
+  set_block_next(remote, nullptr);
   page_return_blocks(page, rest);
   CHECK(page->countdown == 1);
   CHECK_FALSE(page_remote_free(page, remote));

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds the stress programs (every stress/*.c) into OUTDIR.
+#
+#   stress/build.sh [--static] [--tsan] OUTDIR
+#
+#   (default)  gcc -O2 -g -pthread: plain malloc & co., for running under any allocator
+#              (glibc, or one put in with LD_PRELOAD).
+#   --static   linked with -static against build/libmapalloc.a (mapalloc takes over the plain
+#              names, libc's own allocations included).
+#   --tsan     clang -fsanitize=thread -DSTRESS_MAPALLOC_PREFIX, linked with
+#              build/libmapalloc-prefixed.a: the programs call mapalloc_* while the sanitizer
+#              keeps its own malloc for everything else.
+#
+# The mapalloc libraries are taken from $MAPALLOC_BUILD (default: build/ of this checkout);
+# run `make` first. Extra compiler flags can be given in $STRESS_CFLAGS.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+lib_dir=${MAPALLOC_BUILD:-$root/build}
+
+mode=preload
+outdir=
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --static) mode=static ;;
+    --tsan) mode=tsan ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
+    *) outdir=$1 ;;
+  esac
+  shift
+done
+[[ -n $outdir ]] || { echo "usage: build.sh [--static] [--tsan] OUTDIR" >&2; exit 2; }
+mkdir -p "$outdir"
+
+warn="-Wall -Wextra -Wno-unused-function"
+case $mode in
+  preload)
+    cc=(gcc -std=gnu11 -O2 -g -pthread $warn)
+    libs=()
+    ;;
+  static)
+    [[ -f $lib_dir/libmapalloc.a ]] || { echo "build.sh: $lib_dir/libmapalloc.a missing (run make)" >&2; exit 1; }
+    cc=(gcc -std=gnu11 -O2 -g -pthread -static $warn)
+    libs=("$lib_dir/libmapalloc.a" -lpthread)
+    ;;
+  tsan)
+    [[ -f $lib_dir/libmapalloc-prefixed.a ]] || { echo "build.sh: $lib_dir/libmapalloc-prefixed.a missing (run make)" >&2; exit 1; }
+    cc=(clang -std=gnu11 -O1 -g -pthread -fsanitize=thread -DSTRESS_MAPALLOC_PREFIX
+        -I"$root/include" $warn)
+    libs=("$lib_dir/libmapalloc-prefixed.a" -lpthread)
+    ;;
+esac
+
+status=0
+pids=()
+names=()
+for src in "$here"/*.c; do
+  name=$(basename "$src" .c)
+  # shellcheck disable=SC2086
+  "${cc[@]}" ${STRESS_CFLAGS:-} -o "$outdir/$name" "$src" "${libs[@]}" &
+  pids+=($!)
+  names+=("$name")
+done
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    echo "build.sh: $mode build of ${names[$i]} failed" >&2
+    status=1
+  fi
+done
+exit $status

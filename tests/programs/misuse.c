@@ -1,0 +1,106 @@
+/* One heap misuse per run, chosen by name: the test suite runs it with each build of mapalloc
+ * preloaded and expects abort() with a one-line diagnostic (or, where a build is not expected to
+ * catch the case, a normal exit). Usage: misuse CASE */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+static int global_object;
+
+/* Hide pointers from the compiler so that it neither warns nor folds the misuse away. */
+static void* launder(void* pointer) {
+  void* volatile copy = pointer;
+  return copy;
+}
+static size_t runtime(size_t value) {
+  volatile size_t copy = value;
+  return copy;
+}
+
+static void* free_in_thread(void* block) {
+  free(block);
+  return NULL;
+}
+
+int main(int argc, char** argv) {
+  const char* name = argc > 1 ? argv[1] : "";
+  if (strcmp(name, "double-free") == 0) {
+    void* block = malloc(runtime(32));
+    free(block);
+    free(launder(block));
+  } else if (strcmp(name, "double-free-later") == 0) {
+    void* block = malloc(runtime(32));
+    void* others[16];
+    for (int i = 0; i < 16; ++i) others[i] = malloc(runtime(32));
+    free(block);
+    for (int i = 0; i < 16; ++i) free(others[i]);
+    free(launder(block));
+  } else if (strcmp(name, "double-free-medium") == 0) {
+    void* blocks[8];
+    for (int i = 0; i < 8; ++i) blocks[i] = malloc(runtime(100000));
+    free(blocks[5]);
+    free(launder(blocks[5]));
+  } else if (strcmp(name, "double-free-remote") == 0) {
+    void* block = malloc(runtime(64));
+    pthread_t thread;
+    pthread_create(&thread, NULL, free_in_thread, block);
+    pthread_join(thread, NULL);
+    free(launder(block));
+  } else if (strcmp(name, "double-free-large") == 0) {
+    void* block = malloc(runtime(3 << 20));
+    free(block);
+    free(launder(block));
+  } else if (strcmp(name, "free-stack") == 0) {
+    int on_stack = 0;
+    free(launder(&on_stack));
+  } else if (strcmp(name, "free-global") == 0) {
+    free(launder(&global_object));
+  } else if (strcmp(name, "free-mapping") == 0) {
+    char* mapping = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    free(launder(mapping + 4096));
+  } else if (strcmp(name, "free-interior") == 0) {
+    char* block = malloc(runtime(64));
+    free(launder(block + 16));
+  } else if (strcmp(name, "free-misaligned") == 0) {
+    char* block = malloc(runtime(64));
+    free(launder(block + 1));
+  } else if (strcmp(name, "free-interior-large") == 0) {
+    char* block = malloc(runtime(4 << 20));
+    free(launder(block + 4096));
+  } else if (strcmp(name, "realloc-freed") == 0) {
+    void* block = malloc(runtime(100));
+    free(block);
+    void* result = realloc(launder(block), runtime(200));
+    (void)result;
+  } else if (strcmp(name, "realloc-interior") == 0) {
+    char* block = malloc(runtime(100));
+    void* result = realloc(launder(block + 32), runtime(10));
+    (void)result;
+  } else if (strcmp(name, "usable-size-stack") == 0) {
+    int on_stack = 0;
+    (void)malloc_usable_size(launder(&on_stack));
+  } else if (strcmp(name, "overflow-one-byte") == 0) {
+    char* block = launder(malloc(runtime(24)));
+    memset(block, 'x', runtime(25));  /* one byte too many */
+    free(launder(block));
+  } else if (strcmp(name, "overflow-large") == 0) {
+    char* block = launder(malloc(runtime(3 << 20)));
+    memset(block, 'x', runtime((3 << 20) + 1));
+    free(launder(block));
+  } else if (strcmp(name, "use-after-free-link") == 0) {
+    /* Overwrite a freed block's free-list link, then allocate until the allocator follows it. */
+    char* blocks[600];
+    for (int i = 0; i < 600; ++i) blocks[i] = malloc(runtime(48));
+    for (int i = 0; i < 600; ++i) free(blocks[i]);
+    for (int i = 0; i < 600; ++i) memset(launder(blocks[i]), 0x41, 8);
+    for (int i = 0; i < 2000; ++i) blocks[i % 600] = launder(malloc(runtime(48)));
+  } else {
+    fprintf(stderr, "unknown case %s\n", name);
+    return 2;
+  }
+  return 0;
+}
