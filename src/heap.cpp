@@ -1,5 +1,7 @@
 #include "heap.h"
 
+#include <sched.h>
+
 #include "options.h"
 
 namespace mapalloc {
@@ -91,9 +93,20 @@ void pool_push(Heap* heap) {
     abandoned_empty.push(heap);
 }
 
+// Takes a heap out of a pool for a thread to own: it stops being abandoned first, then the
+// caller waits for a purge that claimed it to finish (the store and the load are sequentially
+// consistent, pairing with heap_try_claim's: one of the two sides always sees the other).
+Heap* take_from(HeapStack& stack) {
+  Heap* heap = stack.pop();
+  if (heap == nullptr) return nullptr;
+  heap->abandoned.store(false, std::memory_order_seq_cst);
+  while (heap->purge_claimed.load(std::memory_order_seq_cst)) sched_yield();
+  return heap;
+}
+
 Heap* pool_pop() {
-  Heap* heap = abandoned_with_memory.pop();
-  return heap != nullptr ? heap : abandoned_empty.pop();
+  Heap* heap = take_from(abandoned_with_memory);
+  return heap != nullptr ? heap : take_from(abandoned_empty);
 }
 
 std::atomic<Heap*> all_heaps{nullptr};
@@ -146,6 +159,12 @@ uint8_t map_entry_of(const Heap* heap) {
   return heap->segment_tag == kNoHeapTag ? uint8_t{kUnitSegment} : heap->segment_tag;
 }
 
+Page* new_page_in_own_segments(Heap* heap, unsigned size_class) {
+  Page* page = span_alloc_in_list(heap->segments, class_span_pages(size_class));
+  if (page != nullptr) page_init(page, heap, size_class);
+  return page;
+}
+
 Page* new_page(Heap* heap, unsigned size_class) {
   Page* page = span_alloc(heap->segments, heap, map_entry_of(heap), class_span_pages(size_class));
   if (page != nullptr) page_init(page, heap, size_class);
@@ -185,6 +204,10 @@ void queue_append(PageQueue& into, PageQueue& from) {
 // a block to `from`'s delayed list, and whoever takes `from` next forwards it (drain_delayed).
 void reclaim(Heap* into, Heap* from) {
   heap_collect(from);
+  // The segments `from` kept empty for an adopting thread go to the process cache: the
+  // reclaiming heap wants pages with blocks to reuse, not more empty segments.
+  segment_list_release_empty(from->segments, 0, false, os_now_ms());
+  lower_deadline(&into->purge_deadline_ms, from->purge_deadline_ms);
   uint8_t entry = map_entry_of(into);
   while (Segment* segment = from->segments.first) {
     from->segments.first = segment->next;
@@ -203,9 +226,10 @@ void reclaim(Heap* into, Heap* from) {
 // its thread is gone). The emptied heap goes back to the pool for a new thread to adopt.
 bool reclaim_abandoned(Heap* heap) {
   if (abandoned_with_memory.empty()) return false;
-  Heap* abandoned = abandoned_with_memory.pop();
+  Heap* abandoned = take_from(abandoned_with_memory);
   if (abandoned == nullptr) return false;
   reclaim(heap, abandoned);
+  abandoned->abandoned.store(true, std::memory_order_seq_cst);
   abandoned_empty.push(abandoned);
   return true;
 }
@@ -233,6 +257,8 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
       heap->current[size_class] = nullptr;
     }
     Page* page = queue_pop(heap->available[size_class]);
+    if (page == nullptr) page = new_page_in_own_segments(heap, size_class);
+    // Before taking a new segment, take over an abandoned heap's pages instead.
     if (page == nullptr && !reclaimed) {
       reclaimed = true;
       if (reclaim_abandoned(heap)) continue;
@@ -364,6 +390,9 @@ size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
   for (Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
     purged += segment_purge(segment, now_ms, delay_ms, &next_deadline_ms);
   }
+  // Empty segments whose pages are purged go back to the process (a live heap keeps one).
+  purged +=
+      segment_list_release_empty(heap->segments, heap->abandoned.load() ? 0 : 1, true, now_ms);
   heap->purge_deadline_ms = next_deadline_ms;
   return purged;
 }
@@ -371,33 +400,32 @@ size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
 Heap* heap_acquire() {
   Heap* heap = pool_pop();
   if (heap == nullptr) heap = heap_create();
-  if (heap != nullptr) heap->abandoned.store(false, std::memory_order_relaxed);
+  if (heap != nullptr) heap->segments.keep_empty = false;
   return heap;
 }
 
 void heap_abandon(Heap* heap) {
+  // Its empty segments stay with it: the next thread to adopt it will need pages (see
+  // heap_purge for when they are let go).
+  heap->segments.keep_empty = true;
   heap_collect(heap);
-  heap->abandoned.store(true, std::memory_order_relaxed);
+  heap->abandoned.store(true, std::memory_order_seq_cst);
   // Its free pages are now the process's to purge (any thread processes abandoned heaps).
   note_global_purge_deadline(heap->purge_deadline_ms);
   pool_push(heap);
 }
 
-Heap* heap_pool_take_all() {
-  Heap* taken = nullptr;
-  while (Heap* heap = pool_pop()) {
-    heap->pool_next = taken;
-    taken = heap;
-  }
-  return taken;
+bool heap_try_claim(Heap* heap) {
+  if (heap->purge_claimed.exchange(true, std::memory_order_seq_cst)) return false;
+  if (heap->abandoned.load(std::memory_order_seq_cst)) return true;
+  heap->purge_claimed.store(false, std::memory_order_release);  // adopted meanwhile
+  return false;
 }
 
-void heap_pool_return(Heap* list) {
-  while (list != nullptr) {
-    Heap* next = list->pool_next;
-    pool_push(list);
-    list = next;
-  }
+void heap_unclaim(Heap* heap) { heap->purge_claimed.store(false, std::memory_order_release); }
+
+void heap_after_fork_child() {
+  heap_for_each([](Heap* heap) { heap->purge_claimed.store(false, std::memory_order_relaxed); });
 }
 
 }  // namespace mapalloc

@@ -44,6 +44,8 @@ struct Heap {
   std::atomic<bool> purge_requested{false};
   uint64_t next_remote_collect_ms = 0;  // remote frees are collected at most once per delay
   std::atomic<bool> abandoned{false};   // in the pool (read by remote frees)
+  // Held by a thread purging this heap while it is abandoned (see heap_try_claim).
+  std::atomic<bool> purge_claimed{false};
   // Secure build: blocks this thread freed, held back from reuse for a while (secure.cpp).
   static constexpr unsigned kQuarantineSlots = kSecure ? 256 : 1;
   Block* quarantine[kQuarantineSlots] = {};
@@ -115,9 +117,22 @@ void heap_for_each(Visit visit) {
   for (Heap* heap = heap_list_first(); heap != nullptr; heap = heap->all_next) visit(heap);
 }
 
-// Takes every abandoned heap out of the pool (linked through pool_next), for work that needs
-// them exclusively, and puts such a list back.
-Heap* heap_pool_take_all();
-void heap_pool_return(Heap* list);
+// Abandoned heaps are purged in place, without leaving the pool (a thread that finds the pool
+// empty would create a new heap instead). heap_try_claim gives the caller the owner's rights on
+// an abandoned heap until heap_unclaim; a thread taking the heap from the pool waits for that.
+bool heap_try_claim(Heap* heap);
+void heap_unclaim(Heap* heap);
+
+template <typename Work>
+void heap_for_each_abandoned(Work work) {
+  heap_for_each([&work](Heap* heap) {
+    if (!heap->abandoned.load(std::memory_order_relaxed) || !heap_try_claim(heap)) return;
+    work(heap);
+    heap_unclaim(heap);
+  });
+}
+
+// In a forked child: no thread holds a claim any more.
+void heap_after_fork_child();
 
 }  // namespace mapalloc

@@ -19,13 +19,11 @@ size_t purge_process(uint64_t now_ms, bool force) {
   released += large_cache_purge(now_ms, force, &next_deadline_ms);
   // Abandoned heaps belong to no thread: their remote frees are collected, their empty pages
   // retired and their free pages purged here.
-  Heap* abandoned = heap_pool_take_all();
-  for (Heap* heap = abandoned; heap != nullptr; heap = heap->pool_next) {
+  heap_for_each_abandoned([&](Heap* heap) {
     heap_collect(heap);
     released += heap_purge(heap, now_ms, force ? 0 : options().purge_delay_ms);
     lower_deadline(&next_deadline_ms, heap->purge_deadline_ms);
-  }
-  heap_pool_return(abandoned);
+  });
   if (!force) released += segment_cache_purge(now_ms, false, &next_deadline_ms);
   note_global_purge_deadline(next_deadline_ms);
   return released;
@@ -83,6 +81,9 @@ size_t purge_all_now(Heap* heap) {
   return released;
 }
 
-void purge_after_fork_child() { process_purge_running.store(false, std::memory_order_relaxed); }
+void purge_after_fork_child() {
+  process_purge_running.store(false, std::memory_order_relaxed);
+  heap_after_fork_child();
+}
 
 }  // namespace mapalloc

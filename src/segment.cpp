@@ -25,13 +25,20 @@ struct SegmentCache {
   SpinLock lock;
   Segment* first = nullptr;
   size_t count = 0;
+  size_t dirty_count = 0;  // cached segments with pages not purged yet
 };
 SegmentCache segment_cache;
 
-// Segments kept for reuse before further free segments go straight back to the OS, and the
-// number that stays cached (purged) after the unmap delay.
+// Segments kept for reuse before further free segments go straight back to the OS; how many
+// of them may keep their (resident) pages until the purge delay passes, beyond which a segment
+// is purged as it enters the cache; and how many stay cached (purged) after the unmap delay.
 constexpr size_t kMaxCachedSegments = 16;
+constexpr size_t kMaxDirtyCachedSegments = 4;
 constexpr size_t kRetainedSegments = 2;
+
+bool is_dirty(const Segment* segment) {
+  return (segment->free_pages & ~segment->purged_pages & kAllUsablePages) != 0;
+}
 
 Segment* cache_pop() {
   if (__atomic_load_n(&segment_cache.first, __ATOMIC_RELAXED) == nullptr) return nullptr;
@@ -40,6 +47,7 @@ Segment* cache_pop() {
   if (segment != nullptr) {
     segment_cache.first = segment->next;
     segment_cache.count--;
+    if (is_dirty(segment)) segment_cache.dirty_count--;
   }
   return segment;
 }
@@ -50,6 +58,7 @@ bool cache_push(Segment* segment) {
   segment->next = segment_cache.first;
   segment_cache.first = segment;
   segment_cache.count++;
+  if (is_dirty(segment)) segment_cache.dirty_count++;
   return true;
 }
 
@@ -59,6 +68,7 @@ Segment* cache_take_all() {
   Segment* all = segment_cache.first;
   segment_cache.first = nullptr;
   segment_cache.count = 0;
+  segment_cache.dirty_count = 0;
   return all;
 }
 
@@ -127,12 +137,17 @@ void segment_list_push(SegmentList& list, Segment* segment) {
   list.count++;
 }
 
-Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pages) {
+Page* span_alloc_in_list(SegmentList& list, unsigned pages) {
   for (Segment* segment = list.first; segment != nullptr; segment = segment->next) {
     uint64_t starts = run_starts(segment->free_pages, pages);
     if (starts != 0)
       return take_span(segment, static_cast<unsigned>(__builtin_ctzll(starts)), pages);
   }
+  return nullptr;
+}
+
+Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pages) {
+  if (Page* page = span_alloc_in_list(list, pages)) return page;
   Segment* segment = cache_pop();
   if (segment == nullptr) segment = segment_map_new();
   if (segment == nullptr) return nullptr;
@@ -140,6 +155,24 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
   set_unit_entry(segment, owner_tag);
   segment_list_push(list, segment);
   return take_span(segment, kFirstUsablePage, pages);
+}
+
+// An empty segment leaves its heap for the process cache (purged first if the cache already
+// holds enough resident segments), or goes back to the OS when the cache is full.
+void release_segment(SegmentList& list, Segment* segment, uint64_t now_ms) {
+  list_remove(list, segment);
+  segment->owner = nullptr;
+  segment->cached_at_ms = now_ms;
+  set_unit_entry(segment, kUnitSegment);
+  if (__atomic_load_n(&segment_cache.dirty_count, __ATOMIC_RELAXED) >= kMaxDirtyCachedSegments) {
+    uint64_t unused_deadline = 0;
+    segment_purge(segment, now_ms, 0, &unused_deadline);
+  }
+  if (cache_push(segment)) {
+    note_global_purge_deadline(now_ms + options().purge_delay_ms);
+  } else {
+    segment_unmap(segment);
+  }
 }
 
 void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
@@ -153,16 +186,29 @@ void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
     head[i].retired_at_ms = now_ms;
   }
   segment->free_pages |= span_mask(first, pages);
-  if (segment->free_pages != kAllUsablePages) return;
-  list_remove(list, segment);
-  segment->owner = nullptr;
-  segment->cached_at_ms = now_ms;
-  set_unit_entry(segment, kUnitSegment);
-  if (cache_push(segment)) {
-    note_global_purge_deadline(now_ms + options().purge_delay_ms);
-  } else {
-    segment_unmap(segment);
+  // A heap keeps its last segment even when empty: its thread (or the next thread to adopt the
+  // heap) needs pages again soon, and a round trip through the cache would cost a purge and
+  // refault. Its free pages are purged after the delay like any others.
+  if (segment->free_pages != kAllUsablePages || list.count == 1 || list.keep_empty) return;
+  release_segment(list, segment, now_ms);
+}
+
+size_t segment_list_release_empty(SegmentList& list, size_t keep, bool purged_only,
+                                  uint64_t now_ms) {
+  size_t released = 0;
+  size_t kept = 0;
+  for (Segment* segment = list.first; segment != nullptr;) {
+    Segment* next = segment->next;
+    bool empty = segment->free_pages == kAllUsablePages;
+    if (empty && kept >= keep && !(purged_only && is_dirty(segment))) {
+      release_segment(list, segment, now_ms);
+      released += kSegmentBytes;
+    } else if (empty) {
+      ++kept;
+    }
+    segment = next;
   }
+  return released;
 }
 
 size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,

@@ -126,6 +126,9 @@ struct Segment;
 struct SegmentList {
   Segment* first = nullptr;
   size_t count = 0;
+  // Empty segments stay in the list (an abandoned heap keeps them for the thread that adopts
+  // it) until segment_list_release_empty lets them go.
+  bool keep_empty = false;
 };
 
 struct Segment {
@@ -217,12 +220,20 @@ MAPALLOC_INLINE void set_block_next(Block* block, Block* next) {
 // nullptr if memory is exhausted.
 Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pages);
 
+// The same within `list`'s segments only (nullptr if none has room).
+Page* span_alloc_in_list(SegmentList& list, unsigned pages);
+
 // Adds a segment to a heap's list (reclaiming an abandoned heap's segments).
 void segment_list_push(SegmentList& list, Segment* segment);
 
 // Returns a span (all its blocks free) to its segment at time `now_ms`. A segment left without
-// any span in use leaves `list` for the process cache.
+// any span in use leaves `list` for the process cache, unless it is the list's last one.
 void span_free(SegmentList& list, Page* head, uint64_t now_ms);
+
+// Releases to the process cache (or unmaps) the list's empty segments, keeping `keep` of them;
+// with `purged_only`, only those whose pages are all purged already. Returns the bytes released.
+size_t segment_list_release_empty(SegmentList& list, size_t keep, bool purged_only,
+                                  uint64_t now_ms);
 
 // Gives back to the OS the free pages of `segment` that have been free for `delay_ms` (all of
 // them for delay 0). Returns the bytes purged; `*next_deadline_ms` is lowered to when the

@@ -54,7 +54,9 @@ TEST_CASE("spans are page-aligned runs inside a mapped segment") {
   CHECK(list.count == 1);
   span_free(list, one, 0);
   span_free(list, four, 0);
-  CHECK(list.count == 0);  // the empty segment left the list for the cache
+  CHECK(list.count == 1);  // a heap keeps its last segment, even empty
+  CHECK(segment_list_release_empty(list, 0, false, 0) == kSegmentBytes);
+  CHECK(list.count == 0);
 }
 
 TEST_CASE("a segment's usable pages can all be used, then a new segment is taken") {
@@ -70,6 +72,10 @@ TEST_CASE("a segment's usable pages can all be used, then a new segment is taken
   CHECK(segment_of(extra) != segment_of(spans[0]));
   span_free(list, extra, 0);
   for (Page* page : spans) span_free(list, page, 0);
+  CHECK(list.count == 1);  // the other, now empty, went to the cache; the last one stays
+  CHECK(segment_list_release_empty(list, 1, false, 0) == 0);  // asked to keep one
+  CHECK(segment_list_release_empty(list, 0, true, 0) == 0);   // not purged yet
+  CHECK(segment_list_release_empty(list, 0, false, 0) == kSegmentBytes);
   CHECK(list.count == 0);
 }
 
