@@ -76,7 +76,7 @@ BlockRef locate(const void* pointer, const char* operation) {
       // The key is random per heap: a match is a double free, except in the rare case of user
       // data that equals it, which the owner can rule out by looking through its lists (the
       // secure build, whose quarantine such a search would miss, trusts the key).
-      if (block->free_key == owner->free_key &&
+      if (block->free_key == head->free_key &&
           (kSecure || owner != tls_heap || heap_block_is_free(owner, head, block))) {
         report_freed(operation, pointer, "size class", head->block_bytes);
       }
@@ -204,7 +204,11 @@ bool owns_impl(const void* pointer) {
     case kUnitSegment: {
       Page* entry = page_entry_of(pointer);
       Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
-      return head->owner != nullptr && page_is_block_start(head, pointer);
+      if (head->owner == nullptr || !page_is_block_start(head, pointer)) return false;
+      // Live unless it carries the free key (exact for the owner; by the key for others).
+      auto* block = static_cast<Block*>(const_cast<void*>(pointer));
+      if (block->free_key != head->free_key) return true;
+      return !kSecure && head->owner == tls_heap && !heap_block_is_free(head->owner, head, block);
     }
     case kUnitLarge:
     case kUnitLargeBelow: {

@@ -116,7 +116,6 @@ Heap* heap_create() {
   void* memory = os_map_aligned(align_up(sizeof(Heap), kOsPageBytes), kOsPageBytes);
   if (memory == nullptr) return nullptr;
   Heap* heap = new (memory) Heap();
-  heap->free_key = os_random_seed() ^ reinterpret_cast<uintptr_t>(heap);
   // Heaps are immortal, so the first kLastHeapTag - kFirstHeapTag + 1 keep unique tags forever;
   // later ones (only with that many threads alive at once) free through the slow path.
   unsigned tag = next_heap_tag.fetch_add(1, std::memory_order_relaxed);
@@ -171,17 +170,42 @@ Page* new_page(Heap* heap, unsigned size_class) {
   return page;
 }
 
+// Delivers a block that claimed its full page's kFullFlag to the owner's delayed list.
+void push_delayed(Heap* owner, Block* block) {
+  Block* first = owner->delayed_free.load(std::memory_order_relaxed);
+  do {
+    set_block_next(block, first);
+  } while (!owner->delayed_free.compare_exchange_weak(first, block, std::memory_order_release,
+                                                      std::memory_order_relaxed));
+}
+
+// Tells the owner that remote frees wait for it. Called after the block is on a list; the
+// sequentially consistent load pairs with heap_collect_remote's clear-then-collect, so that
+// either this thread sets the flag again or the owner's collection sees the block.
+void note_remote_free(Heap* owner) {
+  if (owner->remote_frees_pending.load(std::memory_order_seq_cst)) return;
+  owner->remote_frees_pending.store(true, std::memory_order_seq_cst);
+  // No thread owns an abandoned heap: have the process-wide purge collect it.
+  if (owner->abandoned.load(std::memory_order_relaxed)) {
+    note_global_purge_deadline(os_now_ms() + options().purge_delay_ms);
+  }
+}
+
 void drain_delayed(Heap* heap) {
   Block* block = heap->delayed_free.exchange(nullptr, std::memory_order_acquire);
   while (block != nullptr) {
     Block* next = block_next_any(block);
     Page* page = span_head(page_entry_of(block));
     // A remote free may have read the owner just before a reclaim moved the page to another
-    // heap (see reclaim): such a block is passed on to the page's owner now.
-    if (page->owner == heap)
+    // heap (see reclaim): its block is passed on to the page's owner now, still as a claimed
+    // delayed block (the page's kFullFlag was consumed by it).
+    Heap* owner = __atomic_load_n(&page->owner, __ATOMIC_ACQUIRE);
+    if (owner == heap) {
       heap_free_local(heap, page, block);
-    else
-      heap_free_remote(page, block);
+    } else {
+      push_delayed(owner, block);
+      note_remote_free(owner);
+    }
     block = next;
   }
 }
@@ -291,28 +315,17 @@ void heap_page_countdown_zero(Heap* heap, Page* page) {
 }
 
 void heap_free_local(Heap* heap, Page* page, Block* block) {
-  block->free_key = heap->free_key;
+  block->free_key = page->free_key;
   set_block_next(block, page->local_free);
   page->local_free = block;
   if (--page->countdown == 0) heap_page_countdown_zero(heap, page);
 }
 
 void heap_free_remote(Page* page, Block* block) {
-  Heap* owner = page->owner;
-  block->free_key = owner->free_key;
-  if (!owner->remote_frees_pending.load(std::memory_order_relaxed)) {
-    owner->remote_frees_pending.store(true, std::memory_order_relaxed);
-    // No thread owns an abandoned heap: have the process-wide purge collect it.
-    if (owner->abandoned.load(std::memory_order_relaxed)) {
-      note_global_purge_deadline(os_now_ms() + options().purge_delay_ms);
-    }
-  }
-  if (!page_remote_free(page, block)) return;
-  Block* first = owner->delayed_free.load(std::memory_order_relaxed);
-  do {
-    set_block_next(block, first);
-  } while (!owner->delayed_free.compare_exchange_weak(first, block, std::memory_order_release,
-                                                      std::memory_order_relaxed));
+  Heap* owner = __atomic_load_n(&page->owner, __ATOMIC_ACQUIRE);
+  block->free_key = page->free_key;
+  if (page_remote_free(page, block)) push_delayed(owner, block);
+  note_remote_free(owner);
 }
 
 void heap_free_any(Heap* heap, Block* block) {
@@ -360,7 +373,7 @@ void heap_collect(Heap* heap) {
 }
 
 void heap_collect_remote(Heap* heap) {
-  heap->remote_frees_pending.store(false, std::memory_order_relaxed);
+  heap->remote_frees_pending.store(false, std::memory_order_seq_cst);
   drain_delayed(heap);
   for (unsigned c = 0; c < kClassCount; ++c) {
     for (Page* page = heap->available[c].first; page != nullptr;) {

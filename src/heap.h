@@ -26,7 +26,6 @@ struct Heap {
   // Fast path: free[c] holds free blocks of current[c] only (they count as used by that page).
   Block* free[kClassCount] = {};
   SmallClassTable small_classes = kSmallClassTable;
-  uintptr_t free_key = 0;  // stored in word 1 of this heap's free blocks; random per heap
   // This heap's segments' entry in the segment map. kNoHeapTag matches no segment: the empty
   // heap's frees, and those of heaps beyond the tag supply, all take the slow path.
   uint8_t segment_tag = kNoHeapTag;

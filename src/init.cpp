@@ -20,6 +20,7 @@ void on_thread_exit(void*) { thread_exit(); }
 
 void process_init() {
   options_init();
+  page_key_secret = os_random_seed();
   if constexpr (kSecure) block_link_secret = os_random_seed();
   // pthread_key_create does not allocate; a key below 32 is stored inline by glibc.
   thread_key_ready = pthread_key_create(&thread_key, on_thread_exit) == 0;

@@ -76,6 +76,27 @@ void unmap_mapping(LargeHeader* header) {
   os_unmap(header, header->mapping_bytes);
 }
 
+// Slot changes, ordered for a forked child (see spin_lock.h), which may observe the cache
+// between any two stores of a thread that does not exist there: removal lowers `count` before
+// overwriting the slot, so the child can at worst see the removed mapping still cached (its
+// taker is gone: it is free there) or lose the moved one (a leak), never one mapping twice;
+// appending fills the slot before `count` covers it.
+LargeHeader* remove_slot(unsigned index) {
+  LargeHeader* removed = large_cache.slots[index];
+  unsigned last = large_cache.count - 1;
+  LargeHeader* moved = large_cache.slots[last];
+  __atomic_store_n(&large_cache.count, last, __ATOMIC_RELAXED);
+  __atomic_store_n(&large_cache.slots[index], moved, __ATOMIC_RELEASE);
+  large_cache.bytes -= removed->mapping_bytes;
+  return removed;
+}
+
+void append_slot(LargeHeader* header) {
+  __atomic_store_n(&large_cache.slots[large_cache.count], header, __ATOMIC_RELAXED);
+  __atomic_store_n(&large_cache.count, large_cache.count + 1, __ATOMIC_RELEASE);
+  large_cache.bytes += header->mapping_bytes;
+}
+
 // The smallest cached mapping that can hold `needed` bytes (and is at most twice as big). A tail
 // of more than a quarter is given back: the mapping is shrunk in place.
 LargeHeader* cache_take(size_t needed) {
@@ -90,10 +111,7 @@ LargeHeader* cache_take(size_t needed) {
       if (best == kCacheSlots || bytes < large_cache.slots[best]->mapping_bytes) best = i;
     }
     if (best == kCacheSlots) return nullptr;
-    found = large_cache.slots[best];
-    large_cache.slots[best] = large_cache.slots[large_cache.count - 1];
-    large_cache.count--;
-    large_cache.bytes -= found->mapping_bytes;
+    found = remove_slot(best);
   }
   if (found->mapping_bytes - needed > needed / 4 &&
       os_resize_in_place(found, found->mapping_bytes, needed)) {
@@ -112,17 +130,12 @@ bool cache_put(LargeHeader* header) {
     if (large_cache.count == kCacheSlots ||
         large_cache.bytes + header->mapping_bytes > kMaxCachedTotalBytes) {
       if (large_cache.count == 0) return false;
-      evicted = large_cache.slots[0];  // the oldest
-      large_cache.slots[0] = large_cache.slots[large_cache.count - 1];
-      large_cache.count--;
-      large_cache.bytes -= evicted->mapping_bytes;
+      evicted = remove_slot(0);  // the oldest, roughly
     }
     header->state = LargeState::kCached;
     header->purged = false;
     header->cached_at_ms = now_ms;
-    large_cache.slots[large_cache.count] = header;
-    large_cache.count++;
-    large_cache.bytes += header->mapping_bytes;
+    append_slot(header);
   }
   // `header` may already be another thread's again: only locals from here on.
   if (evicted != nullptr) unmap_mapping(evicted);
@@ -134,8 +147,7 @@ bool cache_put(LargeHeader* header) {
 bool cache_put_back(LargeHeader* header) {
   SpinLockGuard guard(large_cache.lock);
   if (large_cache.count == kCacheSlots) return false;
-  large_cache.slots[large_cache.count++] = header;
-  large_cache.bytes += header->mapping_bytes;
+  append_slot(header);
   return true;
 }
 
@@ -156,6 +168,7 @@ void* large_alloc(size_t size, size_t alignment, bool* zeroed) {
   size_t needed = mapping_bytes_for(size, offset);
   if (alignment < kSegmentBytes) {
     if (LargeHeader* header = cache_take(needed)) {
+      mark_unit(header, false);  // it may have held a block of another alignment (another unit)
       publish(header, alignment);
       *zeroed = false;
       return header->block;
@@ -221,7 +234,7 @@ size_t large_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms
   size_t released = 0;
   for (unsigned i = 0; i < count; ++i) {
     LargeHeader* header = taken[i];
-    uint64_t age = now_ms - header->cached_at_ms;
+    uint64_t age = now_ms > header->cached_at_ms ? now_ms - header->cached_at_ms : 0;
     if (force || age >= settings.unmap_delay_ms) {
       released += header->mapping_bytes;
       unmap_mapping(header);
@@ -248,8 +261,7 @@ size_t large_cache_release_all() {
     {
       SpinLockGuard guard(large_cache.lock);
       if (large_cache.count == 0) break;
-      header = large_cache.slots[--large_cache.count];
-      large_cache.bytes -= header->mapping_bytes;
+      header = remove_slot(large_cache.count - 1);
     }
     released += header->mapping_bytes;
     unmap_mapping(header);

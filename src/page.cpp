@@ -5,16 +5,18 @@ namespace mapalloc {
 namespace {
 
 // Secure build: links `count` blocks in a random order (index i visited at (start + i * stride)
-// mod count, the stride odd and prime to count), so that neighbours in memory are not handed
-// out one after the other.
-Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* then) {
+// mod count, the stride prime to count), so that neighbours in memory are not handed out one
+// after the other.
+Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* then, uintptr_t key) {
   static thread_local uint64_t random = 0;
   if (random == 0) random = os_random_seed() | 1;
   random ^= random << 13;
   random ^= random >> 7;
   random ^= random << 17;
   unsigned start = static_cast<unsigned>(random % count);
-  unsigned stride = static_cast<unsigned>((random >> 32) % count) | 1;
+  // A stride in [2, count - 1] (stride 1 would keep the address order); count - 1 is always
+  // prime to count, so the search below ends.
+  unsigned stride = count > 2 ? 2 + static_cast<unsigned>((random >> 32) % (count - 2)) : 1;
   auto coprime = [](unsigned a, unsigned b) {
     while (b != 0) {
       unsigned rest = a % b;
@@ -23,12 +25,13 @@ Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* the
     }
     return a == 1;
   };
-  while (!coprime(stride, count)) stride += 2;
+  while (!coprime(stride, count)) ++stride;
   Block* head = then;  // built backwards from the last visited index
   for (unsigned i = count; i-- > 0;) {
     auto* block =
         reinterpret_cast<Block*>(first + ((start + uint64_t{i} * stride) % count) * block_bytes);
     set_block_next(block, head);
+    block->free_key = key;
     head = block;
   }
   return head;
@@ -42,6 +45,7 @@ void page_init(Page* head, Heap* owner, unsigned size_class) {
   head->local_free = nullptr;
   head->countdown = 0;
   head->synced_used = 0;
+  head->free_key = page_free_key(head);
   head->block_magic = block_start_magic(block_bytes);
   head->start_limit = 0;
   head->block_bytes = static_cast<uint32_t>(block_bytes);
@@ -64,12 +68,14 @@ Block* page_carve(Page* page, Block* then) {
   page->start_limit = page->carved * block_start_step(block_bytes);
   page->synced_used += count;
   page->countdown += count;
-  if constexpr (kSecure) return link_shuffled(first, block_bytes, count, then);
+  if constexpr (kSecure) return link_shuffled(first, block_bytes, count, then, page->free_key);
   char* block = first;
   for (unsigned i = 1; i < count; ++i, block += block_bytes) {
     set_block_next(reinterpret_cast<Block*>(block), reinterpret_cast<Block*>(block + block_bytes));
+    reinterpret_cast<Block*>(block)->free_key = page->free_key;
   }
   set_block_next(reinterpret_cast<Block*>(block), then);
+  reinterpret_cast<Block*>(block)->free_key = page->free_key;
   return reinterpret_cast<Block*>(first);
 }
 
@@ -137,12 +143,13 @@ bool page_remote_free(Page* page, Block* block) {
     if (old == kFullFlag) {
       // The page is full and its owner is not looking at it: claim the flag and deliver this
       // block through the owner's delayed list, which the owner drains in its slow path.
-      if (page->thread_free.compare_exchange_weak(old, 0, std::memory_order_acq_rel)) return true;
+      if (page->thread_free.compare_exchange_weak(old, 0, std::memory_order_seq_cst)) return true;
       continue;
     }
     set_block_next(block, reinterpret_cast<Block*>(old));
+    // seq_cst: pairs with heap_collect_remote's clear of remote_frees_pending (see there).
     if (page->thread_free.compare_exchange_weak(old, reinterpret_cast<uintptr_t>(block),
-                                                std::memory_order_release,
+                                                std::memory_order_seq_cst,
                                                 std::memory_order_relaxed)) {
       return false;
     }

@@ -116,7 +116,7 @@ void secure_free(void* pointer) {
   }
   // Mark it free now (a second free is caught at once), and let it wait in a random slot.
   auto* block = static_cast<Block*>(pointer);
-  block->free_key = ref.page->owner->free_key;
+  block->free_key = ref.page->free_key;
   Block*& slot = heap->quarantine[next_random(heap) % Heap::kQuarantineSlots];
   Block* evicted = slot;
   slot = block;

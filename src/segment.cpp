@@ -9,6 +9,7 @@ namespace mapalloc {
 
 uint8_t segment_map[kUnitCount];
 uint64_t block_link_secret = 0;
+uint64_t page_key_secret = 0;
 
 void report_corrupt_link(const Block* block) {
   fatal(
@@ -45,7 +46,7 @@ Segment* cache_pop() {
   SpinLockGuard guard(segment_cache.lock);
   Segment* segment = segment_cache.first;
   if (segment != nullptr) {
-    segment_cache.first = segment->next;
+    __atomic_store_n(&segment_cache.first, segment->next, __ATOMIC_RELEASE);
     segment_cache.count--;
     if (is_dirty(segment)) segment_cache.dirty_count--;
   }
@@ -56,7 +57,9 @@ bool cache_push(Segment* segment) {
   SpinLockGuard guard(segment_cache.lock);
   if (segment_cache.count >= kMaxCachedSegments) return false;
   segment->next = segment_cache.first;
-  segment_cache.first = segment;
+  // Published by this store alone, after `next` is written (see spin_lock.h: a forked child may
+  // see the cache at any point between two stores of a thread that does not exist there).
+  __atomic_store_n(&segment_cache.first, segment, __ATOMIC_RELEASE);
   segment_cache.count++;
   if (is_dirty(segment)) segment_cache.dirty_count++;
   return true;
@@ -251,7 +254,7 @@ size_t segment_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_
   Segment* keep = nullptr;
   while (Segment* segment = all) {
     all = segment->next;
-    uint64_t age = now_ms - segment->cached_at_ms;
+    uint64_t age = now_ms > segment->cached_at_ms ? now_ms - segment->cached_at_ms : 0;
     bool unmap = force || (age >= settings.unmap_delay_ms && kept >= kRetainedSegments);
     if (unmap) {
       segment_unmap(segment);

@@ -21,8 +21,8 @@ namespace mapalloc {
 
 struct Heap;  // the owner of segments and pages; defined by the heap layer
 
-// A free block: the first word links the free list, the second holds the owner heap's free key
-// (how a second free of the same block is recognised). Links are read and written only through
+// A free block: the first word links the free list, the second holds its page's free key (how
+// a second free of the same block is recognised). Links are read and written only through
 // block_next/set_block_next (below).
 struct Block {
   Block* next;
@@ -99,6 +99,9 @@ struct alignas(128) Page {
   uint64_t block_magic;
   uint64_t start_limit;
   Heap* owner;  // owning heap; null for free pages, span tails and the metadata page
+  // Word 1 of every free (or carved, not yet allocated) block of the span holds this; malloc
+  // clears it. Per page, not per heap, so that it survives a reclaim. Derived from a secret.
+  uintptr_t free_key;
   uint32_t block_bytes;
   uint16_t capacity;  // blocks in the span
   uint16_t carved;    // blocks carved so far; block i starts at span start + i * block_bytes
@@ -183,6 +186,12 @@ inline Page* span_head(Page* entry) { return &segment_of(entry)->pages[entry->he
 // link that leaves the block's segment is reported as corruption. (The delayed list, which
 // links blocks of many segments, uses block_next_any.)
 extern uint64_t block_link_secret;
+
+// Random per process; page free keys are derived from it (set before the first heap exists).
+extern uint64_t page_key_secret;
+inline uintptr_t page_free_key(const Page* page) {
+  return page_key_secret ^ ((reinterpret_cast<uintptr_t>(page) >> 7) * 0xd6e8feb86659fd93ull);
+}
 
 MAPALLOC_INLINE uintptr_t block_link_mask(const Block* block) {
   return block_link_secret ^ ((reinterpret_cast<uintptr_t>(block) >> 4) * 0x9e3779b97f4a7c15ull);

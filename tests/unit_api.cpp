@@ -268,6 +268,9 @@ TEST_CASE("mapalloc_owns tells our blocks from everything else") {
   CHECK_FALSE(mapalloc_owns(&on_stack));
   CHECK_FALSE(mapalloc_owns(&in_globals));
   CHECK_FALSE(mapalloc_owns(nullptr));
+  void* volatile freed = malloc(runtime(48));
+  free(freed);
+  CHECK_FALSE(mapalloc_owns(freed));
   free(small);
   free(large);
   CHECK(strchr(mapalloc_version(), '.') != nullptr);

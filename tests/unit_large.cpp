@@ -6,6 +6,7 @@
 
 #include "alloc.h"
 #include "mapalloc.h"
+#include "test_support.h"
 
 using namespace mapalloc;
 
@@ -80,6 +81,23 @@ TEST_CASE("realloc grows a buffer to 1 GiB by doubling with mremap, keeping its 
   buffer = static_cast<unsigned char*>(realloc(buffer, runtime(3 << 20)));  // shrink in place
   CHECK(buffer[4096 * 5] == 5);
   free(buffer);
+}
+
+TEST_CASE("a large mapping reused with another alignment leaves no stale map entry") {
+  // aligned to 4 MiB, its block sits one unit above its header; reused for an unaligned block,
+  // the block sits in the header's unit. After both are freed and unmapped, asking about the
+  // old address must not read the (gone) header.
+  auto result = test_support::run_in_child([] {
+    void* volatile aligned = aligned_alloc(4 << 20, runtime(2 << 20));
+    auto old_address = reinterpret_cast<uintptr_t>(aligned);
+    free(aligned);
+    void* volatile reused = malloc(runtime((4 << 20) - 8192));
+    free(reused);
+    malloc_trim(0);
+    _exit(mapalloc_owns(reinterpret_cast<void*>(old_address)) == 0 ? 0 : 1);
+  });
+  CHECK(result.exited);
+  CHECK(result.exit_code == 0);
 }
 
 TEST_CASE("malloc_trim releases cached large mappings") {

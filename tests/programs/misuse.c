@@ -65,6 +65,10 @@ int main(int argc, char** argv) {
   } else if (strcmp(name, "free-interior") == 0) {
     char* block = malloc(runtime(64));
     free(launder(block + 16));
+  } else if (strcmp(name, "free-neighbour") == 0) {
+    /* The next block of the page was carved but never handed out. */
+    char* block = malloc(runtime(64));
+    free(launder(block + 64));
   } else if (strcmp(name, "free-misaligned") == 0) {
     char* block = malloc(runtime(64));
     free(launder(block + 1));
