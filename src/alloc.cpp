@@ -26,7 +26,7 @@ Heap* heap_for_slow_path() {
 void* class_alloc(Heap* heap, unsigned size_class) {
   Block* block = heap->free[size_class];
   if (block == nullptr) {
-    if (heap_purge_pending(heap)) purge_if_due(heap);
+    purge_if_due_soon(heap);
     block = heap_refill(heap, size_class);
     if (block == nullptr) return out_of_memory();
   }
@@ -37,8 +37,7 @@ void* class_alloc(Heap* heap, unsigned size_class) {
 
 void* large_malloc(size_t size, size_t alignment, bool* zeroed) {
   if (size > kMaxRequestBytes) return out_of_memory();
-  Heap* heap = tls_heap;
-  if (heap_purge_pending(heap)) purge_if_due(heap);
+  purge_if_due_soon(tls_heap);
   void* block = large_alloc(size, alignment, zeroed);
   if (block == nullptr) {
     // Address space may be exhausted (RLIMIT_AS) by what the caches hold: release and retry.

@@ -42,6 +42,7 @@ struct Heap {
   // Set by another thread's malloc_trim: purge everything at the next slow path.
   std::atomic<bool> purge_requested{false};
   uint64_t next_remote_collect_ms = 0;  // remote frees are collected at most once per delay
+  uint64_t next_purge_check_ticks = 0;  // the clock is read at most once per kTicksPerCheck
   std::atomic<bool> abandoned{false};   // in the pool (read by remote frees)
   // Held by a thread purging this heap while it is abandoned (see heap_try_claim).
   std::atomic<bool> purge_claimed{false};

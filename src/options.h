@@ -11,7 +11,7 @@ enum class PurgeMethod : int;  // os.h
 
 struct Options {
   // Free memory is given back to the OS once it has stayed unused this long (0: at once).
-  uint32_t purge_delay_ms = 50;
+  uint32_t purge_delay_ms = 100;
   // MADV_DONTNEED (resident memory drops at once) or MADV_FREE (the kernel takes pages lazily;
   // cheaper, but they keep counting as resident until memory is short).
   int purge_method = 0;  // PurgeMethod::kDontNeed

@@ -59,6 +59,23 @@ uint64_t os_random_seed();
 // Milliseconds of CLOCK_MONOTONIC (coarse: cheap enough for slow paths).
 uint64_t os_now_ms();
 
+// A free-running cycle counter read in one instruction, for rate-limiting clock reads; only
+// differences of it mean anything. kTicksPerCheck is roughly a third to one millisecond.
+#if defined(__x86_64__) || defined(__i386__)
+inline uint64_t os_ticks() { return __builtin_ia32_rdtsc(); }
+constexpr uint64_t kTicksPerCheck = uint64_t{1} << 20;  // TSC at 1..3 GHz
+#elif defined(__aarch64__)
+inline uint64_t os_ticks() {
+  uint64_t ticks;
+  asm volatile("mrs %0, cntvct_el0" : "=r"(ticks));
+  return ticks;
+}
+constexpr uint64_t kTicksPerCheck = uint64_t{1} << 15;  // generic timer at 25..100 MHz
+#else
+inline uint64_t os_ticks() { return os_now_ms(); }
+constexpr uint64_t kTicksPerCheck = 1;
+#endif
+
 constexpr size_t align_up(size_t value, size_t alignment) {
   return (value + alignment - 1) & ~(alignment - 1);
 }

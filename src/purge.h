@@ -16,6 +16,16 @@ namespace mapalloc {
 // (or &empty_heap for a thread without one).
 void purge_if_due(Heap* heap);
 
+// purge_if_due, at most once per kTicksPerCheck for a heap (busy threads reach slow paths
+// thousands of times a millisecond; reading the clock each time would cost ~3%).
+inline void purge_if_due_soon(Heap* heap) {
+  if (!heap_purge_pending(heap)) return;
+  uint64_t ticks = os_ticks();
+  if (ticks < heap->next_purge_check_ticks) return;
+  heap->next_purge_check_ticks = ticks + kTicksPerCheck;
+  purge_if_due(heap);
+}
+
 // malloc_trim(0): everything that can be released is released now: this thread's heap, the
 // abandoned ones, the caches; other live threads purge at their next slow path. Returns the
 // bytes purged or unmapped.
