@@ -53,6 +53,16 @@ $(BUILD)/libmapalloc-secure.a: $(SECURE_OBJECTS)
 	@rm -f $@
 	ar rcs $@ $^
 
+# Without the double-free key: only for the benchmark's report of what the checks cost.
+UNCHECKED_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/unchecked/%.o) $(OVERRIDE_SOURCES:%=$(BUILD)/unchecked/%.o)
+$(BUILD)/unchecked/%.o: src/%.cpp $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  CXX   $< (unchecked)"
+	@$(CXX) $(LIB_CXXFLAGS) -DMAPALLOC_UNCHECKED=1 -c $< -o $@
+
+$(BUILD)/libmapalloc-unchecked.so: $(UNCHECKED_OBJECTS)
+	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc-unchecked.so -lpthread
+
 # Only the mapalloc_* functions, no interposed names: for sanitizer builds and embedding.
 $(BUILD)/libmapalloc-prefixed.a: $(CORE_OBJECTS)
 	@rm -f $@
@@ -96,10 +106,10 @@ test: all
 	@tests/run_all.sh
 
 # ---- benchmarks, stress ------------------------------------------------------------------------
-bench: all
+bench: all $(BUILD)/libmapalloc-unchecked.so
 	@scripts/bench.sh
 
-bench-quick: all
+bench-quick: all $(BUILD)/libmapalloc-unchecked.so
 	@scripts/bench.sh --quick
 
 # ---- housekeeping ------------------------------------------------------------------------------

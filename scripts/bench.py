@@ -28,6 +28,9 @@ LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 # name -> library to preload (None: the C library's own malloc), Debian package
 ALLOCATORS = {
     "mapalloc": (ROOT / "build" / "libmapalloc.so", None),
+    # mapalloc's secure build, and a build without the double-free key: what hardening costs.
+    "mapalloc-secure": (ROOT / "build" / "libmapalloc-secure.so", None),
+    "mapalloc-unchecked": (ROOT / "build" / "libmapalloc-unchecked.so", None),
     "glibc": (None, None),
     "jemalloc": (LIBDIR / "libjemalloc.so.2", "libjemalloc2"),
     "mimalloc": (LIBDIR / "libmimalloc.so.2", "libmimalloc2.0"),
@@ -120,7 +123,7 @@ def build(quick):
         subprocess.run(python + ["60000" if quick else "300000"], stdout=sql, check=True)
     with open(OUT / "big.cpp", "w") as cpp:
         subprocess.run(["python3", str(ROOT / "scripts" / "bench" / "gen_cpp.py"),
-                        "30" if quick else "120"], stdout=cpp, check=True)
+                        "12" if quick else "40"], stdout=cpp, check=True)
 
 
 def workloads(quick, only):
@@ -141,7 +144,7 @@ def workloads(quick, only):
                                        str(OUT / "big.cpp")], kind="real"))
     if shutil.which("redis-server") and shutil.which("redis-benchmark"):
         chosen.append(Workload("redis", None, kind="real",
-                               server=20000 if quick else 100000))
+                               server=20000 if quick else 50000))
     if only:
         chosen = [w for w in chosen if any(pattern in w.name for pattern in only)]
     return chosen
@@ -169,9 +172,12 @@ def geomean(values):
 def measure(chosen, allocators, runs):
     results = {w.name: {a: {"seconds": [], "rss_kib": []} for a in allocators} for w in chosen}
     outputs = {}
-    total = len(chosen) * runs * len(allocators)
+    # Real programs run 3 times each (the minimum) in the full run too: g++ alone takes seconds.
+    runs_of = {w.name: min(runs, 3) if w.kind == "real" else runs for w in chosen}
+    total = sum(runs_of.values()) * len(allocators)
     done = 0
     for workload in chosen:
+        runs = runs_of[workload.name]
         for run in range(runs):
             for allocator in allocators:  # alternate: A B C D A B C D ...
                 done += 1
@@ -199,26 +205,24 @@ def format_rss(kib):
     return f"{kib / 1024:.1f}M" if kib >= 1024 else f"{kib}K"
 
 
-def table_rows(chosen, allocators, results, fastpath):
-    """Rows of strings: workload, then per allocator 'time (ratio)' and 'rss (ratio)'."""
-    header = ["workload"] + [f"{a} {what}" for a in allocators for what in ("time", "peak RSS")]
+def table_rows(chosen, allocators, results, key, fastpath=None):
+    """One table: a row per workload, a column per allocator; each cell the median of `key`
+    and, for the others, 'xR' = R times mapalloc's figure."""
+    header = ["workload"] + list(allocators)
     rows = []
     for workload in chosen:
-        base = results[workload.name]["mapalloc"]
+        base = results[workload.name]["mapalloc"][key]
         row = [workload.name]
         for allocator in allocators:
-            entry = results[workload.name][allocator]
-            time_text = f"{entry['median_seconds']:.3f}s"
-            rss_text = format_rss(entry["median_rss_kib"])
+            value = results[workload.name][allocator][key]
+            text = f"{value:.3f}s" if key == "median_seconds" else format_rss(value)
             if allocator != "mapalloc":
-                time_text += f" x{entry['median_seconds'] / base['median_seconds']:.2f}"
-                rss_text += f" x{entry['median_rss_kib'] / base['median_rss_kib']:.2f}"
-            row += [time_text, rss_text]
+                text += f" x{value / base:.2f}"
+            row.append(text)
         rows.append(row)
     if fastpath:
-        rows.append(["instr/pair (callgrind)"] +
-                    [c for a in allocators for c in (
-                        f"{fastpath[a]:.1f}" if fastpath.get(a) else "n/a", "")])
+        rows.append(["instructions per malloc/free pair (callgrind)"] +
+                    [f"{fastpath[a]:.1f}" if fastpath.get(a) else "n/a" for a in allocators])
     return header, rows
 
 
@@ -227,7 +231,7 @@ def summary_lines(chosen, allocators, results, fastpath):
     synthetic = [w.name for w in chosen if w.kind == "synthetic"]
     real = [w.name for w in chosen if w.kind == "real"]
     for other in allocators:
-        if other == "mapalloc":
+        if other.startswith("mapalloc"):
             continue
         def ratios(names, key):
             return {n: results[n]["mapalloc"][key] / results[n][other][key] for n in names}
@@ -241,6 +245,14 @@ def summary_lines(chosen, allocators, results, fastpath):
                          f"{geomean(time_ratios.values()):.2f} (worst {time_ratios[worst_time]:.2f} "
                          f"{worst_time}), peak RSS geomean {geomean(rss_ratios.values()):.2f} "
                          f"(worst {rss_ratios[worst_rss]:.2f} {worst_rss})")
+    for variant in ("mapalloc-secure", "mapalloc-unchecked"):
+        if variant in allocators:
+            names = [w.name for w in chosen]
+            ratios = {n: results[n][variant]["median_seconds"] / results[n]["mapalloc"]["median_seconds"]
+                      for n in names}
+            worst = max(ratios, key=ratios.get)
+            lines.append(f"{variant}/mapalloc: time geomean {geomean(ratios.values()):.2f} "
+                         f"(worst {ratios[worst]:.2f} {worst})")
     if fastpath.get("mapalloc"):
         others = ", ".join(f"{a} {fastpath[a]:.1f}" for a in allocators
                            if a != "mapalloc" and fastpath.get(a))
@@ -257,10 +269,13 @@ def render_text(header, rows):
     return "\n".join(out)
 
 
-def render_markdown(header, rows, summary):
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out) + "\n\n" + "\n".join(f"- {line}" for line in summary) + "\n"
+def render_markdown(tables, summary):
+    out = []
+    for title, (header, rows) in tables:
+        out += [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        out.append("")
+    return "\n".join(out) + "\n".join(f"- {line}" for line in summary) + "\n"
 
 
 def write_chart(chosen, allocators, results):
@@ -344,10 +359,13 @@ def main():
             fastpath[allocator] = callgrind_pairs(ALLOCATORS[allocator][0], 32)
         progress("")
 
-    header, rows = table_rows(chosen, allocators, results, fastpath)
+    tables = [("wall time", table_rows(chosen, allocators, results, "median_seconds", fastpath)),
+              ("peak RSS", table_rows(chosen, allocators, results, "median_rss_kib"))]
     summary = summary_lines(chosen, allocators, results, fastpath)
-    print(f"\nmedians of {runs} runs per allocator, alternating; 'xR' = R times mapalloc's figure\n")
-    print(render_text(header, rows))
+    print(f"\nmedians of {runs} runs per allocator ({min(runs, 3)} for real programs), alternating;"
+          " 'xR' = R times mapalloc's figure")
+    for title, (header, rows) in tables:
+        print(f"\n{title}\n" + render_text(header, rows))
     print()
     print("\n".join(summary))
 
@@ -373,7 +391,7 @@ def main():
                                  e["median_rss_kib"],
                                  f"{e['median_seconds'] / base['median_seconds']:.3f}",
                                  f"{e['median_rss_kib'] / base['median_rss_kib']:.3f}"])
-    (OUT / "results.md").write_text(render_markdown(header, rows, summary))
+    (OUT / "results.md").write_text(render_markdown(tables, summary))
     chart = write_chart(chosen, allocators, results)
     print(f"\nwritten: {OUT / 'results.csv'}, {OUT / 'results.md'}" +
           (f", {chart}" if chart else " (no gnuplot: no chart)"))

@@ -22,6 +22,14 @@ namespace mapalloc {
 
 constexpr bool kSecure = MAPALLOC_SECURE != 0;
 
+// MAPALLOC_UNCHECKED=1 builds a variant without the fast paths' double-free key (its check and
+// writes; the block-start test stays: it also sends span tails to the slow path). Never shipped:
+// the benchmark builds it to report what the default checks cost.
+#ifndef MAPALLOC_UNCHECKED
+#define MAPALLOC_UNCHECKED 0
+#endif
+constexpr bool kFreeChecks = MAPALLOC_UNCHECKED == 0;
+
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

@@ -1,10 +1,10 @@
 // The secure build's allocation API (compiled into libmapalloc-secure; the default build never
 // calls it). On top of the default build's checks:
-//   - a trailer after every block: the requested size (encoded) in the last 8 bytes of the
-//     block and a canary in the bytes right after the requested size, checked on free,
-//     realloc and malloc_usable_size (a one-byte overflow is caught);
-//   - a quarantine: freed blocks wait in a random slot of the freeing thread's ring before
-//     they can be reused;
+//   - a trailer in every block: the requested size (encoded) in the block's last 8 bytes and an
+//     8-byte canary right after the requested bytes, checked on free, realloc and
+//     malloc_usable_size (a one-byte overflow is caught);
+//   - a quarantine: freed blocks up to 4 KiB wait in a random slot of the freeing thread's
+//     ring before they can be reused;
 //   - optional zeroing on free (MAPALLOC_ZERO_ON_FREE=1).
 // Encoded free lists, guard pages and randomised carving live in the lower layers (kSecure).
 #include <errno.h>
@@ -18,33 +18,21 @@ namespace mapalloc {
 
 namespace {
 
-// Encoded size (8 bytes) plus at least 8 canary bytes after every block.
+// Encoded size (8 bytes) plus an 8-byte canary after every block.
 constexpr size_t kTrailerBytes = 16;
-constexpr size_t kCanaryCheckBytes = 16;  // canary bytes written and checked, at most
+
+// Blocks bigger than this skip the quarantine: each waiting block keeps its whole span in use.
+constexpr size_t kQuarantineMaxBlockBytes = 4 * kKiB;
 
 uint64_t size_mask(const void* block) { return block_link_mask(static_cast<const Block*>(block)); }
-
-uint8_t canary_byte(const void* block, size_t offset) {
-  uint64_t mixed = size_mask(block) * 0xff51afd7ed558ccdull;
-  return static_cast<uint8_t>(mixed >> ((offset & 7) * 8)) ^ static_cast<uint8_t>(offset);
-}
-
-// The bytes a block can hold, its trailer included.
-size_t block_total_bytes(const BlockRef& ref) { return ref.usable_bytes; }
-
-// The same for a block just allocated (no validation needed).
-size_t new_block_total_bytes(const void* block) {
-  unsigned kind = unit_kind(block);
-  if (kind == kUnitSegment) return span_head(page_entry_of(block))->block_bytes;
-  return large_usable_bytes(large_header_of(block, kind));
-}
+uint64_t canary_of(const void* block) { return size_mask(block) * 0xff51afd7ed558ccdull + 1; }
 
 void write_trailer(void* block, size_t total, size_t size) {
   auto* bytes = static_cast<uint8_t*>(block);
   uint64_t encoded = size ^ size_mask(block);
+  uint64_t canary = canary_of(block);
   memcpy(bytes + total - 8, &encoded, 8);
-  size_t canary_end = total - 8 < size + kCanaryCheckBytes ? total - 8 : size + kCanaryCheckBytes;
-  for (size_t i = size; i < canary_end; ++i) bytes[i] = canary_byte(block, i);
+  memcpy(bytes + size, &canary, 8);  // total >= size + 16: the two never overlap
 }
 
 // The requested size, after checking the trailer; an overwritten one ends the program.
@@ -53,16 +41,18 @@ size_t check_trailer(const void* block, size_t total, const char* operation) {
   uint64_t encoded;
   memcpy(&encoded, bytes + total - 8, 8);
   uint64_t size = encoded ^ size_mask(block);
-  if (size > total - kTrailerBytes) {
+  if (MAPALLOC_UNLIKELY(size > total - kTrailerBytes)) {
     fatal("%s of %p: heap overflow detected (the block's size field was overwritten)", operation,
           block);
   }
-  size_t canary_end = total - 8 < size + kCanaryCheckBytes ? total - 8 : size + kCanaryCheckBytes;
-  for (size_t i = size; i < canary_end; ++i) {
-    if (bytes[i] != canary_byte(block, i)) {
-      fatal("%s of %p: heap overflow detected %zu bytes past the %zu-byte block", operation, block,
-            i - size, static_cast<size_t>(size));
-    }
+  uint64_t canary;
+  memcpy(&canary, bytes + size, 8);
+  uint64_t expected = canary_of(block);
+  if (MAPALLOC_UNLIKELY(canary != expected)) {
+    size_t first = 0;
+    while (((canary ^ expected) >> (8 * first) & 0xff) == 0) ++first;
+    fatal("%s of %p: heap overflow detected %zu bytes past the %zu-byte block", operation, block,
+          first, static_cast<size_t>(size));
   }
   return size;
 }
@@ -70,6 +60,13 @@ size_t check_trailer(const void* block, size_t total, const char* operation) {
 void* out_of_memory() {
   errno = ENOMEM;
   return nullptr;
+}
+
+// The bytes a just-allocated block can hold (no validation needed).
+size_t new_block_total_bytes(const void* block) {
+  unsigned kind = unit_kind(block);
+  if (kind == kUnitSegment) return span_head(page_entry_of(block))->block_bytes;
+  return large_usable_bytes(large_header_of(block, kind));
 }
 
 void* secure_allocate(size_t size, size_t alignment, bool zero) {
@@ -94,38 +91,66 @@ uint64_t next_random(Heap* heap) {
   return x;
 }
 
-// Blocks bigger than this skip the quarantine: each waiting block keeps its whole span in use.
-constexpr size_t kQuarantineMaxBlockBytes = 4 * kKiB;
-
-}  // namespace
-
-void* secure_malloc(size_t size) { return secure_allocate(size, kMinAlignBytes, false); }
-void* secure_calloc(size_t total) { return secure_allocate(total, kMinAlignBytes, true); }
-void* secure_aligned_alloc(size_t alignment, size_t size) {
-  return secure_allocate(size, alignment, false);
-}
-
-void secure_free(void* pointer) {
-  if (pointer == nullptr) return;
-  BlockRef ref = locate(pointer, "free");
-  size_t size = check_trailer(pointer, block_total_bytes(ref), "free");
-  if (options().zero_on_free) memset(pointer, 0, size);
-  Heap* heap = tls_heap;
-  if (ref.large != nullptr || heap == &empty_heap || ref.usable_bytes > kQuarantineMaxBlockBytes) {
-    return free_located(ref, pointer);
-  }
-  // Mark it free now (a second free is caught at once), and let it wait in a random slot.
-  auto* block = static_cast<Block*>(pointer);
-  block->free_key = ref.page->free_key;
+// A block that passed validation: checked, optionally zeroed, then held in quarantine or freed.
+void release(Heap* heap, Page* page, Block* block, size_t total) {
+  size_t size = check_trailer(block, total, "free");
+  if (options().zero_on_free) memset(block, 0, size);
+  // (A thread without a heap frees remotely: no page is ever owned by empty_heap.)
+  if (total > kQuarantineMaxBlockBytes || heap == &empty_heap) return heap_free_any(heap, block);
+  // Marked free now (a second free is caught at once); it waits in a random slot.
+  block->free_key = page->free_key;
   Block*& slot = heap->quarantine[next_random(heap) % Heap::kQuarantineSlots];
   Block* evicted = slot;
   slot = block;
   if (evicted != nullptr) heap_free_any(heap, evicted);
 }
 
+}  // namespace
+
+void* secure_malloc(size_t size) {
+  // Small sizes: the default fast path, the block size straight from the class table.
+  if (MAPALLOC_LIKELY(size <= kSmallMaxBytes - kTrailerBytes)) {
+    size_t inner = size + kTrailerBytes;
+    void* block = default_malloc(inner);
+    if (MAPALLOC_UNLIKELY(block == nullptr)) return nullptr;
+    unsigned size_class = kSmallClassTable.class_of[(inner + kMinAlignBytes - 1) / kMinAlignBytes];
+    write_trailer(block, class_block_bytes(size_class), size);
+    return block;
+  }
+  return secure_allocate(size, kMinAlignBytes, false);
+}
+
+void* secure_calloc(size_t total) { return secure_allocate(total, kMinAlignBytes, true); }
+
+void* secure_aligned_alloc(size_t alignment, size_t size) {
+  return secure_allocate(size, alignment, false);
+}
+
+void secure_free(void* pointer) {
+  // The default fast path's checks first (segment of this heap, block start, not yet free).
+  Heap* heap = tls_heap;
+  uintptr_t unit = unit_of(pointer);
+  if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag)) {
+    Page* page = page_entry_in_unit(unit, pointer);
+    auto* block = static_cast<Block*>(pointer);
+    uint64_t offset = reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1);
+    if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
+                        block->free_key != page->free_key)) {
+      return release(heap, page, block, page->block_bytes);
+    }
+  }
+  if (pointer == nullptr) return;
+  BlockRef ref = locate(pointer, "free");
+  if (ref.large != nullptr) {
+    check_trailer(pointer, ref.usable_bytes, "free");
+    return free_located(ref, pointer);
+  }
+  release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes);
+}
+
 void* secure_realloc(void* pointer, size_t size) {
   BlockRef ref = locate(pointer, "realloc");
-  size_t old_size = check_trailer(pointer, block_total_bytes(ref), "realloc");
+  size_t old_size = check_trailer(pointer, ref.usable_bytes, "realloc");
   void* moved = secure_allocate(size, kMinAlignBytes, false);
   if (moved == nullptr) return nullptr;
   memcpy(moved, pointer, old_size < size ? old_size : size);
@@ -135,7 +160,7 @@ void* secure_realloc(void* pointer, size_t size) {
 
 size_t secure_usable_size(const void* pointer) {
   BlockRef ref = locate(pointer, "malloc_usable_size");
-  return check_trailer(pointer, block_total_bytes(ref), "malloc_usable_size");
+  return check_trailer(pointer, ref.usable_bytes, "malloc_usable_size");
 }
 
 }  // namespace mapalloc
