@@ -16,7 +16,7 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
   -ftls-model=initial-exec -Wall -Wextra -Werror $(EXTRA_CXXFLAGS)
 
 # One layer per file, lowest first (see README.md, "Layout of src/").
-CORE_SOURCES := diag options os segment page large heap purge init alloc secure api cxx_runtime
+CORE_SOURCES := diag options os segment page large heap purge stats init alloc secure api cxx_runtime
 OVERRIDE_SOURCES := override override_new
 CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
 OVERRIDE_OBJECTS := $(OVERRIDE_SOURCES:%=$(BUILD)/obj/%.o)
@@ -84,7 +84,11 @@ $(BUILD)/tests/misuse: tests/programs/misuse.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -pthread -fno-builtin -Wall -Wextra -o $@ $<
 
-$(BUILD)/tests/unit: $(UNIT_OBJECTS) $(BUILD)/libmapalloc.a $(BUILD)/tests/misuse
+$(BUILD)/tests/options_probe: tests/programs/options_probe.c include/mapalloc.h Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -Wall -Wextra -o $@ $< -ldl
+
+$(BUILD)/tests/unit: $(UNIT_OBJECTS) $(BUILD)/libmapalloc.a $(BUILD)/tests/misuse $(BUILD)/tests/options_probe
 	$(CXX) -pthread -o $@ $(UNIT_OBJECTS) -Wl,--whole-archive $(BUILD)/libmapalloc.a \
 	  -Wl,--no-whole-archive
 

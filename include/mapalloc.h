@@ -36,6 +36,59 @@ int mapalloc_trim(void);
 /* "major.minor.patch" */
 const char* mapalloc_version(void);
 
+/* ---- statistics ---------------------------------------------------------------------------- */
+
+/* Receives the statistics table a line at a time (no trailing newline). */
+typedef void (*mapalloc_writer_t)(void* context, const char* line);
+
+#define MAPALLOC_STATS_MAX_CLASSES 64
+
+typedef struct mapalloc_class_stats {
+  size_t block_bytes;     /* block size of the size class */
+  size_t blocks_in_use;   /* held by the program, or cached in a thread's free list */
+  size_t blocks_capacity; /* blocks of the spans that serve the class */
+  size_t spans;
+} mapalloc_class_stats_t;
+
+/* Figures of the whole process. Other threads' pages are read without synchronisation, so the
+ * in-use figures are estimates while threads run. */
+typedef struct mapalloc_stats {
+  size_t in_use_bytes; /* blocks in use (arena blocks, plus large blocks' mappings) */
+  size_t in_use_blocks;
+  size_t large_bytes; /* large blocks (own mappings), included above */
+  size_t large_blocks;
+  size_t mapped_bytes; /* everything mapped by mapalloc */
+  size_t peak_mapped_bytes;
+  size_t resident_bytes;      /* estimate of mapalloc's resident memory */
+  size_t peak_resident_bytes; /* the process's peak resident memory (VmHWM) */
+  size_t purged_bytes;        /* given back with madvise, since start */
+  size_t unmapped_bytes;      /* given back with munmap, since start */
+  size_t mmap_calls, munmap_calls, madvise_calls, mremap_calls;
+  size_t remote_frees; /* frees of blocks owned by another thread */
+  size_t threads;      /* threads with a heap */
+  size_t heaps;        /* heaps ever made (reused by new threads) */
+  size_t segments;     /* 4 MiB segments mapped */
+  size_t cached_segments;
+  size_t cached_large_bytes;
+  size_t class_count;
+  mapalloc_class_stats_t classes[MAPALLOC_STATS_MAX_CLASSES];
+} mapalloc_stats_t;
+
+/* Fills `stats`; returns 0. */
+int mapalloc_stats_get(mapalloc_stats_t* stats);
+
+/* Prints the table through `writer` (NULL: to stderr). malloc_stats() prints the same. */
+void mapalloc_stats_print(mapalloc_writer_t writer, void* context);
+
+/* ---- options ------------------------------------------------------------------------------- */
+
+/* Options by name: "purge_delay_ms", "unmap_delay_ms", "purge_method" (0 dontneed, 1 free),
+ * "zero_on_free" (secure build), "transparent_huge_pages", "stats_at_exit", "verbose".
+ * They start from the MAPALLOC_* environment variables (see README). Both return 0, or EINVAL
+ * for an unknown name or a value out of range. */
+int mapalloc_option_get(const char* name, long* value);
+int mapalloc_option_set(const char* name, long value);
+
 #ifdef __cplusplus
 }
 #endif

@@ -75,7 +75,7 @@ BlockRef locate(const void* pointer, const char* operation) {
       // The key is random per heap: a match is a double free, except in the rare case of user
       // data that equals it, which the owner can rule out by looking through its lists (the
       // secure build, whose quarantine such a search would miss, trusts the key).
-      if (block->free_key == head->free_key &&
+      if (kFreeChecks && block->free_key == head->free_key &&
           (kSecure || owner != tls_heap || heap_block_is_free(owner, head, block))) {
         report_freed(operation, pointer, "size class", head->block_bytes);
       }
@@ -105,10 +105,12 @@ void free_located(const BlockRef& ref, void* pointer) {
   if (ref.large != nullptr) return large_free(ref.large);
   auto* block = static_cast<Block*>(pointer);
   Heap* heap = tls_heap;
-  if (ref.page->owner == heap)
+  if (ref.page->owner == heap) {
     heap_free_local(heap, ref.page, block);
-  else
+  } else {
+    if (heap != &empty_heap) heap->remote_frees++;
     heap_free_remote(ref.page, block);
+  }
 }
 
 void* malloc_slow(size_t size, Heap* heap) {
@@ -206,7 +208,7 @@ bool owns_impl(const void* pointer) {
       if (head->owner == nullptr || !page_is_block_start(head, pointer)) return false;
       // Live unless it carries the free key (exact for the owner; by the key for others).
       auto* block = static_cast<Block*>(const_cast<void*>(pointer));
-      if (block->free_key != head->free_key) return true;
+      if (!kFreeChecks || block->free_key != head->free_key) return true;
       return !kSecure && head->owner == tls_heap && !heap_block_is_free(head->owner, head, block);
     }
     case kUnitLarge:

@@ -4,6 +4,9 @@
 
 #include "../include/mapalloc.h"
 #include "alloc.h"
+#include "diag.h"
+#include "options.h"
+#include "stats.h"
 
 using namespace mapalloc;
 
@@ -32,6 +35,25 @@ MAPALLOC_EXPORT size_t mapalloc_usable_size(const void* pointer) {
 }
 MAPALLOC_EXPORT int mapalloc_owns(const void* pointer) { return owns_impl(pointer) ? 1 : 0; }
 MAPALLOC_EXPORT int mapalloc_trim(void) { return trim_impl(0); }
+
+MAPALLOC_EXPORT int mapalloc_stats_get(mapalloc_stats_t* stats) {
+  stats_collect(stats);
+  return 0;
+}
+
+static void write_line_to_stderr(void*, const char* line) { diag_write("%s", line); }
+
+MAPALLOC_EXPORT void mapalloc_stats_print(mapalloc_writer_t writer, void* context) {
+  stats_print(writer != nullptr ? writer : write_line_to_stderr, context);
+}
+
+MAPALLOC_EXPORT int mapalloc_option_get(const char* name, long* value) {
+  return value != nullptr && option_get(name, value) ? 0 : EINVAL;
+}
+
+MAPALLOC_EXPORT int mapalloc_option_set(const char* name, long value) {
+  return option_set(name, value) ? 0 : EINVAL;
+}
 
 MAPALLOC_EXPORT const char* mapalloc_version(void) {
   return MAPALLOC_STRINGIFY(MAPALLOC_VERSION_MAJOR) "." MAPALLOC_STRINGIFY(

@@ -40,41 +40,68 @@ size_t diag_format(char* buffer, size_t capacity, const char* fmt, va_list args)
       continue;
     }
     ++f;
+    bool left = *f == '-';
+    if (left) ++f;
+    size_t width = 0;
+    for (; *f >= '0' && *f <= '9'; ++f) width = width * 10 + static_cast<size_t>(*f - '0');
+    // Each conversion is written to a scratch writer first, then padded to the width.
+    char scratch[64];
+    Writer item{scratch, sizeof(scratch) - 1};
+    const char* text = nullptr;  // long strings are copied directly
     switch (*f) {
       case 's':
-        out.put(va_arg(args, const char*));
+        text = va_arg(args, const char*);
         break;
       case 'p':
-        out.put("0x");
-        out.put_unsigned(reinterpret_cast<uintptr_t>(va_arg(args, void*)), 16);
+        item.put("0x");
+        item.put_unsigned(reinterpret_cast<uintptr_t>(va_arg(args, void*)), 16);
         break;
       case 'z':  // %zu
         if (f[1] == 'u') ++f;
-        out.put_unsigned(va_arg(args, size_t), 10);
+        item.put_unsigned(va_arg(args, size_t), 10);
         break;
       case 'd': {
         int value = va_arg(args, int);
         if (value < 0) {
-          out.put('-');
-          out.put_unsigned(0ull - static_cast<unsigned long long>(value), 10);
+          item.put('-');
+          item.put_unsigned(0ull - static_cast<unsigned long long>(value), 10);
         } else {
-          out.put_unsigned(static_cast<unsigned long long>(value), 10);
+          item.put_unsigned(static_cast<unsigned long long>(value), 10);
         }
         break;
       }
       case '%':
-        out.put('%');
+        item.put('%');
         break;
       default:  // unknown conversion: print it literally
-        out.put('%');
+        item.put('%');
         if (*f == '\0')
           --f;
         else
-          out.put(*f);
+          item.put(*f);
     }
+    if (text == nullptr) {
+      scratch[item.length] = '\0';
+      text = scratch;
+    }
+    size_t length = 0;
+    while (text[length] != '\0') ++length;
+    if (!left)
+      for (size_t pad = length; pad < width; ++pad) out.put(' ');
+    out.put(text);
+    if (left)
+      for (size_t pad = length; pad < width; ++pad) out.put(' ');
   }
   buffer[out.length] = '\0';
   return out.length;
+}
+
+size_t diag_snprintf(char* buffer, size_t capacity, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  size_t length = diag_format(buffer, capacity, fmt, args);
+  va_end(args);
+  return length;
 }
 
 static void write_all(const char* text, size_t length) {

@@ -330,6 +330,7 @@ void heap_free_remote(Page* page, Block* block) {
 }
 
 void heap_free_any(Heap* heap, Block* block) {
+  if (heap != &empty_heap && span_head(page_entry_of(block))->owner != heap) heap->remote_frees++;
   Page* page = span_head(page_entry_of(block));
   if (page->owner == heap)
     heap_free_local(heap, page, block);

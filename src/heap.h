@@ -37,6 +37,7 @@ struct Heap {
   Heap* pool_next = nullptr;  // in the abandoned pool
   Heap* all_next = nullptr;   // in the list of every heap ever made
   uint64_t slow_calls = 0;    // refills and slow frees
+  uint64_t remote_frees = 0;  // frees this heap's thread made into other heaps' pages
   // When free pages of this heap's segments fall due for purging (0: none are waiting).
   uint64_t purge_deadline_ms = 0;
   // Set by another thread's malloc_trim: purge everything at the next slow path.

@@ -6,6 +6,7 @@
 #include "large.h"
 #include "options.h"
 #include "purge.h"
+#include "stats.h"
 
 namespace mapalloc {
 
@@ -25,6 +26,14 @@ void process_init() {
   // pthread_key_create does not allocate; a key below 32 is stored inline by glibc.
   thread_key_ready = pthread_key_create(&thread_key, on_thread_exit) == 0;
 }
+
+// At load: options and, if asked for, the statistics sampler (the one start-up work that
+// allocates, and only when MAPALLOC_SAMPLE_MS is set). At exit: the statistics table if asked.
+__attribute__((constructor)) void at_load() {
+  options_init();
+  stats_start_sampler_if_asked();
+}
+__attribute__((destructor)) void at_exit() { stats_report_at_exit(); }
 
 }  // namespace
 

@@ -6,6 +6,8 @@
 
 namespace mapalloc {
 
+LargeCounters large_counters;
+
 namespace {
 
 // Freed mappings kept for reuse, most recent last. Guarded by `lock`; each change is one store
@@ -61,6 +63,16 @@ void* map_region(size_t bytes, size_t alignment, size_t offset) {
 
 size_t mapping_bytes_for(size_t size, size_t offset) {
   return align_up(offset + size, kOsPageBytes) + kLargeTailGuardBytes;
+}
+
+void count_live(const LargeHeader* header, bool live) {
+  if (live) {
+    large_counters.live_blocks.fetch_add(1, std::memory_order_relaxed);
+    large_counters.live_bytes.fetch_add(header->mapping_bytes, std::memory_order_relaxed);
+  } else {
+    large_counters.live_blocks.fetch_sub(1, std::memory_order_relaxed);
+    large_counters.live_bytes.fetch_sub(header->mapping_bytes, std::memory_order_relaxed);
+  }
 }
 
 void publish(LargeHeader* header, size_t alignment) {
@@ -170,6 +182,7 @@ void* large_alloc(size_t size, size_t alignment, bool* zeroed) {
     if (LargeHeader* header = cache_take(needed)) {
       mark_unit(header, false);  // it may have held a block of another alignment (another unit)
       publish(header, alignment);
+      count_live(header, true);
       *zeroed = false;
       return header->block;
     }
@@ -178,6 +191,7 @@ void* large_alloc(size_t size, size_t alignment, bool* zeroed) {
   if (header == nullptr) return nullptr;
   header->mapping_bytes = needed;
   publish(header, alignment);
+  count_live(header, true);
   if constexpr (kSecure) {
     os_guard(header->block - kOsPageBytes, kOsPageBytes);
     os_guard(reinterpret_cast<char*>(header) + needed - kLargeTailGuardBytes, kLargeTailGuardBytes);
@@ -196,6 +210,7 @@ LargeHeader* large_header_of(const void* pointer, unsigned unit) {
 }
 
 void large_free(LargeHeader* header) {
+  count_live(header, false);
   if (!cache_put(header)) unmap_mapping(header);
 }
 
@@ -206,7 +221,9 @@ void* large_resize(LargeHeader* header, size_t new_size) {
   size_t new_bytes = mapping_bytes_for(new_size, offset);
   if (new_bytes == old_bytes) return header->block;
   if (os_resize_in_place(header, old_bytes, new_bytes)) {
+    count_live(header, false);
     header->mapping_bytes = new_bytes;
+    count_live(header, true);
     return header->block;
   }
   // Move the pages to a new aligned reservation (no copy); the header travels with them.
@@ -220,6 +237,8 @@ void* large_resize(LargeHeader* header, size_t new_size) {
     return nullptr;
   }
   auto* moved = static_cast<LargeHeader*>(target);
+  large_counters.live_bytes.fetch_sub(old_bytes, std::memory_order_relaxed);
+  large_counters.live_bytes.fetch_add(new_bytes, std::memory_order_relaxed);
   moved->mapping_bytes = new_bytes;
   publish(moved, alignment);
   return moved->block;

@@ -44,6 +44,13 @@ void large_free(LargeHeader* header);
 // Resizes in place or by moving the mapping; nullptr if impossible (the block is unchanged).
 void* large_resize(LargeHeader* header, size_t new_size);
 
+// Live large blocks (counted in large_alloc/large_free and resizes).
+struct LargeCounters {
+  std::atomic<size_t> live_blocks{0};
+  std::atomic<size_t> live_bytes{0};  // their mappings
+};
+extern LargeCounters large_counters;
+
 // Cached mappings: their bytes; purge of those cached longer than the purge delay and unmapping
 // of those cached longer than the unmap delay (all of them with `force`), returning the bytes
 // released and lowering `*next_deadline_ms` to the next due time; unmapping of all.

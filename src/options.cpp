@@ -43,17 +43,74 @@ bool parse_unsigned(const char* text, uint64_t max, uint64_t* value) {
 
 const Options& options() { return current_options; }
 
+namespace {
+
+// "0" or "1".
+void read_flag(const char* name, bool* field) {
+  const char* text = getenv(name);
+  if (text == nullptr) return;
+  if (strcmp(text, "0") == 0 || strcmp(text, "1") == 0)
+    *field = text[0] == '1';
+  else
+    warn(name, text, "0, 1");
+}
+
+struct NamedOption {
+  const char* name;
+  long max;
+  long (*get)();
+  void (*set)(long);
+};
+
+#define MAPALLOC_OPTION(field, limit)                                     \
+  NamedOption {                                                           \
+#field, limit, [] { return static_cast<long>(current_options.field); }, \
+        [](long value) { current_options.field = static_cast<decltype(current_options.field)>(value); } \
+  }
+
+const NamedOption named_options[] = {
+    MAPALLOC_OPTION(purge_delay_ms, 3600 * 1000),
+    MAPALLOC_OPTION(unmap_delay_ms, 3600 * 1000),
+    MAPALLOC_OPTION(purge_method, 1),
+    MAPALLOC_OPTION(zero_on_free, 1),
+    MAPALLOC_OPTION(transparent_huge_pages, 1),
+    MAPALLOC_OPTION(stats_at_exit, 1),
+    MAPALLOC_OPTION(verbose, 1),
+};
+
+const NamedOption* find_option(const char* name) {
+  for (const NamedOption& option : named_options) {
+    if (name != nullptr && strcmp(option.name, name) == 0) return &option;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool option_set(const char* name, long value) {
+  const NamedOption* option = find_option(name);
+  if (option == nullptr || value < 0 || value > option->max) return false;
+  option->set(value);
+  return true;
+}
+
+bool option_get(const char* name, long* value) {
+  const NamedOption* option = find_option(name);
+  if (option == nullptr) return false;
+  *value = option->get();
+  return true;
+}
+
 void options_init() {
   if (initialised) return;
   initialised = true;
   read_milliseconds("MAPALLOC_PURGE_DELAY_MS", &current_options.purge_delay_ms);
   read_milliseconds("MAPALLOC_UNMAP_DELAY_MS", &current_options.unmap_delay_ms);
-  if (const char* zero = getenv("MAPALLOC_ZERO_ON_FREE")) {
-    if (strcmp(zero, "0") == 0 || strcmp(zero, "1") == 0)
-      current_options.zero_on_free = zero[0] == '1';
-    else
-      warn("MAPALLOC_ZERO_ON_FREE", zero, "0, 1");
-  }
+  read_milliseconds("MAPALLOC_SAMPLE_MS", &current_options.sample_ms);
+  read_flag("MAPALLOC_ZERO_ON_FREE", &current_options.zero_on_free);
+  read_flag("MAPALLOC_THP", &current_options.transparent_huge_pages);
+  read_flag("MAPALLOC_STATS", &current_options.stats_at_exit);
+  read_flag("MAPALLOC_VERBOSE", &current_options.verbose);
   if (const char* method = getenv("MAPALLOC_PURGE_METHOD")) {
     if (strcmp(method, "dontneed") == 0)
       current_options.purge_method = 0;
@@ -61,6 +118,22 @@ void options_init() {
       current_options.purge_method = 1;
     else
       warn("MAPALLOC_PURGE_METHOD", method, "dontneed, free");
+  }
+  if (const char* file = getenv("MAPALLOC_STATS_FILE")) {
+    if (strlen(file) < sizeof(current_options.stats_file))
+      strcpy(current_options.stats_file, file);
+    else
+      warn("MAPALLOC_STATS_FILE", "(too long)", "a path shorter than 256 bytes");
+  }
+  if (current_options.verbose) {
+    diag_write(
+        "mapalloc: options: purge_delay_ms=%zu unmap_delay_ms=%zu purge_method=%s thp=%d "
+        "stats=%d sample_ms=%zu stats_file=%s",
+        size_t{current_options.purge_delay_ms}, size_t{current_options.unmap_delay_ms},
+        current_options.purge_method == 0 ? "dontneed" : "free",
+        current_options.transparent_huge_pages ? 1 : 0, current_options.stats_at_exit ? 1 : 0,
+        size_t{current_options.sample_ms},
+        current_options.stats_file[0] != '\0' ? current_options.stats_file : "(stderr)");
   }
 }
 

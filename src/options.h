@@ -19,7 +19,22 @@ struct Options {
   uint32_t unmap_delay_ms = 1000;
   // Secure build: overwrite blocks with zeroes when they are freed.
   bool zero_on_free = false;
+  // Ask for transparent huge pages on segments (madvise MADV_HUGEPAGE): fewer TLB misses,
+  // coarser memory return.
+  bool transparent_huge_pages = false;
+  // Print the statistics table at exit (to stats_file, or stderr).
+  bool stats_at_exit = false;
+  // Append a CSV sample (time, in use, mapped, resident) to stats_file every this many ms.
+  uint32_t sample_ms = 0;
+  char stats_file[256] = {};
+  // Print the options in force at start, and OS failures as they happen.
+  bool verbose = false;
 };
+
+// Changes an option at run time by name ("purge_delay_ms", ...); false for an unknown name or
+// a value out of range.
+bool option_set(const char* name, long value);
+bool option_get(const char* name, long* value);
 
 // The options in force (defaults until options_init has run).
 const Options& options();

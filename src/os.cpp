@@ -1,5 +1,8 @@
 #include "os.h"
 
+#include "diag.h"
+#include "options.h"
+
 #include <errno.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
@@ -44,6 +47,7 @@ void* map_anonymous(size_t bytes) {
   void* start = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (start == MAP_FAILED) {
     os_counters.failed_maps.fetch_add(1, std::memory_order_relaxed);
+    if (options().verbose) diag_write("mapalloc: mmap of %zu bytes failed", bytes);
     return nullptr;
   }
   return start;
@@ -139,6 +143,12 @@ void os_purge(void* start, size_t bytes, PurgeMethod method) {
   os_counters.purged_bytes.fetch_add(bytes, std::memory_order_relaxed);
   if (method == PurgeMethod::kFree && madvise(start, bytes, MADV_FREE) == 0) return;
   madvise(start, bytes, MADV_DONTNEED);  // also the fallback for kernels without MADV_FREE
+}
+
+void os_advise_huge_pages(void* start, size_t bytes) {
+  ErrnoGuard keep_errno;
+  os_counters.madvise_calls.fetch_add(1, std::memory_order_relaxed);
+  madvise(start, bytes, MADV_HUGEPAGE);
 }
 
 bool os_guard(void* start, size_t bytes) {

@@ -45,6 +45,9 @@ bool os_resize_in_place(void* start, size_t old_bytes, size_t new_bytes);
 // old mapping is then untouched and `target` is still mapped.
 bool os_move(void* start, size_t old_bytes, void* target, size_t new_bytes);
 
+// Asks for transparent huge pages on a range (MADV_HUGEPAGE); ignored where unsupported.
+void os_advise_huge_pages(void* start, size_t bytes);
+
 // Makes a page-aligned range inaccessible (a guard: any access faults). Secure build only.
 bool os_guard(void* start, size_t bytes);
 

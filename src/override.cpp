@@ -7,7 +7,9 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "diag.h"
 #include "init.h"
+#include "stats.h"
 
 using namespace mapalloc;
 
@@ -89,27 +91,39 @@ MAPALLOC_EXPORT void cfree(void* pointer) { free_fast(pointer); }
 // tune ptmalloc's arenas, which do not exist here).
 MAPALLOC_EXPORT int mallopt(int, int) __THROW { return 1; }
 
+// mallinfo2, in glibc's terms: arena = bytes mapped for the arenas, uordblks = in use,
+// fordblks = mapped but free, hblks/hblkhd = large blocks (own mappings), keepcost = what
+// malloc_trim could release now (the caches).
 MAPALLOC_EXPORT struct mallinfo2 mallinfo2(void) __THROW {
+  mapalloc_stats_t stats;
+  stats_collect(&stats);
   struct mallinfo2 info = {};
-  info.arena = os_counters.mapped_bytes.load(std::memory_order_relaxed);
-  info.hblkhd = large_cache_bytes();
-  info.keepcost = segment_cache_counters().cached_bytes;
+  info.arena = stats.mapped_bytes - stats.large_bytes;
+  info.uordblks = stats.in_use_bytes - stats.large_bytes;
+  info.fordblks = info.arena > info.uordblks ? info.arena - info.uordblks : 0;
+  info.hblks = stats.large_blocks;
+  info.hblkhd = stats.large_bytes;
+  info.usmblks = stats.peak_mapped_bytes;
+  info.keepcost = stats.cached_segments * kSegmentBytes + stats.cached_large_bytes;
   return info;
 }
 
 MAPALLOC_EXPORT struct mallinfo mallinfo(void) __THROW {
   struct mallinfo2 wide = mallinfo2();
   struct mallinfo info = {};
+  // (int fields: glibc's own mallinfo wraps around the same way past 2 GiB)
   info.arena = static_cast<int>(wide.arena);
+  info.uordblks = static_cast<int>(wide.uordblks);
+  info.fordblks = static_cast<int>(wide.fordblks);
+  info.hblks = static_cast<int>(wide.hblks);
   info.hblkhd = static_cast<int>(wide.hblkhd);
+  info.usmblks = static_cast<int>(wide.usmblks);
   info.keepcost = static_cast<int>(wide.keepcost);
   return info;
 }
 
 MAPALLOC_EXPORT void malloc_stats(void) __THROW {
-  fprintf(stderr, "mapalloc: %zu bytes mapped (peak %zu)\n",
-          os_counters.mapped_bytes.load(std::memory_order_relaxed),
-          os_counters.peak_mapped_bytes.load(std::memory_order_relaxed));
+  stats_print([](void*, const char* line) { diag_write("%s", line); }, nullptr);
 }
 
 MAPALLOC_EXPORT int malloc_info(int options, FILE* stream) __THROW {

@@ -41,6 +41,27 @@ bool is_dirty(const Segment* segment) {
   return (segment->free_pages & ~segment->purged_pages & kAllUsablePages) != 0;
 }
 
+// Every mapped segment, newest first. Insertion and removal are single stores (a removal
+// finds the predecessor by walking: segments are unmapped rarely).
+struct SegmentRegistry {
+  SpinLock lock;
+  Segment* first = nullptr;
+};
+SegmentRegistry segment_registry;
+
+void registry_add(Segment* segment) {
+  SpinLockGuard guard(segment_registry.lock);
+  segment->registry_next = segment_registry.first;
+  __atomic_store_n(&segment_registry.first, segment, __ATOMIC_RELEASE);
+}
+
+void registry_remove(Segment* segment) {
+  SpinLockGuard guard(segment_registry.lock);
+  Segment** link = &segment_registry.first;
+  while (*link != nullptr && *link != segment) link = &(*link)->registry_next;
+  if (*link == segment) __atomic_store_n(link, segment->registry_next, __ATOMIC_RELEASE);
+}
+
 Segment* cache_pop() {
   if (__atomic_load_n(&segment_cache.first, __ATOMIC_RELAXED) == nullptr) return nullptr;
   SpinLockGuard guard(segment_cache.lock);
@@ -76,6 +97,7 @@ Segment* cache_take_all() {
 }
 
 void segment_unmap(Segment* segment) {
+  registry_remove(segment);
   set_unit_entry(segment, kUnitNone);
   os_unmap(segment, kSegmentBytes);
 }
@@ -88,9 +110,11 @@ Segment* segment_map_new() {
     os_guard(static_cast<char*>(memory) + kSegmentBytes - kGuardPages * kPageBytes,
              kGuardPages * kPageBytes);
   }
+  if (options().transparent_huge_pages) os_advise_huge_pages(memory, kSegmentBytes);
   segment->free_pages = kAllUsablePages;
   segment->purged_pages = 0;
   set_unit_entry(segment, kUnitSegment);
+  registry_add(segment);
   return segment;
 }
 
@@ -287,6 +311,17 @@ size_t segment_cache_release_all() {
   return released;
 }
 
-void segment_cache_after_fork_child() { segment_cache.lock.reset_after_fork(); }
+void segment_cache_after_fork_child() {
+  segment_cache.lock.reset_after_fork();
+  segment_registry.lock.reset_after_fork();
+}
+
+void segment_registry_walk(void (*visit)(const Segment*, void*), void* context) {
+  SpinLockGuard guard(segment_registry.lock);
+  for (Segment* segment = segment_registry.first; segment != nullptr;
+       segment = segment->registry_next) {
+    visit(segment, context);
+  }
+}
 
 }  // namespace mapalloc

@@ -139,9 +139,10 @@ struct Segment {
   Heap* owner;
   Segment* next;  // in the owner's SegmentList, or in the process-wide cache
   Segment* prev;
-  uint64_t free_pages;    // bit i set: page i is not part of any span
-  uint64_t purged_pages;  // bit i set: page i is free and its memory was given back to the OS
-  uint64_t cached_at_ms;  // when it entered the process cache of free segments
+  uint64_t free_pages;     // bit i set: page i is not part of any span
+  uint64_t purged_pages;   // bit i set: page i is free and its memory was given back to the OS
+  uint64_t cached_at_ms;   // when it entered the process cache of free segments
+  Segment* registry_next;  // every mapped segment, for statistics (segment_registry_walk)
 };
 static_assert(sizeof(Segment) <= kPageBytes);
 
@@ -263,6 +264,11 @@ size_t segment_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_
 // Unmaps every cached segment; returns the bytes released.
 size_t segment_cache_release_all();
 void segment_cache_after_fork_child();
+
+// Calls `visit(segment, context)` for every mapped segment while holding the registry lock, so
+// that none is unmapped meanwhile. The visitor reads page records without synchronisation:
+// figures from other threads' pages are estimates.
+void segment_registry_walk(void (*visit)(const Segment*, void*), void* context);
 
 // Lowers `*deadline` to `candidate` (0 means "none").
 inline void lower_deadline(uint64_t* deadline, uint64_t candidate) {

@@ -94,7 +94,7 @@ static uint64_t run_linked(void) {
   struct Node* heads[kLists] = {0};
   uint64_t random = 0x9e3779b97f4a7c15ull;
   uint64_t sum = 0;
-  long nodes_per_round = 200000 * scale;
+  long nodes_per_round = 100000 * scale;
   for (int round = 0; round < 8; ++round) {
     for (long i = 0; i < nodes_per_round; ++i) {
       uint64_t r = next_random(&random);
