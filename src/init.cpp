@@ -19,8 +19,18 @@ std::atomic<bool> atfork_registered{false};
 
 void on_thread_exit(void*) { thread_exit(); }
 
-void process_init() {
+// Options, and the fault injection they may ask for, once: from the first allocation or from
+// the load-time constructor, whichever comes first.
+std::atomic<bool> options_applied{false};
+void apply_options() {
+  if (options_applied.exchange(true, std::memory_order_acq_rel)) return;
   options_init();
+  if (options().fault_mmap != 0) os_fail_mmap_after(options().fault_mmap, false);
+  if (options().fault_mmap_from != 0) os_fail_mmap_after(options().fault_mmap_from, true);
+}
+
+void process_init() {
+  apply_options();
   page_key_secret = os_random_seed();
   if constexpr (kSecure) block_link_secret = os_random_seed();
   // pthread_key_create does not allocate; a key below 32 is stored inline by glibc.
@@ -30,7 +40,7 @@ void process_init() {
 // At load: options and, if asked for, the statistics sampler (the one start-up work that
 // allocates, and only when MAPALLOC_SAMPLE_MS is set). At exit: the statistics table if asked.
 __attribute__((constructor)) void at_load() {
-  options_init();
+  apply_options();
   stats_start_sampler_if_asked();
 }
 __attribute__((destructor)) void at_exit() { stats_report_at_exit(); }

@@ -45,6 +45,17 @@ const Options& options() { return current_options; }
 
 namespace {
 
+// A positive request number (fault injection).
+void read_request_number(const char* name, uint32_t* field) {
+  const char* text = getenv(name);
+  if (text == nullptr) return;
+  uint64_t value;
+  if (parse_unsigned(text, 1u << 30, &value) && value != 0)
+    *field = static_cast<uint32_t>(value);
+  else
+    warn(name, text, "a request number, 1 or more");
+}
+
 // "0" or "1".
 void read_flag(const char* name, bool* field) {
   const char* text = getenv(name);
@@ -111,6 +122,8 @@ void options_init() {
   read_flag("MAPALLOC_THP", &current_options.transparent_huge_pages);
   read_flag("MAPALLOC_STATS", &current_options.stats_at_exit);
   read_flag("MAPALLOC_VERBOSE", &current_options.verbose);
+  read_request_number("MAPALLOC_FAULT_MMAP", &current_options.fault_mmap);
+  read_request_number("MAPALLOC_FAULT_MMAP_FROM", &current_options.fault_mmap_from);
   if (const char* method = getenv("MAPALLOC_PURGE_METHOD")) {
     if (strcmp(method, "dontneed") == 0)
       current_options.purge_method = 0;

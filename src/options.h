@@ -29,6 +29,10 @@ struct Options {
   char stats_file[256] = {};
   // Print the options in force at start, and OS failures as they happen.
   bool verbose = false;
+  // Fault injection for tests: fail the Nth request for memory from the OS (and, for
+  // fault_mmap_from, every later one); 0: off.
+  uint32_t fault_mmap = 0;
+  uint32_t fault_mmap_from = 0;
 };
 
 // Changes an option at run time by name ("purge_delay_ms", ...); false for an unknown name or

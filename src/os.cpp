@@ -14,7 +14,11 @@ OsCounters os_counters;
 
 namespace {
 
+// Fault injection (tests): the mapping request `fail_countdown` requests from now fails, and
+// with `fail_persistent` every later one too.
 std::atomic<size_t> fail_countdown{0};
+std::atomic<bool> fail_persistent{false};
+std::atomic<bool> failing{false};
 
 // Keeps errno unchanged across a scope: allocation that succeeds must not disturb it.
 class ErrnoGuard {
@@ -27,9 +31,14 @@ class ErrnoGuard {
 };
 
 bool injected_failure() {
+  if (failing.load(std::memory_order_relaxed)) return true;
   size_t remaining = fail_countdown.load(std::memory_order_relaxed);
   while (remaining != 0) {
-    if (fail_countdown.compare_exchange_weak(remaining, remaining - 1)) return remaining == 1;
+    if (fail_countdown.compare_exchange_weak(remaining, remaining - 1)) {
+      if (remaining != 1) return false;
+      if (fail_persistent.load(std::memory_order_relaxed)) failing.store(true);
+      return true;
+    }
   }
   return false;
 }
@@ -90,7 +99,9 @@ void* map_at_hint(size_t bytes, size_t alignment) {
 
 }  // namespace
 
-void os_fail_mmap_after(size_t countdown) {
+void os_fail_mmap_after(size_t countdown, bool and_all_later) {
+  failing.store(false, std::memory_order_relaxed);
+  fail_persistent.store(and_all_later, std::memory_order_relaxed);
   fail_countdown.store(countdown, std::memory_order_relaxed);
 }
 
@@ -159,7 +170,7 @@ bool os_guard(void* start, size_t bytes) {
 bool os_resize_in_place(void* start, size_t old_bytes, size_t new_bytes) {
   ErrnoGuard keep_errno;
   os_counters.mremap_calls.fetch_add(1, std::memory_order_relaxed);
-  if (new_bytes > old_bytes && injected_failure()) return false;
+  if (new_bytes > old_bytes && injected_failure()) return false;  // a growth is a request too
   if (mremap(start, old_bytes, new_bytes, 0) == MAP_FAILED) return false;
   if (new_bytes > old_bytes) {
     note_mapped(new_bytes - old_bytes);

@@ -51,9 +51,11 @@ void os_advise_huge_pages(void* start, size_t bytes);
 // Makes a page-aligned range inaccessible (a guard: any access faults). Secure build only.
 bool os_guard(void* start, size_t bytes);
 
-// Test hook: make the mmap call that is `countdown` calls from now fail (1 = the next one).
-// 0 disables. Reaches every path that maps memory: segments, large blocks, heap metadata.
-void os_fail_mmap_after(size_t countdown);
+// Fault injection: make the mapping request that is `countdown` requests from now fail (1 = the
+// next one), and with `and_all_later` every request after it too; 0 disables. Reaches every path
+// that maps memory (segments, large blocks and their moves, heap metadata). Also set from
+// MAPALLOC_FAULT_MMAP / MAPALLOC_FAULT_MMAP_FROM.
+void os_fail_mmap_after(size_t countdown, bool and_all_later = false);
 
 // 64 random bits for this process (kernel-provided AT_RANDOM mixed with the clock), for the
 // secrets that tell our metadata and free blocks apart from user data.
