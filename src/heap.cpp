@@ -130,6 +130,15 @@ Heap* heap_create() {
 
 // --- pages of a heap --------------------------------------------------------------------------
 
+// `front` (short: its tail is found by walking) followed by `back`.
+Block* append_blocks(Block* front, Block* back) {
+  if (front == nullptr) return back;
+  Block* last = front;
+  for (Block* next = block_next(last); next != nullptr; next = block_next(last)) last = next;
+  set_block_next(last, back);
+  return front;
+}
+
 // Refills hand out at most this many blocks while purge work is waiting: a program making one
 // malloc per millisecond still reaches a slow path every quarter of a second.
 constexpr unsigned kPendingRefillBlocks = 256;
@@ -270,11 +279,18 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
   for (;;) {
     if (Page* page = heap->current[size_class]) {
       // A short local_free would make the next refill come soon, and the one after (a steady
-      // state of a few live blocks cycling): top it up with new blocks while the span has any.
+      // state of a few live blocks cycling): top it up, with the blocks other threads freed
+      // into the page if there are any (a producer thread never frees locally), else with new
+      // blocks while the span has any.
       bool short_list = page_local_free_count(page) < page_carve_batch(page) / 2 + 1;
       unsigned limit = heap_purge_pending(heap) ? kPendingRefillBlocks : ~0u;
       Block* blocks = page_take_local_free(page, limit);
-      if (short_list) blocks = page_carve(page, blocks);
+      if (short_list) {
+        if (Block* remote = page_take_thread_free(page))
+          blocks = append_blocks(blocks, remote);
+        else
+          blocks = page_carve(page, blocks);
+      }
       if (blocks == nullptr) blocks = page_take_thread_free(page);
       if (blocks != nullptr) return blocks;
       if (!page_try_mark_full(page)) continue;  // a remote free just arrived: take it
@@ -282,6 +298,10 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
       heap->current[size_class] = nullptr;
     }
     Page* page = queue_pop(heap->available[size_class]);
+    if (page == nullptr && heap->delayed_free.load(std::memory_order_relaxed) != nullptr) {
+      drain_delayed(heap);  // full pages that got a block back since the refill began
+      continue;
+    }
     if (page == nullptr) page = new_page_in_own_segments(heap, size_class);
     // Before taking a new segment, take over an abandoned heap's pages instead.
     if (page == nullptr && !reclaimed) {

@@ -111,21 +111,34 @@ void append_slot(LargeHeader* header) {
 
 // The smallest cached mapping that can hold `needed` bytes (and is at most twice as big). A tail
 // of more than a quarter is given back: the mapping is shrunk in place.
-LargeHeader* cache_take(size_t needed) {
-  if (kSecure || __atomic_load_n(&large_cache.count, __ATOMIC_RELAXED) == 0) return nullptr;
+LargeHeader* cache_take(size_t needed, size_t alignment) {
+  if (__atomic_load_n(&large_cache.count, __ATOMIC_RELAXED) == 0) return nullptr;
   LargeHeader* found = nullptr;
   {
     SpinLockGuard guard(large_cache.lock);
     unsigned best = kCacheSlots;
     for (unsigned i = 0; i < large_cache.count; ++i) {
-      size_t bytes = large_cache.slots[i]->mapping_bytes;
+      const LargeHeader* candidate = large_cache.slots[i];
+      size_t bytes = candidate->mapping_bytes;
       if (bytes < needed || bytes > 2 * needed) continue;
-      if (best == kCacheSlots || bytes < large_cache.slots[best]->mapping_bytes) best = i;
+      if constexpr (kSecure) {
+        // Same alignment, so that the guard page before the block is where the block needs it;
+        // the oldest, so that a freed block's address is reused as late as possible.
+        if (candidate->alignment != alignment) continue;
+        if (best == kCacheSlots ||
+            candidate->cached_at_ms < large_cache.slots[best]->cached_at_ms) {
+          best = i;
+        }
+      } else if (best == kCacheSlots || bytes < large_cache.slots[best]->mapping_bytes) {
+        best = i;  // the smallest that fits
+      }
     }
     if (best == kCacheSlots) return nullptr;
     found = remove_slot(best);
   }
-  if (found->mapping_bytes - needed > needed / 4 &&
+  // A much bigger mapping gives its tail back (not in the secure build: its last page is the
+  // guard, and the block may use the rest).
+  if (!kSecure && found->mapping_bytes - needed > needed / 4 &&
       os_resize_in_place(found, found->mapping_bytes, needed)) {
     found->mapping_bytes = needed;
   }
@@ -133,8 +146,7 @@ LargeHeader* cache_take(size_t needed) {
 }
 
 bool cache_put(LargeHeader* header) {
-  // The secure build unmaps at once: no reuse of a freed block's address soon after.
-  if (kSecure || header->mapping_bytes > kMaxCachedMappingBytes) return false;
+  if (header->mapping_bytes > kMaxCachedMappingBytes) return false;
   LargeHeader* evicted = nullptr;
   uint64_t now_ms = os_now_ms();
   {
@@ -179,7 +191,7 @@ void* large_alloc(size_t size, size_t alignment, bool* zeroed) {
   size_t offset = header_offset(alignment);
   size_t needed = mapping_bytes_for(size, offset);
   if (alignment < kSegmentBytes) {
-    if (LargeHeader* header = cache_take(needed)) {
+    if (LargeHeader* header = cache_take(needed, alignment)) {
       mark_unit(header, false);  // it may have held a block of another alignment (another unit)
       publish(header, alignment);
       count_live(header, true);

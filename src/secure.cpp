@@ -21,6 +21,10 @@ namespace {
 // Encoded size (8 bytes) plus an 8-byte canary after every block.
 constexpr size_t kTrailerBytes = 16;
 
+// options().zero_on_free, read once (the fast path should not call out for it).
+bool zero_on_free = false;
+bool zero_on_free_read = false;
+
 // Blocks bigger than this skip the quarantine: each waiting block keeps its whole span in use.
 constexpr size_t kQuarantineMaxBlockBytes = 4 * kKiB;
 
@@ -35,8 +39,16 @@ void write_trailer(void* block, size_t total, size_t size) {
   memcpy(bytes + size, &canary, 8);  // total >= size + 16: the two never overlap
 }
 
+[[noreturn]] MAPALLOC_COLD void report_overflow(const void* block, uint64_t size, uint64_t canary,
+                                                uint64_t expected, const char* operation) {
+  size_t first = 0;
+  while (((canary ^ expected) >> (8 * first) & 0xff) == 0) ++first;
+  fatal("%s of %p: heap overflow detected %zu bytes past the %zu-byte block", operation, block,
+        first, static_cast<size_t>(size));
+}
+
 // The requested size, after checking the trailer; an overwritten one ends the program.
-size_t check_trailer(const void* block, size_t total, const char* operation) {
+MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char* operation) {
   const auto* bytes = static_cast<const uint8_t*>(block);
   uint64_t encoded;
   memcpy(&encoded, bytes + total - 8, 8);
@@ -48,12 +60,8 @@ size_t check_trailer(const void* block, size_t total, const char* operation) {
   uint64_t canary;
   memcpy(&canary, bytes + size, 8);
   uint64_t expected = canary_of(block);
-  if (MAPALLOC_UNLIKELY(canary != expected)) {
-    size_t first = 0;
-    while (((canary ^ expected) >> (8 * first) & 0xff) == 0) ++first;
-    fatal("%s of %p: heap overflow detected %zu bytes past the %zu-byte block", operation, block,
-          first, static_cast<size_t>(size));
-  }
+  if (MAPALLOC_UNLIKELY(canary != expected))
+    report_overflow(block, size, canary, expected, operation);
   return size;
 }
 
@@ -81,7 +89,7 @@ void* secure_allocate(size_t size, size_t alignment, bool zero) {
   return block;
 }
 
-uint64_t next_random(Heap* heap) {
+MAPALLOC_INLINE uint64_t next_random(Heap* heap) {
   uint64_t x = heap->quarantine_random;
   if (x == 0) x = os_random_seed() | 1;
   x ^= x << 13;
@@ -91,10 +99,20 @@ uint64_t next_random(Heap* heap) {
   return x;
 }
 
+// Frees a block evicted from the quarantine: at most 4 KiB, so its span is one page and its
+// page record is page_entry_of's; this thread's own blocks take the default fast path's push.
+MAPALLOC_INLINE void free_evicted(Heap* heap, Block* block) {
+  Page* page = page_entry_of(block);
+  if (page->owner != heap) return heap_free_any(heap, block);
+  set_block_next(block, page->local_free);
+  page->local_free = block;
+  if (MAPALLOC_UNLIKELY(--page->countdown == 0)) heap_page_countdown_zero(heap, page);
+}
+
 // A block that passed validation: checked, optionally zeroed, then held in quarantine or freed.
-void release(Heap* heap, Page* page, Block* block, size_t total) {
+MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total) {
   size_t size = check_trailer(block, total, "free");
-  if (options().zero_on_free) memset(block, 0, size);
+  if (MAPALLOC_UNLIKELY(zero_on_free)) memset(block, 0, size);
   // (A thread without a heap frees remotely: no page is ever owned by empty_heap.)
   if (total > kQuarantineMaxBlockBytes || heap == &empty_heap) return heap_free_any(heap, block);
   // Marked free now (a second free is caught at once); it waits in a random slot.
@@ -102,7 +120,7 @@ void release(Heap* heap, Page* page, Block* block, size_t total) {
   Block*& slot = heap->quarantine[next_random(heap) % Heap::kQuarantineSlots];
   Block* evicted = slot;
   slot = block;
-  if (evicted != nullptr) heap_free_any(heap, evicted);
+  if (evicted != nullptr) free_evicted(heap, evicted);
 }
 
 }  // namespace
@@ -127,6 +145,10 @@ void* secure_aligned_alloc(size_t alignment, size_t size) {
 }
 
 void secure_free(void* pointer) {
+  if (MAPALLOC_UNLIKELY(!zero_on_free_read)) {
+    zero_on_free = options().zero_on_free;
+    zero_on_free_read = true;
+  }
   // The default fast path's checks first (segment of this heap, block start, not yet free).
   Heap* heap = tls_heap;
   uintptr_t unit = unit_of(pointer);
