@@ -22,7 +22,8 @@ CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
 OVERRIDE_OBJECTS := $(OVERRIDE_SOURCES:%=$(BUILD)/obj/%.o)
 HEADERS := $(wildcard src/*.h) include/mapalloc.h
 
-.PHONY: all test bench bench-quick stress format clean install uninstall check-format
+.PHONY: all test bench bench-quick stress format clean install uninstall check-format \
+  check-sanitize
 all: $(BUILD)/libmapalloc.so $(BUILD)/libmapalloc.a $(BUILD)/libmapalloc-prefixed.a \
   $(BUILD)/libmapalloc-secure.so $(BUILD)/libmapalloc-secure.a
 
@@ -62,6 +63,30 @@ $(BUILD)/unchecked/%.o: src/%.cpp $(HEADERS) Makefile
 
 $(BUILD)/libmapalloc-unchecked.so: $(UNCHECKED_OBJECTS)
 	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc-unchecked.so -lpthread
+
+# Sanitizer builds of the library. ThreadSanitizer: clang, the prefix-only archive (the
+# sanitizer keeps its own malloc; the stress programs call mapalloc_*), instrumented so that
+# races inside the allocator are seen. UndefinedBehaviorSanitizer: the full archive, linked
+# into the unit tests.
+TSAN_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/tsan/%.o)
+$(BUILD)/tsan/%.o: src/%.cpp $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  CXX   $< (tsan)"
+	@clang++ $(filter-out -O2,$(LIB_CXXFLAGS)) -O1 -fsanitize=thread -c $< -o $@
+
+$(BUILD)/tsan/libmapalloc-prefixed.a: $(TSAN_OBJECTS)
+	@rm -f $@
+	ar rcs $@ $^
+
+UBSAN_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/ubsan/%.o) $(OVERRIDE_SOURCES:%=$(BUILD)/ubsan/%.o)
+$(BUILD)/ubsan/%.o: src/%.cpp $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  CXX   $< (ubsan)"
+	@$(CXX) $(LIB_CXXFLAGS) -fsanitize=undefined -fno-sanitize-recover=all -c $< -o $@
+
+$(BUILD)/ubsan/libmapalloc.a: $(UBSAN_OBJECTS)
+	@rm -f $@
+	ar rcs $@ $^
 
 # Only the mapalloc_* functions, no interposed names: for sanitizer builds and embedding.
 $(BUILD)/libmapalloc-prefixed.a: $(CORE_OBJECTS)
@@ -104,9 +129,19 @@ $(BUILD)/tests/unit-secure: $(SECURE_UNIT_OBJECTS) $(BUILD)/libmapalloc-secure.a
 	$(CXX) -pthread -o $@ $(SECURE_UNIT_OBJECTS) -Wl,--whole-archive $(BUILD)/libmapalloc-secure.a \
 	  -Wl,--no-whole-archive
 
+$(BUILD)/tests/unit-ubsan: $(UNIT_OBJECTS) $(BUILD)/ubsan/libmapalloc.a $(BUILD)/tests/misuse
+	$(CXX) -pthread -fsanitize=undefined -o $@ $(UNIT_OBJECTS) -Wl,--whole-archive \
+	  $(BUILD)/ubsan/libmapalloc.a -Wl,--no-whole-archive
+
+SANITIZER_BUILDS := $(BUILD)/tsan/libmapalloc-prefixed.a $(BUILD)/tests/unit-ubsan
+
+# The sanitizer runs on their own (make test runs them too).
+check-sanitize: all $(SANITIZER_BUILDS)
+	@tests/run_sanitizers.sh
+
 test: all
 	@scripts/ensure-packages.sh test
-	@$(MAKE) --no-print-directory $(BUILD)/tests/unit $(BUILD)/tests/unit-secure
+	@$(MAKE) --no-print-directory $(BUILD)/tests/unit $(BUILD)/tests/unit-secure $(SANITIZER_BUILDS)
 	@tests/run_all.sh
 
 # ---- benchmarks, stress ------------------------------------------------------------------------
@@ -115,6 +150,13 @@ bench: all $(BUILD)/libmapalloc-unchecked.so
 
 bench-quick: all $(BUILD)/libmapalloc-unchecked.so
 	@scripts/bench.sh --quick
+
+# The whole stress suite at full scale under every allocator, statically linked and under
+# ThreadSanitizer, then the real programs (up to ~20 minutes).
+stress: all $(BUILD)/tsan/libmapalloc-prefixed.a
+	@scripts/ensure-packages.sh stress
+	stress/run.sh --static --tsan
+	stress/real_programs.sh
 
 # ---- housekeeping ------------------------------------------------------------------------------
 FORMAT_FILES := $(wildcard src/*.cpp src/*.h include/*.h tests/*.cpp tests/*.h stress/*.cpp stress/*.c)

@@ -7,7 +7,8 @@ namespace {
 // Secure build: links `count` blocks in a random order (index i visited at (start + i * stride)
 // mod count, the stride prime to count), so that neighbours in memory are not handed out one
 // after the other.
-Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* then, uintptr_t key) {
+[[maybe_unused]] Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* then,
+                                      uintptr_t key) {
   static thread_local uint64_t random = 0;
   if (random == 0) random = os_random_seed() | 1;
   random ^= random << 13;

@@ -45,10 +45,13 @@ case $mode in
     libs=("$lib_dir/libmapalloc.a" -lpthread)
     ;;
   tsan)
-    [[ -f $lib_dir/libmapalloc-prefixed.a ]] || { echo "build.sh: $lib_dir/libmapalloc-prefixed.a missing (run make)" >&2; exit 1; }
+    # The ThreadSanitizer-instrumented build of the library (make check-sanitize builds it), so
+    # that races inside the allocator are seen, not only the programs' own.
+    tsan_lib=$lib_dir/tsan/libmapalloc-prefixed.a
+    [[ -f $tsan_lib ]] || { echo "build.sh: $tsan_lib missing (run make check-sanitize)" >&2; exit 1; }
     cc=(clang -std=gnu11 -O1 -g -pthread -fsanitize=thread -DSTRESS_MAPALLOC_PREFIX
         -I"$root/include" $warn)
-    libs=("$lib_dir/libmapalloc-prefixed.a" -lpthread)
+    libs=("$tsan_lib" -lpthread -lstdc++)
     ;;
 esac
 
