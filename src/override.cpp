@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "diag.h"
@@ -177,3 +178,10 @@ MAPALLOC_EXPORT void __malloc_fork_lock_parent(void) {}
 MAPALLOC_EXPORT void __malloc_fork_unlock_parent(void) {}
 MAPALLOC_EXPORT void __malloc_fork_unlock_child(void) { after_fork_child(); }
 MAPALLOC_EXPORT void __malloc_arena_thread_freeres(void) { thread_exit(); }
+
+// glibc's malloc grows its main arena through this (sbrk); nothing of mapalloc calls it, but it
+// completes the set of malloc.o's symbols. Same contract: NULL when the break cannot move.
+MAPALLOC_EXPORT void* __glibc_morecore(ptrdiff_t increment) {
+  void* previous = sbrk(increment);
+  return previous == reinterpret_cast<void*>(-1) ? nullptr : previous;
+}

@@ -30,3 +30,15 @@ if nm "$work/static" 2>/dev/null | grep -q ' _int_malloc$'; then
 else
   echo "ok glibc's malloc.o stays out of the static program"
 fi
+
+# Every global symbol of glibc's malloc.o is defined by mapalloc too (any one missing could
+# pull malloc.o into a static link beside mapalloc).
+libc_a=$(gcc -print-file-name=libc.a)
+if [[ -f $libc_a ]] && (cd "$work" && ar x "$libc_a" malloc.o 2>/dev/null); then
+  missing=$(comm -23 <(nm --defined-only "$work/malloc.o" | awk '$2 ~ /[TW]/ {print $3}' | sort -u) \
+                     <(nm --defined-only "$archive" 2>/dev/null | awk '$2 ~ /[TW]/ {print $3}' | sort -u))
+  if [[ -z $missing ]]; then echo "ok every symbol of glibc's malloc.o is defined"; else
+    echo "FAIL symbols of glibc's malloc.o not defined: $missing"; fi
+else
+  echo "FAIL cannot read malloc.o from $libc_a"
+fi
