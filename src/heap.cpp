@@ -220,6 +220,20 @@ void drain_delayed(Heap* heap) {
   }
 }
 
+// Moves the remote frees of a class's available pages into their local lists, and retires the
+// pages that leaves empty.
+void collect_available(Heap* heap, unsigned size_class) {
+  for (Page* page = heap->available[size_class].first; page != nullptr;) {
+    Page* next = page->queue_next;
+    page_collect_remote(page);
+    if (page->countdown == 0) {
+      queue_remove(heap->available[size_class], page);
+      retire(heap, page);
+    }
+    page = next;
+  }
+}
+
 void queue_append(PageQueue& into, PageQueue& from) {
   if (from.first == nullptr) return;
   if (into.last != nullptr) {
@@ -381,33 +395,14 @@ void heap_collect(Heap* heap) {
   drain_delayed(heap);
   for (unsigned c = 0; c < kClassCount; ++c) {
     release_current(heap, c);
-    Page* page = heap->available[c].first;
-    while (page != nullptr) {
-      Page* next = page->queue_next;
-      page_collect_remote(page);
-      if (page->countdown == 0) {
-        queue_remove(heap->available[c], page);
-        retire(heap, page);
-      }
-      page = next;
-    }
+    collect_available(heap, c);
   }
 }
 
 void heap_collect_remote(Heap* heap) {
   heap->remote_frees_pending.store(false, std::memory_order_seq_cst);
   drain_delayed(heap);
-  for (unsigned c = 0; c < kClassCount; ++c) {
-    for (Page* page = heap->available[c].first; page != nullptr;) {
-      Page* next = page->queue_next;
-      page_collect_remote(page);
-      if (page->countdown == 0) {
-        queue_remove(heap->available[c], page);
-        retire(heap, page);
-      }
-      page = next;
-    }
-  }
+  for (unsigned c = 0; c < kClassCount; ++c) collect_available(heap, c);
 }
 
 size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
