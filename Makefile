@@ -166,15 +166,9 @@ format:
 check-format:
 	clang-format --dry-run -Werror $(FORMAT_FILES)
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
-	install -m 755 $(BUILD)/libmapalloc.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 $(BUILD)/libmapalloc.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 include/mapalloc.h $(DESTDIR)$(PREFIX)/include/
-
-uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/libmapalloc.so $(DESTDIR)$(PREFIX)/lib/libmapalloc.a \
-	  $(DESTDIR)$(PREFIX)/include/mapalloc.h
+# make install / make uninstall (PREFIX, DESTDIR): the libraries, header, pkg-config file and
+# the mapalloc command.
+include scripts/install.mk
 
 clean:
 	rm -rf $(BUILD)

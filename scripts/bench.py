@@ -9,6 +9,7 @@ compares mapalloc's standing with the previous run of the same mode.
 Only the Python standard library is used; the chart is drawn by gnuplot.
 """
 import argparse
+import collections
 import csv
 import json
 import math
@@ -59,18 +60,55 @@ def environment(preload):
     return env
 
 
+# One run measured by `measure` (see measure.c). user/sys_seconds: CPU time (None from an older
+# measure that reports only wall time and peak RSS); status: the command's exit status (128 + N
+# for signal N); stdout, stderr: the command's output (bytes; None when not captured).
+Measurement = collections.namedtuple(
+    "Measurement", "seconds peak_kib user_seconds sys_seconds status stdout stderr")
+
+
+def parse_report(line):
+    """measure's report line "SECONDS PEAK_RSS_KIB [USER SYS]" -> (seconds, peak KiB, user
+    seconds, sys seconds); None for the CPU times of a two-field line. ValueError if malformed."""
+    fields = line.split()
+    if len(fields) < 2:
+        raise ValueError(f"not a measure report: {line!r}")
+    user, sys_ = (float(fields[2]), float(fields[3])) if len(fields) >= 4 else (None, None)
+    return float(fields[0]), int(fields[1]), user, sys_
+
+
+def measure_process(argv, preload, stdin_path=None, measure_tool=None, env=None):
+    """Runs argv to completion through the `measure` wrapper with `preload` (a library path, or
+    None for none) in LD_PRELOAD, capturing its output; returns a Measurement. A command that
+    fails is reported through `status`, not raised; RuntimeError only if measure itself fails.
+    measure_tool: the wrapper's path (default: the benchmark's build/bench/measure); env: the
+    environment for the command (default: this process's, without LD_PRELOAD)."""
+    command = ([str(measure_tool or OUT / "measure"), "--preload", str(preload or ""), "--"] +
+               [str(a) for a in argv])
+    with open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb") as stdin:
+        result = subprocess.run(command, stdin=stdin, capture_output=True,
+                                env=environment(None) if env is None else env)
+    # measure ends stderr with "\n" + report + "\n": the first newline is its own, not the
+    # command's.
+    body = result.stderr[:-1] if result.stderr.endswith(b"\n") else result.stderr
+    cut = body.rfind(b"\n")
+    try:
+        seconds, peak_kib, user, sys_ = parse_report(body[cut + 1:].decode(errors="replace"))
+    except ValueError:
+        raise RuntimeError(f"{' '.join(map(str, argv))}: measure failed ({result.returncode}): "
+                           f"{result.stderr[-500:].decode(errors='replace')}") from None
+    return Measurement(seconds, peak_kib, user, sys_, result.returncode, result.stdout,
+                       body[:max(cut, 0)])
+
+
 def run_process(argv, preload, stdin_path=None):
     """Runs argv to completion through the `measure` wrapper (see measure.c); returns
-    (seconds, peak RSS in KiB, stdout bytes)."""
-    command = [str(OUT / "measure"), "--preload", str(preload or ""), "--"] + [str(a) for a in argv]
-    with open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb") as stdin:
-        result = subprocess.run(command, stdin=stdin, capture_output=True, env=environment(None))
-    report = result.stderr.decode(errors="replace").strip().splitlines()
-    if result.returncode != 0 or not report:
-        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({result.returncode}): "
-                           f"{result.stderr[-500:].decode(errors='replace')}")
-    seconds, peak_kib = report[-1].split()
-    return float(seconds), int(peak_kib), result.stdout
+    (seconds, peak RSS in KiB, stdout bytes). A command that fails is an error."""
+    run = measure_process(argv, preload, stdin_path)
+    if run.status != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({run.status}): "
+                           f"{run.stderr[-500:].decode(errors='replace')}")
+    return run.seconds, run.peak_kib, run.stdout
 
 
 def free_port():
@@ -205,6 +243,13 @@ def format_rss(kib):
     return f"{kib / 1024:.1f}M" if kib >= 1024 else f"{kib}K"
 
 
+def format_cell(key, value, base=None):
+    """A table cell: seconds ("1.234s") when `key` names seconds, else KiB shown as "12.3M";
+    given `base` (mapalloc's figure), followed by " xR", R = value / base."""
+    text = f"{value:.3f}s" if key.endswith("seconds") else format_rss(value)
+    return text if base is None else text + f" x{value / base:.2f}"
+
+
 def table_rows(chosen, allocators, results, key, fastpath=None):
     """One table: a row per workload, a column per allocator; each cell the median of `key`
     and, for the others, 'xR' = R times mapalloc's figure."""
@@ -215,10 +260,7 @@ def table_rows(chosen, allocators, results, key, fastpath=None):
         row = [workload.name]
         for allocator in allocators:
             value = results[workload.name][allocator][key]
-            text = f"{value:.3f}s" if key == "median_seconds" else format_rss(value)
-            if allocator != "mapalloc":
-                text += f" x{value / base:.2f}"
-            row.append(text)
+            row.append(format_cell(key, value, None if allocator == "mapalloc" else base))
         rows.append(row)
     if fastpath:
         rows.append(["instructions per malloc/free pair (callgrind)"] +

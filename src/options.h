@@ -26,7 +26,7 @@ struct Options {
   bool stats_at_exit = false;
   // Append a CSV sample (time, in use, mapped, resident) to stats_file every this many ms.
   uint32_t sample_ms = 0;
-  char stats_file[256] = {};
+  char stats_file[256] = {};  // "%p" in it stands for the process id
   // Print the options in force at start, and OS failures as they happen.
   bool verbose = false;
   // Fault injection for tests: fail the Nth request for memory from the OS (and, for

@@ -217,15 +217,33 @@ size_t process_peak_resident_bytes() {
 
 void stats_start_sampler_if_asked() {
   const Options& settings = options();
-  if (settings.stats_file[0] != '\0') {
-    int fd = open(settings.stats_file, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+  bool have_file = settings.stats_file[0] != '\0';
+  if (have_file) {
+    // "%p" stands for the process id: each process of a pipeline or a shell script can get
+    // its own file instead of truncating its parent's.
+    char path[sizeof(settings.stats_file) + 24];
+    size_t length = 0;
+    for (const char* c = settings.stats_file; *c != '\0' && length + 24 < sizeof(path); ++c) {
+      if (c[0] == '%' && c[1] == 'p') {
+        length += diag_snprintf(path + length, sizeof(path) - length, "%d", int(getpid()));
+        ++c;
+      } else {
+        path[length++] = *c;
+      }
+    }
+    path[length] = '\0';
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0)
       report_fd = fd;
     else
-      diag_write("mapalloc: cannot open MAPALLOC_STATS_FILE=%s; using stderr", settings.stats_file);
+      diag_write("mapalloc: cannot open MAPALLOC_STATS_FILE=%s; using stderr", path);
+  } else if (settings.stats_at_exit) {
+    // A copy of stderr for the table at exit: GNU coreutils (ls, sort...) close stderr first.
+    int fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (fd >= 0) report_fd = fd;
   }
   if (settings.sample_ms == 0) return;
-  if (report_fd == STDERR_FILENO) {
+  if (!have_file) {
     diag_write(
         "mapalloc: MAPALLOC_SAMPLE_MS needs MAPALLOC_STATS_FILE (where to write the samples)");
     return;

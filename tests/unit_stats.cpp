@@ -181,3 +181,29 @@ TEST_CASE("MAPALLOC_SAMPLE_MS appends CSV samples to the stats file") {
   output = run_probe({"MAPALLOC_SAMPLE_MS=10"});  // without a file: a warning, no samples
   CHECK(output.err.find("MAPALLOC_SAMPLE_MS needs MAPALLOC_STATS_FILE") != std::string::npos);
 }
+
+TEST_CASE("the table at exit survives a program that closes stderr first (GNU ls does)") {
+  std::string out = "/tmp/mapalloc-ls-err." + std::to_string(getpid());
+  std::string command = "MAPALLOC_STATS=1 LD_PRELOAD=build/libmapalloc.so ls / >/dev/null 2>" + out;
+  CHECK(system(command.c_str()) == 0);
+  std::ifstream err(out);
+  std::stringstream text;
+  text << err.rdbuf();
+  CHECK(text.str().find("mapalloc statistics") != std::string::npos);
+  unlink(out.c_str());
+}
+
+TEST_CASE("%p in MAPALLOC_STATS_FILE gives each process its own file") {
+  std::string directory = "/tmp/mapalloc-pid-files." + std::to_string(getpid());
+  std::string command = "mkdir -p " + directory +
+                        " && MAPALLOC_STATS=1 MAPALLOC_STATS_FILE=" + directory +
+                        "/stats.%p LD_PRELOAD=build/libmapalloc.so " +
+                        "sh -c 'true; ls / >/dev/null; ls / >/dev/null' && ls " + directory +
+                        " | wc -l > " + directory + ".count";
+  CHECK(system(command.c_str()) == 0);
+  std::ifstream count_file(directory + ".count");
+  int files = 0;
+  count_file >> files;
+  CHECK(files >= 3);  // sh and the two ls, each with its own table
+  CHECK(system(("rm -rf " + directory + " " + directory + ".count").c_str()) == 0);
+}

@@ -1,10 +1,16 @@
-/* Runs a command and reports its wall time and peak RSS, for the benchmark driver:
- *   measure [--preload LIBRARY] -- COMMAND ARGS...
- * prints "SECONDS PEAK_RSS_KIB" on the last line of stderr (fd 2) after the command's own
- * output; the exit status is the command's. Measuring from this small process, rather than
- * from Python, matters for peak RSS: a forked child's maximum RSS includes the parent memory it
- * inherited before exec. LIBRARY is put in LD_PRELOAD for the command only. */
+/* Runs a command and reports its wall time, peak RSS and CPU time, for the benchmark driver and
+ * the mapalloc command:
+ *   measure [--preload LIBRARY] [--report FILE] -- COMMAND ARGS...
+ * prints "SECONDS PEAK_RSS_KIB USER_SECONDS SYS_SECONDS" on the last line of stderr (fd 2) after
+ * the command's own output, or into FILE with --report (so that the command's stderr stays its
+ * own); the exit status is the command's (128 + N if signal N killed it). Readers take the first
+ * two fields, so older readers of "SECONDS PEAK_RSS_KIB" keep working. CPU times include the
+ * command's waited-for children, as the time(1) command's do.
+ * Measuring from this small process, rather than from Python, matters for peak RSS: a forked
+ * child's maximum RSS includes the parent memory it inherited before exec. LIBRARY is put in
+ * LD_PRELOAD for the command only. */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,21 +19,32 @@
 #include <time.h>
 #include <unistd.h>
 
+static double timeval_seconds(struct timeval value) {
+  return (double)value.tv_sec + (double)value.tv_usec / 1e6;
+}
+
 int main(int argc, char** argv) {
   const char* preload = NULL;
+  const char* report = NULL;
   int first = 1;
-  if (first + 1 < argc && strcmp(argv[first], "--preload") == 0) {
-    preload = argv[first + 1];
+  while (first + 1 < argc && argv[first][0] == '-' && strcmp(argv[first], "--") != 0) {
+    if (strcmp(argv[first], "--preload") == 0) preload = argv[first + 1];
+    else if (strcmp(argv[first], "--report") == 0) report = argv[first + 1];
+    else break;
     first += 2;
   }
   if (first < argc && strcmp(argv[first], "--") == 0) ++first;
   if (first >= argc) {
-    fprintf(stderr, "usage: measure [--preload LIBRARY] -- COMMAND ARGS...\n");
+    fprintf(stderr, "usage: measure [--preload LIBRARY] [--report FILE] -- COMMAND ARGS...\n");
     return 2;
   }
   struct timespec start, end;
   clock_gettime(CLOCK_MONOTONIC, &start);
   pid_t child = fork();
+  if (child < 0) {
+    perror("measure: fork");
+    return 2;
+  }
   if (child == 0) {
     if (preload != NULL && preload[0] != '\0') setenv("LD_PRELOAD", preload, 1);
     else unsetenv("LD_PRELOAD");
@@ -35,12 +52,28 @@ int main(int argc, char** argv) {
     perror(argv[first]);
     _exit(127);
   }
+  /* Like system(): a Ctrl-C at the terminal goes to the command (same process group); this
+   * process waits for it and still reports. Set after the fork, so the command keeps the
+   * default dispositions. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGQUIT, SIG_IGN);
   int status = 0;
   struct rusage usage;
   if (wait4(child, &status, 0, &usage) < 0) return 2;
   clock_gettime(CLOCK_MONOTONIC, &end);
   double seconds = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9;
-  fprintf(stderr, "\n%.6f %ld\n", seconds, usage.ru_maxrss);
+  double user = timeval_seconds(usage.ru_utime), sys = timeval_seconds(usage.ru_stime);
+  if (report != NULL) {
+    FILE* out = fopen(report, "w");
+    if (out == NULL) {
+      perror(report);
+      return 2;
+    }
+    fprintf(out, "%.6f %ld %.6f %.6f\n", seconds, usage.ru_maxrss, user, sys);
+    fclose(out);
+  } else {
+    fprintf(stderr, "\n%.6f %ld %.6f %.6f\n", seconds, usage.ru_maxrss, user, sys);
+  }
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
 }
