@@ -188,6 +188,9 @@ unsigned cache_take_all(LargeHeader** taken) {
 }  // namespace
 
 void* large_alloc(size_t size, size_t alignment, bool* zeroed) {
+  // A block of 0 bytes at a 4 MiB+ alignment would start exactly at the mapping's end (and mark
+  // the segment map of the unit after it): every block holds at least one byte.
+  if (size == 0) size = 1;
   size_t offset = header_offset(alignment);
   size_t needed = mapping_bytes_for(size, offset);
   if (alignment < kSegmentBytes) {

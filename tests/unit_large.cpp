@@ -54,6 +54,23 @@ TEST_CASE("large alignments up to 1 GiB") {
   }
 }
 
+TEST_CASE("zero bytes at a 4 MiB alignment is a block inside its own mapping") {
+  // Found by the fuzzer: the block used to start at its mapping's end, and the segment map entry
+  // of the next 4 MiB unit was claimed for it.
+  for (size_t alignment : {size_t{4} << 20, size_t{8} << 20}) {
+    void* block = aligned_alloc(alignment, runtime(0));
+    REQUIRE(block != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(block) % alignment == 0);
+    if (!kSecure) {  // (the secure build's usable size is exactly the request: 0)
+      CHECK(malloc_usable_size(block) >= 1);
+      static_cast<volatile char*>(block)[0] = 1;  // its byte is mapped
+    }
+    char* next_unit = static_cast<char*>(block) + (size_t{4} << 20);
+    CHECK_FALSE(mapalloc_owns(next_unit));
+    free(block);
+  }
+}
+
 TEST_CASE("realloc grows a buffer to 1 GiB by doubling with mremap, keeping its contents") {
   size_t size = 1 << 20;
   auto* buffer = static_cast<unsigned char*>(malloc(runtime(size)));
