@@ -25,7 +25,7 @@ HEADERS := $(wildcard src/*.h) include/mapalloc.h
 .PHONY: all test bench bench-quick stress format clean install uninstall check-format \
   check-sanitize
 all: $(BUILD)/libmapalloc.so $(BUILD)/libmapalloc.a $(BUILD)/libmapalloc-prefixed.a \
-  $(BUILD)/libmapalloc-secure.so $(BUILD)/libmapalloc-secure.a
+  $(BUILD)/libmapalloc-secure.so $(BUILD)/libmapalloc-secure.a trace-tools
 
 $(BUILD)/obj/%.o: src/%.cpp $(HEADERS) Makefile
 	@mkdir -p $(dir $@)
@@ -159,7 +159,8 @@ stress: all $(BUILD)/tsan/libmapalloc-prefixed.a
 	stress/real_programs.sh
 
 # ---- housekeeping ------------------------------------------------------------------------------
-FORMAT_FILES := $(wildcard src/*.cpp src/*.h include/*.h tests/*.cpp tests/*.h stress/*.cpp stress/*.c)
+FORMAT_FILES := $(wildcard src/*.cpp src/*.h include/*.h tests/*.cpp tests/*.h stress/*.cpp stress/*.c \
+  scripts/replay/*.cpp scripts/replay/*.h)
 format:
 	clang-format -i $(FORMAT_FILES)
 
@@ -169,6 +170,10 @@ check-format:
 # make install / make uninstall (PREFIX, DESTDIR): the libraries, header, pkg-config file and
 # the mapalloc command.
 include scripts/install.mk
+
+# make trace-tools (the tracing library, replay, trace-info) and make fuzz / fuzz-quick.
+include scripts/trace.mk
+include tests/fuzz.mk
 
 clean:
 	rm -rf $(BUILD)

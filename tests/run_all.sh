@@ -52,6 +52,8 @@ run_doctest "unit tests, secure build" build/tests/unit-secure
 run_checks "preloaded real programs" tests/preload_smoke.sh
 run_checks "static linking" tests/static_link.sh
 run_checks "mapalloc command, install" tests/cli_test.sh
+run_checks "allocation traces: record, replay, trace-info" tests/trace_test.sh
+run_checks "fuzzer, short run" make --no-print-directory fuzz-quick
 run_checks "stress suite, small scale (preloaded and static)" stress/run.sh --quick
 run_checks "stress suite under ThreadSanitizer" stress/run.sh --allocators "" --tsan
 run_doctest "unit tests, UBSan build" build/tests/unit-ubsan

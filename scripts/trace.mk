@@ -1,0 +1,34 @@
+# Allocation traces (README: "Recording and replaying allocations"): the tracing library and the
+# tools that read traces. Included from the Makefile; uses its BUILD, CC, CXX, CORE_OBJECTS,
+# HEADERS and its rule for $(BUILD)/obj/%.o (which builds trace.o from src/trace.cpp).
+#   make trace-tools    build/libmapalloc-trace.so, build/replay, build/trace-info
+
+TRACE_TOOLS := $(BUILD)/libmapalloc-trace.so $(BUILD)/replay $(BUILD)/trace-info
+.PHONY: trace-tools
+trace-tools: $(TRACE_TOOLS)
+
+# override.o with every symbol made weak: trace.o's traced malloc, free, ... (and glibc's
+# internal names for them) take precedence at link time, while the exports trace.o does not
+# define (mallopt, mallinfo2, malloc_trim, malloc_stats, the fork hooks, ...) stay exactly as
+# in the normal library, without a second copy of their source. override_new.o is not used:
+# trace.o defines every operator new and delete.
+$(BUILD)/trace/override-weak.o: $(BUILD)/obj/override.o
+	@mkdir -p $(dir $@)
+	objcopy --weaken $< $@
+
+# Linked with the C driver, as libmapalloc.so: the library needs libc alone at run time.
+$(BUILD)/libmapalloc-trace.so: $(CORE_OBJECTS) $(BUILD)/obj/trace.o $(BUILD)/trace/override-weak.o
+	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc-trace.so -lpthread
+
+# The readers: ordinary C++17 programs. They allocate with plain malloc and new, so that the
+# allocator preloaded into them serves replay's calls.
+TRACE_TOOL_CXXFLAGS := -std=c++17 -O2 -g -pthread -Wall -Wextra -Werror -Isrc
+TRACE_READER := scripts/replay/trace_reader.h src/trace.h
+
+$(BUILD)/replay: scripts/replay/replay.cpp $(TRACE_READER)
+	@mkdir -p $(dir $@)
+	$(CXX) $(TRACE_TOOL_CXXFLAGS) -o $@ $<
+
+$(BUILD)/trace-info: scripts/replay/trace_info.cpp $(TRACE_READER)
+	@mkdir -p $(dir $@)
+	$(CXX) $(TRACE_TOOL_CXXFLAGS) -o $@ $<

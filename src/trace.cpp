@@ -1,0 +1,612 @@
+// The tracing build (build/libmapalloc-trace.so): every allocation entry point that
+// override.cpp and override_new.cpp export, logging each call into the trace file (format in
+// trace.h) and then doing the same work through the core. A separate library, so that the normal
+// build's fast paths never test whether tracing is on.
+//
+// Per call: one shared atomic (the sequence number, which is also a new block's id), a lookup
+// or store in the address -> id map, the thread's own log lock (only ever contended by the exit
+// flush), a cycle-counter read and a few bytes appended to the thread's buffer. The tracer's
+// memory (buffers, map) comes from mmap, never from the allocator it traces, and it calls
+// nothing that allocates while it holds a lock, so a nested malloc (pthread_setspecific,
+// pthread_atfork) is traced like any other call.
+//
+// Files: the first traced process writes MAPALLOC_TRACE_FILE (default mapalloc.trace) and holds
+// an flock on it; a process started while it runs (an exec'd child that inherited LD_PRELOAD)
+// finds it locked and writes FILE.<pid>. fork() children that do not exec are not traced.
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <new>
+
+#include "alloc.h"
+#include "cxx_runtime.h"
+#include "diag.h"
+#include "os.h"
+#include "spin_lock.h"
+#include "trace.h"
+
+using namespace mapalloc;
+namespace tr = mapalloc::trace;
+
+namespace {
+
+class ErrnoGuard {  // a successful allocation leaves errno unchanged: so must its tracing
+ public:
+  ErrnoGuard() : saved_(errno) {}
+  ~ErrnoGuard() { errno = saved_; }
+
+ private:
+  int saved_;
+};
+
+// ---- state ------------------------------------------------------------------------------------
+enum State : int { kUnstarted, kStarting, kRecording, kOff };
+std::atomic<int> state{kUnstarted};
+__thread bool tls_starting __attribute__((tls_model("initial-exec"))) = false;
+
+int trace_fd = -1;
+bool write_failed = false;
+dev_t trace_dev;
+ino_t trace_ino;
+pid_t trace_pid;
+uint64_t start_ns;  // CLOCK_MONOTONIC at the start: record times are microseconds since then
+pthread_key_t thread_key;
+bool thread_key_ready = false;
+
+std::atomic<uint64_t> next_seq{0};     // records so far, process-wide: the global order
+std::atomic<uint32_t> next_thread{0};  // threads that recorded so far
+
+uint64_t monotonic_ns() {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000000000u + static_cast<uint64_t>(now.tv_nsec);
+}
+
+// ---- the address -> block id map ----------------------------------------------------------------
+// A two-level table indexed by address, like a sanitizer's shadow memory: for each 64 MiB of
+// address space that holds blocks, a lazily mapped array of one 8-byte id per 16 bytes (every
+// block is 16-byte aligned). Unlike a hash table, a block's entry sits next to its neighbours'
+// entries, so the map's cache footprint follows the program's own (a hash table made tracing
+// several times slower with 200,000 live blocks). An address belongs to one live block at a
+// time, and the allocator orders a free before the reuse of its address, so entries need no
+// lock: relaxed atomic loads and stores.
+constexpr unsigned kRegionShift = 26;
+constexpr size_t kRegionSlots = (size_t{1} << kRegionShift) / kMinAlignBytes;
+constexpr size_t kRegions = size_t{1} << (kAddressBits - kRegionShift);
+std::atomic<uint64_t*>* regions = nullptr;  // kRegions entries, mapped when tracing starts
+
+void* map_reserve(size_t bytes) {  // address space, backed by memory only where touched
+  void* start = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return start == MAP_FAILED ? nullptr : start;
+}
+
+uint64_t* slot_of(const void* pointer, bool create) {
+  auto address = reinterpret_cast<uintptr_t>(pointer);
+  if ((address >> kAddressBits) != 0 || address % kMinAlignBytes != 0) return nullptr;
+  std::atomic<uint64_t*>& entry = regions[address >> kRegionShift];
+  uint64_t* region = entry.load(std::memory_order_acquire);
+  if (MAPALLOC_UNLIKELY(region == nullptr)) {
+    if (!create) return nullptr;
+    ErrnoGuard errno_guard;
+    region = static_cast<uint64_t*>(map_reserve(kRegionSlots * sizeof(uint64_t)));
+    if (region == nullptr) return nullptr;  // the block stays unknown
+    uint64_t* winner = nullptr;
+    if (!entry.compare_exchange_strong(winner, region, std::memory_order_acq_rel)) {
+      munmap(region, kRegionSlots * sizeof(uint64_t));  // another thread mapped it first
+      region = winner;
+    }
+  }
+  return region + (address / kMinAlignBytes) % kRegionSlots;
+}
+
+void map_insert(const void* pointer, uint64_t id) {
+  if (uint64_t* slot = slot_of(pointer, true)) __atomic_store_n(slot, id, __ATOMIC_RELAXED);
+}
+
+// The block's id (0: unknown); with `remove`, the entry goes.
+uint64_t map_find(const void* pointer, bool remove) {
+  uint64_t* slot = slot_of(pointer, false);
+  if (slot == nullptr) return 0;
+  uint64_t id = __atomic_load_n(slot, __ATOMIC_RELAXED);
+  if (remove && id != 0) __atomic_store_n(slot, 0, __ATOMIC_RELAXED);
+  return id;
+}
+
+// ---- per-thread logs
+// ------------------------------------------------------------------------------ A log is one
+// thread's buffer: a chunk header followed by records. It lives in its own mapping and is never
+// unmapped: a thread's log returns to the pool at thread exit (flushed) and serves the next new
+// thread; the exit flush walks the list of every log.
+constexpr size_t kPayloadBytes = 256 * kKiB;
+constexpr size_t kMaxRecordBytes = 1 + 7 * tr::kMaxVarintBytes;
+
+struct Log {
+  SpinLock lock;  // the owner while it appends or flushes; the exit flush
+  uint32_t thread = 0;
+  uint32_t records = 0;
+  size_t used = 0;  // payload bytes
+  uint64_t base_seq = 0, base_time = 0;
+  uint64_t prev_seq = 0, prev_time = 0;
+  uint64_t clock_ticks = 0;  // os_ticks() at the last clock read
+  Log* all_next = nullptr;
+  Log* pool_next = nullptr;
+  uint8_t* buffer = nullptr;  // chunk header, then kPayloadBytes
+};
+
+std::atomic<Log*> all_logs{nullptr};
+SpinLock pool_lock;
+Log* pool = nullptr;
+__thread Log* tls_log __attribute__((tls_model("initial-exec"))) = nullptr;
+__thread uint32_t tls_thread __attribute__((tls_model("initial-exec"))) = 0;  // index + 1
+
+void stop_tracing(const char* why) {
+  write_failed = true;
+  if (state.exchange(kOff) == kRecording) diag_write("mapalloc-trace: %s; tracing stopped", why);
+}
+
+// One write(2) per chunk: with O_APPEND, chunks of different threads never interleave.
+void write_chunk(uint8_t* chunk, size_t bytes) {
+  struct stat now;
+  if (fstat(trace_fd, &now) != 0 || now.st_dev != trace_dev || now.st_ino != trace_ino) {
+    return stop_tracing("the program closed the trace file's descriptor");
+  }
+  for (size_t done = 0; done < bytes;) {
+    ssize_t written = write(trace_fd, chunk + done, bytes - done);
+    if (written < 0 && errno == EINTR) continue;
+    if (written <= 0) return stop_tracing("cannot write the trace file");
+    done += static_cast<size_t>(written);
+  }
+}
+
+void flush_locked(Log* log) {
+  if (log->records == 0) return;
+  ErrnoGuard errno_guard;
+  tr::put_chunk_header(log->buffer, log->thread, log->used, log->records, log->base_seq,
+                       log->base_time);
+  // What was recorded is written even after recording stopped (at exit), but never by a fork
+  // child: the buffers it inherited belong to the parent.
+  if (!write_failed && getpid() == trace_pid) {
+    write_chunk(log->buffer, tr::kChunkHeaderBytes + log->used);
+  }
+  log->used = 0;
+  log->records = 0;
+  log->base_seq = log->prev_seq;
+  log->base_time = log->prev_time;
+}
+
+MAPALLOC_NOINLINE Log* attach_log() {
+  ErrnoGuard errno_guard;
+  Log* log;
+  {
+    SpinLockGuard guard(pool_lock);
+    log = pool;
+    if (log != nullptr) pool = log->pool_next;
+  }
+  if (log == nullptr) {
+    void* memory = map_reserve(sizeof(Log) + tr::kChunkHeaderBytes + kPayloadBytes);
+    if (memory == nullptr) return nullptr;
+    log = new (memory) Log;
+    log->buffer = static_cast<uint8_t*>(memory) + sizeof(Log);
+    log->all_next = all_logs.load(std::memory_order_relaxed);
+    while (!all_logs.compare_exchange_weak(log->all_next, log, std::memory_order_release)) {
+    }
+  }
+  if (tls_thread == 0) tls_thread = next_thread.fetch_add(1, std::memory_order_relaxed) + 1;
+  log->thread = tls_thread - 1;
+  log->base_seq = log->base_time = log->prev_seq = log->prev_time = log->clock_ticks = 0;
+  tls_log = log;  // before anything that may allocate: a nested call finds the log
+  if (thread_key_ready) pthread_setspecific(thread_key, log);
+  return log;
+}
+
+// Thread exit (a pthread key destructor): flush and hand the log to the pool. A call the thread
+// makes later (another key's destructor) attaches a log again and re-arms the key.
+void on_thread_exit(void* value) {
+  auto* log = static_cast<Log*>(value);
+  log->lock.lock();
+  flush_locked(log);
+  log->lock.unlock();
+  if (tls_log == log) tls_log = nullptr;
+  SpinLockGuard guard(pool_lock);
+  log->pool_next = pool;
+  pool = log;
+}
+
+MAPALLOC_INLINE Log* current_log() {
+  Log* log = tls_log;
+  return MAPALLOC_LIKELY(log != nullptr) ? log : attach_log();
+}
+
+// ---- records -----------------------------------------------------------------------------------
+constexpr uint64_t kUnknownBlock = ~uint64_t{0};
+struct Fields {
+  uint64_t ref = 0;  // 0: NULL, kUnknownBlock, else a block id
+  uint64_t count = 0, size = 0, alignment = 0;
+  bool null_result = false;
+};
+
+// The call's sequence number, which is also the id of the block it allocates.
+MAPALLOC_INLINE uint64_t take_seq() { return next_seq.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+// Microseconds since the start. The clock (a vDSO call, 25-40 ns) is read again only once the
+// cycle counter (a few ns) says about a microsecond has passed since the thread's last read, so
+// a busy thread pays for it once per microsecond and every record is still accurate to ~1 us.
+constexpr uint64_t kTicksPerClockRead = kTicksPerCheck >> 9;  // (kTicksPerCheck: ~1 ms)
+MAPALLOC_INLINE uint64_t now_us(Log* log) {
+  uint64_t ticks = os_ticks();
+  if (ticks - log->clock_ticks < kTicksPerClockRead) return log->prev_time;
+  log->clock_ticks = ticks;
+  uint64_t time = (monotonic_ns() - start_ns) / 1000;
+  return time > log->prev_time ? time : log->prev_time;
+}
+
+void emit(Log* log, unsigned op, uint64_t seq, const Fields& f) {
+  log->lock.lock();
+  if (log->used + kMaxRecordBytes > kPayloadBytes) flush_locked(log);
+  uint64_t time = now_us(log);
+  uint8_t* start = log->buffer + tr::kChunkHeaderBytes + log->used;
+  uint8_t* out = start + 1;
+  uint8_t op_byte = static_cast<uint8_t>(op | (f.null_result ? tr::kNullResult : 0));
+  if (seq == log->prev_seq + 1)
+    op_byte |= tr::kSeqIsNext;
+  else
+    out = tr::put_varint(out, seq - log->prev_seq);
+  if (time == log->prev_time)
+    op_byte |= tr::kSameTime;
+  else
+    out = tr::put_varint(out, time - log->prev_time);
+  *start = op_byte;
+  if (tr::op_has_ref(op)) {
+    out = tr::put_varint(out, f.ref == 0 ? 0 : f.ref == kUnknownBlock ? 1 : 2 + (seq - f.ref));
+  }
+  if (tr::op_has_count(op)) out = tr::put_varint(out, f.count);
+  if (tr::op_has_size(op)) out = tr::put_varint(out, f.size);
+  if (tr::op_has_alignment(op)) out = tr::put_varint(out, f.alignment);
+  log->used += static_cast<size_t>(out - start);
+  ++log->records;
+  log->prev_seq = seq;
+  log->prev_time = time;
+  log->lock.unlock();
+}
+
+// ---- starting and stopping -------------------------------------------------------------------
+void on_fork_child() { state.store(kOff, std::memory_order_relaxed); }
+
+bool open_trace() {
+  const char* path = getenv("MAPALLOC_TRACE_FILE");
+  if (path == nullptr || *path == '\0') path = "mapalloc.trace";
+  uint32_t flags = 0;
+  char child_path[4096];
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    if (ftruncate(fd, 0) != 0) {
+      close(fd);
+      fd = -1;
+    }
+  } else if (fd >= 0) {  // held by a traced process that is still running: our parent
+    close(fd);
+    diag_snprintf(child_path, sizeof(child_path), "%s.%d", path, static_cast<int>(getpid()));
+    fd = open(child_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) flock(fd, LOCK_EX | LOCK_NB);
+    flags |= tr::kFlagChildProcess;
+    path = child_path;
+  }
+  if (fd < 0) {
+    diag_write("mapalloc-trace: cannot open %s: not tracing", path);
+    return false;
+  }
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 700);  // out of the way of programs reusing low fds
+  if (high >= 0) {
+    close(fd);
+    fd = high;
+  }
+  struct stat info;
+  if (fstat(fd, &info) != 0) return false;
+  trace_fd = fd;
+  trace_dev = info.st_dev;
+  trace_ino = info.st_ino;
+  trace_pid = getpid();
+  start_ns = monotonic_ns();
+
+  uint8_t header[tr::kHeaderFixedBytes + tr::kMaxProgramBytes];
+  ssize_t name_bytes =
+      readlink("/proc/self/exe", reinterpret_cast<char*>(header) + tr::kHeaderFixedBytes,
+               tr::kMaxProgramBytes);
+  if (name_bytes < 0) name_bytes = 0;
+  timespec wall;
+  clock_gettime(CLOCK_REALTIME, &wall);
+  uint64_t unix_ns = static_cast<uint64_t>(wall.tv_sec) * 1000000000u + wall.tv_nsec;
+  size_t bytes = tr::put_header(header, static_cast<uint32_t>(trace_pid), unix_ns, flags,
+                                static_cast<size_t>(name_bytes));
+  state.store(kRecording, std::memory_order_relaxed);  // so that write_chunk reports failures
+  write_chunk(header, bytes);
+  return state.load(std::memory_order_relaxed) == kRecording;
+}
+
+// The first call of the process starts tracing. Calls the starting thread makes meanwhile go
+// through untraced; other threads wait.
+MAPALLOC_NOINLINE bool start_tracing() {
+  int expected = kUnstarted;
+  if (state.compare_exchange_strong(expected, kStarting, std::memory_order_acq_rel)) {
+    ErrnoGuard errno_guard;
+    tls_starting = true;
+    thread_key_ready = pthread_key_create(&thread_key, on_thread_exit) == 0;  // no allocation
+    regions = static_cast<std::atomic<uint64_t*>*>(map_reserve(kRegions * sizeof(uint64_t*)));
+    bool ok = regions != nullptr && open_trace();
+    state.store(ok ? kRecording : kOff, std::memory_order_release);
+    if (ok) pthread_atfork(nullptr, nullptr, on_fork_child);  // may allocate: traced
+    tls_starting = false;
+    return ok;
+  }
+  if (expected == kStarting && tls_starting) return false;
+  while (state.load(std::memory_order_acquire) == kStarting) sched_yield();
+  return state.load(std::memory_order_acquire) == kRecording;
+}
+
+MAPALLOC_INLINE bool tracing() {
+  int now = state.load(std::memory_order_acquire);
+  if (MAPALLOC_LIKELY(now == kRecording)) return true;
+  return now != kOff && start_tracing();
+}
+
+// At exit: stop recording, flush every thread's buffer, then the end marker (totals). Calls
+// made after this (later destructors, threads still running) are not recorded.
+__attribute__((destructor(101))) void finish_trace() {
+  if (state.load() != kRecording || getpid() != trace_pid) return;
+  state.store(kOff);
+  for (Log* log = all_logs.load(std::memory_order_acquire); log != nullptr; log = log->all_next) {
+    log->lock.lock();
+    flush_locked(log);
+    log->lock.unlock();
+  }
+  uint8_t end[tr::kChunkHeaderBytes + 2 * tr::kMaxVarintBytes];
+  uint8_t* out = tr::put_varint(end + tr::kChunkHeaderBytes, next_seq.load());
+  out = tr::put_varint(out, next_thread.load());
+  size_t payload = static_cast<size_t>(out - end) - tr::kChunkHeaderBytes;
+  tr::put_chunk_header(end, tr::kEndThread, payload, 0, 0, 0);
+  write_chunk(end, tr::kChunkHeaderBytes + payload);
+}
+
+// ---- what the entry points call --------------------------------------------------------------
+MAPALLOC_NOINLINE void record_alloc(unsigned op, uint64_t count, uint64_t size, uint64_t alignment,
+                                    void* block) {
+  Log* log = current_log();  // first: attaching a log may allocate (a nested, traced call)
+  if (log == nullptr) return;
+  uint64_t seq = take_seq();
+  if (block != nullptr) map_insert(block, seq);
+  emit(log, op, seq, {0, count, size, alignment, block == nullptr});
+}
+
+MAPALLOC_INLINE void* note_alloc(unsigned op, uint64_t count, uint64_t size, uint64_t alignment,
+                                 void* block) {
+  if (MAPALLOC_LIKELY(tracing())) record_alloc(op, count, size, alignment, block);
+  return block;
+}
+
+// Before the block goes back (a free, or the block handed to realloc): once freed, its address
+// may be handed out, and entered in the map, by another thread at once.
+uint64_t take_ref(const void* block, bool remove) {
+  if (block == nullptr) return 0;
+  uint64_t id = map_find(block, remove);
+  return id != 0 ? id : kUnknownBlock;
+}
+
+MAPALLOC_NOINLINE void record_release(unsigned op, void* block, uint64_t size, uint64_t alignment) {
+  Log* log = current_log();
+  if (log == nullptr) return;
+  uint64_t ref = take_ref(block, op != tr::kUsableSize);
+  emit(log, op, take_seq(), {ref, 0, size, alignment, false});
+}
+
+MAPALLOC_INLINE void note_release(unsigned op, void* block, uint64_t size = 0,
+                                  uint64_t alignment = 0) {
+  if (MAPALLOC_LIKELY(tracing())) record_release(op, block, size, alignment);
+}
+
+// realloc and reallocarray: the old block leaves the map before the call (once freed, its
+// address may go to another thread at once) and comes back under its id if the call fails. The
+// record is numbered after the call, which may make a nested, traced call of its own (the
+// core's set-up of a thread). `total`: count * size, unless that overflows (`overflow`).
+void* traced_realloc(unsigned op, void* block, uint64_t count, uint64_t size, size_t total,
+                     bool overflow) {
+  Log* log = tracing() ? current_log() : nullptr;
+  if (log == nullptr) return overflow ? nullptr : realloc_impl(block, total);
+  uint64_t ref = take_ref(block, true);
+  void* result = overflow ? nullptr : realloc_impl(block, total);
+  bool freed = result == nullptr && total == 0 && !overflow;  // realloc(p, 0) frees p
+  if (result == nullptr && !freed && ref != 0 && ref != kUnknownBlock) map_insert(block, ref);
+  uint64_t seq = take_seq();
+  if (result != nullptr) map_insert(result, seq);
+  emit(log, op, seq, {ref, count, size, 0, result == nullptr});
+  return result;
+}
+
+bool is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
+
+void* aligned_new(size_t size, size_t alignment) {
+  if (!is_power_of_two(alignment)) return nullptr;
+  return aligned_alloc_impl(alignment, size);
+}
+
+// operator new's failure protocol, as in override_new.cpp: the new-handler until it gives up.
+MAPALLOC_COLD void* retry_with_handler(size_t size, size_t alignment) {
+  for (;;) {
+    NewHandler handler = cxx_new_handler();
+    if (handler == nullptr) return nullptr;
+    handler();
+    void* block = alignment <= kMinAlignBytes ? malloc_fast(size) : aligned_new(size, alignment);
+    if (block != nullptr) return block;
+  }
+}
+
+// kind: kArrayBit | kNothrowBit; alignment 0: the default one.
+MAPALLOC_INLINE void* traced_new(unsigned kind, size_t size, size_t alignment) {
+  void* block = alignment == 0 ? malloc_fast(size) : aligned_new(size, alignment);
+  if (MAPALLOC_UNLIKELY(block == nullptr)) {
+    block = retry_with_handler(size, alignment == 0 ? kMinAlignBytes : alignment);
+  }
+  note_alloc(tr::kNew | kind | (alignment != 0 ? tr::kAlignedBit : 0), 0, size, alignment, block);
+  if (MAPALLOC_UNLIKELY(block == nullptr) && (kind & tr::kNothrowBit) == 0) {
+    cxx_throw_bad_alloc();
+  }
+  return block;
+}
+
+// kind: kArrayBit | kSizedBit | kAlignedBit.
+MAPALLOC_INLINE void traced_delete(unsigned kind, void* block, size_t size, size_t alignment) {
+  note_release(tr::kDelete | kind, block, size, alignment);
+  free_fast(block);
+}
+
+}  // namespace
+
+// ---- the C, POSIX and glibc entry points -------------------------------------------------------
+MAPALLOC_EXPORT void* malloc(size_t size) __THROW {
+  return note_alloc(tr::kMalloc, 0, size, 0, malloc_fast(size));
+}
+MAPALLOC_EXPORT void free(void* pointer) __THROW {
+  note_release(tr::kFree, pointer);
+  free_fast(pointer);
+}
+MAPALLOC_EXPORT void cfree(void* pointer) { free(pointer); }
+MAPALLOC_EXPORT void* calloc(size_t count, size_t size) __THROW {
+  return note_alloc(tr::kCalloc, count, size, 0, calloc_impl(count, size));
+}
+MAPALLOC_EXPORT void* realloc(void* pointer, size_t size) __THROW {
+  return traced_realloc(tr::kRealloc, pointer, 0, size, size, false);
+}
+MAPALLOC_EXPORT void* reallocarray(void* pointer, size_t count, size_t size) __THROW {
+  size_t total;
+  bool overflow = __builtin_mul_overflow(count, size, &total);
+  if (overflow) errno = ENOMEM;
+  return traced_realloc(tr::kReallocarray, pointer, count, size, total, overflow);
+}
+
+MAPALLOC_EXPORT int posix_memalign(void** result, size_t alignment, size_t size) __THROW {
+  void* block = nullptr;
+  int status = EINVAL;
+  if (is_power_of_two(alignment) && alignment % sizeof(void*) == 0) {
+    int saved = errno;
+    block = aligned_alloc_impl(alignment, size);
+    errno = saved;  // posix_memalign reports through its result, not errno
+    status = block != nullptr ? 0 : ENOMEM;
+  }
+  note_alloc(tr::kPosixMemalign, 0, size, alignment, block);
+  if (block != nullptr) *result = block;
+  return status;
+}
+
+MAPALLOC_EXPORT void* aligned_alloc(size_t alignment, size_t size) __THROW {
+  void* block = nullptr;
+  if (is_power_of_two(alignment))  // as glibc 2.38 and C17 DR 460
+    block = aligned_alloc_impl(alignment, size);
+  else
+    errno = EINVAL;
+  return note_alloc(tr::kAlignedAlloc, 0, size, alignment, block);
+}
+
+MAPALLOC_EXPORT void* memalign(size_t alignment, size_t size) __THROW {
+  void* block = nullptr;
+  if (alignment > SIZE_MAX / 2 + 1) {  // glibc rounds up to a power of two: there is none
+    errno = EINVAL;
+  } else {
+    size_t rounded = alignment <= 1 ? 1 : size_t{1} << (64 - __builtin_clzll(alignment - 1));
+    block = aligned_alloc_impl(rounded, size);
+  }
+  return note_alloc(tr::kMemalign, 0, size, alignment, block);
+}
+
+MAPALLOC_EXPORT void* valloc(size_t size) __THROW {
+  return note_alloc(tr::kValloc, 0, size, 0, aligned_alloc_impl(kOsPageBytes, size));
+}
+
+MAPALLOC_EXPORT void* pvalloc(size_t size) __THROW {
+  size_t rounded = align_up(size == 0 ? 1 : size, kOsPageBytes);
+  void* block = nullptr;
+  if (rounded < size)
+    errno = ENOMEM;
+  else
+    block = aligned_alloc_impl(kOsPageBytes, rounded);
+  return note_alloc(tr::kPvalloc, 0, size, 0, block);
+}
+
+MAPALLOC_EXPORT size_t malloc_usable_size(void* pointer) __THROW {
+  note_release(tr::kUsableSize, pointer);
+  return usable_size_impl(pointer);
+}
+
+// glibc's internal names (see override.cpp); the rest of override.cpp's exports (mallopt,
+// mallinfo, malloc_trim, ...) come from a weakened copy of override.o (scripts/trace.mk).
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+#define MAPALLOC_ALIAS(name, target) \
+  MAPALLOC_EXPORT __typeof__(target) name __attribute__((alias(#target)))
+MAPALLOC_ALIAS(__libc_malloc, malloc);
+MAPALLOC_ALIAS(__libc_free, free);
+MAPALLOC_ALIAS(__libc_calloc, calloc);
+MAPALLOC_ALIAS(__libc_realloc, realloc);
+MAPALLOC_ALIAS(__libc_memalign, memalign);
+MAPALLOC_ALIAS(__libc_valloc, valloc);
+MAPALLOC_ALIAS(__libc_pvalloc, pvalloc);
+MAPALLOC_ALIAS(__libc_reallocarray, reallocarray);
+MAPALLOC_ALIAS(__malloc, malloc);
+MAPALLOC_ALIAS(__free, free);
+MAPALLOC_ALIAS(__calloc, calloc);
+MAPALLOC_ALIAS(__realloc, realloc);
+MAPALLOC_ALIAS(__memalign, memalign);
+MAPALLOC_ALIAS(__valloc, valloc);
+MAPALLOC_ALIAS(__pvalloc, pvalloc);
+MAPALLOC_ALIAS(__posix_memalign, posix_memalign);
+MAPALLOC_ALIAS(__malloc_usable_size, malloc_usable_size);
+
+// ---- C++ operators
+// -------------------------------------------------------------------------------
+#define MAPALLOC_CXX_EXPORT __attribute__((visibility("default")))
+using std::align_val_t;
+using std::nothrow_t;
+constexpr unsigned kArr = tr::kArrayBit, kNothrow = tr::kNothrowBit;
+constexpr unsigned kSized = tr::kSizedBit, kAligned = tr::kAlignedBit;
+inline size_t bytes_of(align_val_t alignment) { return static_cast<size_t>(alignment); }
+
+// Every form of operator new and operator delete, spelled once per family through a macro.
+#define MAPALLOC_NEW_FORMS(name, kind)                                                 \
+  MAPALLOC_CXX_EXPORT void* name(size_t n) { return traced_new(kind, n, 0); }          \
+  MAPALLOC_CXX_EXPORT void* name(size_t n, const nothrow_t&) noexcept {                \
+    return traced_new(kind | kNothrow, n, 0);                                          \
+  }                                                                                    \
+  MAPALLOC_CXX_EXPORT void* name(size_t n, align_val_t a) {                            \
+    return traced_new(kind, n, bytes_of(a));                                           \
+  }                                                                                    \
+  MAPALLOC_CXX_EXPORT void* name(size_t n, align_val_t a, const nothrow_t&) noexcept { \
+    return traced_new(kind | kNothrow, n, bytes_of(a));                                \
+  }
+#define MAPALLOC_DELETE_FORMS(name, kind)                                            \
+  MAPALLOC_CXX_EXPORT void name(void* p) noexcept { traced_delete(kind, p, 0, 0); }  \
+  MAPALLOC_CXX_EXPORT void name(void* p, size_t n) noexcept {                        \
+    traced_delete(kind | kSized, p, n, 0);                                           \
+  }                                                                                  \
+  MAPALLOC_CXX_EXPORT void name(void* p, const nothrow_t&) noexcept {                \
+    traced_delete(kind, p, 0, 0);                                                    \
+  }                                                                                  \
+  MAPALLOC_CXX_EXPORT void name(void* p, align_val_t a) noexcept {                   \
+    traced_delete(kind | kAligned, p, 0, bytes_of(a));                               \
+  }                                                                                  \
+  MAPALLOC_CXX_EXPORT void name(void* p, size_t n, align_val_t a) noexcept {         \
+    traced_delete(kind | kSized | kAligned, p, n, bytes_of(a));                      \
+  }                                                                                  \
+  MAPALLOC_CXX_EXPORT void name(void* p, align_val_t a, const nothrow_t&) noexcept { \
+    traced_delete(kind | kAligned, p, 0, bytes_of(a));                               \
+  }
+MAPALLOC_NEW_FORMS(operator new, 0)
+MAPALLOC_NEW_FORMS(operator new[], kArr)
+MAPALLOC_DELETE_FORMS(operator delete, 0)
+MAPALLOC_DELETE_FORMS(operator delete[], kArr)
