@@ -154,7 +154,8 @@ installed() {  # installed STATUS: make install succeeded and put every file in 
   [[ $1 -eq 0 ]] || return 1
   for file in lib/libmapalloc.so lib/libmapalloc-secure.so lib/libmapalloc.a include/mapalloc.h \
       lib/pkgconfig/mapalloc.pc bin/mapalloc lib/mapalloc/mapalloc_common.py \
-      lib/mapalloc/bench.py lib/mapalloc/measure; do
+      lib/mapalloc/bench.py lib/mapalloc/measure lib/libmapalloc-trace.so lib/mapalloc/replay \
+      lib/mapalloc/trace-info lib/mapalloc/mapalloc_trace.py; do
     [[ -e $prefix/$file ]] || { echo "not installed: $file"; return 1; }
   done
 }
@@ -184,6 +185,12 @@ check "installed mapalloc run --stats works" \
   bash -c "grep -qx 'sum 199990000' '$tmp/out' && grep -q '^mapalloc statistics' '$tmp/err'"
 "$prefix/bin/mapalloc" stats -- "$tmp/prog" >/dev/null 2>"$tmp/err"
 check "installed mapalloc stats works (installed measure helper)" contains "$tmp/err" "wall time"
+(cd "$tmp" && "$prefix/bin/mapalloc" record -o installed.trace -- "$tmp/prog" >/dev/null 2>&1 &&
+  "$prefix/bin/mapalloc" trace-info installed.trace >"$tmp/info" 2>&1 &&
+  "$prefix/bin/mapalloc" replay --allocator mapalloc,glibc --runs 1 installed.trace \
+    >"$tmp/replay" 2>&1)
+check "installed mapalloc record, trace-info and replay work" \
+  bash -c "grep -q '^malloc ' '$tmp/info' && grep -q 'blocks checked' '$tmp/replay'"
 make -s "${makefiles[@]}" uninstall PREFIX="$prefix" >>"$tmp/install.log" 2>&1
 check "make uninstall removes every installed file" test -z "$(find "$prefix" ! -type d)"
 make -s "${makefiles[@]}" install DESTDIR="$tmp/stage" PREFIX=/usr >>"$tmp/install.log" 2>&1
