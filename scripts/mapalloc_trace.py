@@ -15,6 +15,7 @@ gnuplot.
 """
 import argparse
 import datetime
+import glob
 import json
 import os
 import re
@@ -124,7 +125,7 @@ def record(argv):
     ensure_tools()
     output = Path(args.output).resolve()
     pattern = re.compile(re.escape(output.name) + r"(\.\d+)?$")
-    for stale in output.parent.glob(output.name + "*"):
+    for stale in output.parent.glob(glob.escape(output.name) + "*"):
         if pattern.fullmatch(stale.name):
             stale.unlink()
     env = common.preload_environment(TRACE_LIBRARY, {"MAPALLOC_TRACE_FILE": str(output)})
@@ -137,7 +138,7 @@ def record(argv):
         f"exited with status {status}" if status > 0 else f"was killed by signal {-status}")
     print(f"\nmapalloc record: {command[0]} {verdict} after {seconds:.2f} s (traced)",
           file=sys.stderr)
-    traces = sorted((p for p in output.parent.glob(output.name + "*")
+    traces = sorted((p for p in output.parent.glob(glob.escape(output.name) + "*")
                      if pattern.fullmatch(p.name)), key=lambda p: (p != output, p.name))
     summaries = [(p, summarize_file(p)) for p in traces]
     summaries = [(p, s) for p, s in summaries if s]

@@ -8,7 +8,9 @@
 // flush), a cycle-counter read and a few bytes appended to the thread's buffer. The tracer's
 // memory (buffers, map) comes from mmap, never from the allocator it traces, and it calls
 // nothing that allocates while it holds a lock, so a nested malloc (pthread_setspecific,
-// pthread_atfork) is traced like any other call.
+// pthread_atfork) is traced like any other call. A call from a signal handler that interrupted
+// the tracer goes through untraced (tls_busy). A write that fails (full disk, RLIMIT_FSIZE, the
+// descriptor closed by the program) stops tracing; the program runs on.
 //
 // Files: the first traced process writes MAPALLOC_TRACE_FILE (default mapalloc.trace) and holds
 // an flock on it; a process started while it runs (an exec'd child that inherited LD_PRELOAD)
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,7 +57,8 @@ std::atomic<int> state{kUnstarted};
 __thread bool tls_starting __attribute__((tls_model("initial-exec"))) = false;
 
 int trace_fd = -1;
-bool write_failed = false;
+std::atomic<bool> write_failed{false};
+SpinLock write_lock;  // one writer at a time: a failed write can be taken back whole
 dev_t trace_dev;
 ino_t trace_ino;
 pid_t trace_pid;
@@ -64,6 +68,21 @@ bool thread_key_ready = false;
 
 std::atomic<uint64_t> next_seq{0};     // records so far, process-wide: the global order
 std::atomic<uint32_t> next_thread{0};  // threads that recorded so far
+
+// Set while this thread is inside the tracer (taking a log, or from taking a sequence number to
+// the end of its record): a call made meanwhile can only come from a signal handler that
+// interrupted the tracer. It goes through untraced: recording it would take a lock this thread
+// holds, or emit a record numbered after the interrupted one, before it.
+__thread bool tls_busy __attribute__((tls_model("initial-exec"))) = false;
+// Set once this thread's log went back at thread exit (its key destructor ran): calls it makes
+// later (other destructors, glibc's own clean-up) each take a log and give it back at once.
+__thread bool tls_exited __attribute__((tls_model("initial-exec"))) = false;
+__thread bool tls_writing __attribute__((tls_model("initial-exec"))) = false;  // holds write_lock
+struct BusyGuard {
+  bool saved = tls_busy;
+  BusyGuard() { tls_busy = true; }
+  ~BusyGuard() { tls_busy = saved; }
+};
 
 uint64_t monotonic_ns() {
   timespec now;
@@ -138,6 +157,7 @@ struct Log {
   uint64_t base_seq = 0, base_time = 0;
   uint64_t prev_seq = 0, prev_time = 0;
   uint64_t clock_ticks = 0;  // os_ticks() at the last clock read
+  bool transient = false;    // taken after its thread's exit: given back after each record
   Log* all_next = nullptr;
   Log* pool_next = nullptr;
   uint8_t* buffer = nullptr;  // chunk header, then kPayloadBytes
@@ -150,22 +170,53 @@ __thread Log* tls_log __attribute__((tls_model("initial-exec"))) = nullptr;
 __thread uint32_t tls_thread __attribute__((tls_model("initial-exec"))) = 0;  // index + 1
 
 void stop_tracing(const char* why) {
-  write_failed = true;
+  write_failed.store(true);
   if (state.exchange(kOff) == kRecording) diag_write("mapalloc-trace: %s; tracing stopped", why);
 }
 
-// One write(2) per chunk: with O_APPEND, chunks of different threads never interleave.
-void write_chunk(uint8_t* chunk, size_t bytes) {
+// Writes all of it (false on failure: a full disk, the file size limit), undoing a partial
+// write so that the file ends on a whole chunk. Under write_lock: no other writer comes between.
+bool write_whole(int fd, const uint8_t* data, size_t bytes, const char** why) {
   struct stat now;
-  if (fstat(trace_fd, &now) != 0 || now.st_dev != trace_dev || now.st_ino != trace_ino) {
-    return stop_tracing("the program closed the trace file's descriptor");
+  if (fstat(fd, &now) != 0 ||
+      (trace_fd == fd && (now.st_dev != trace_dev || now.st_ino != trace_ino))) {
+    *why = "the program closed the trace file's descriptor";
+    return false;
+  }
+  // Past RLIMIT_FSIZE, write(2) raises SIGXFSZ, which kills the program by default.
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      static_cast<uint64_t>(now.st_size) + bytes > limit.rlim_cur) {
+    *why = "the trace file reached the file size limit (RLIMIT_FSIZE)";
+    return false;
   }
   for (size_t done = 0; done < bytes;) {
-    ssize_t written = write(trace_fd, chunk + done, bytes - done);
+    ssize_t written = write(fd, data + done, bytes - done);
     if (written < 0 && errno == EINTR) continue;
-    if (written <= 0) return stop_tracing("cannot write the trace file");
+    if (written <= 0) {
+      if (done != 0) {  // (if this fails too, the reader reports the torn chunk)
+        int undone = ftruncate(fd, now.st_size);
+        (void)undone;
+      }
+      *why = "cannot write the trace file";
+      return false;
+    }
     done += static_cast<size_t>(written);
   }
+  return true;
+}
+
+// One write(2) per chunk, under write_lock: chunks of different threads never interleave.
+void write_chunk(const uint8_t* chunk, size_t bytes) {
+  const char* why = nullptr;
+  bool ok;
+  {
+    SpinLockGuard guard(write_lock);
+    tls_writing = true;
+    ok = !write_failed.load() && write_whole(trace_fd, chunk, bytes, &why);
+    tls_writing = false;
+  }
+  if (!ok && why != nullptr) stop_tracing(why);
 }
 
 void flush_locked(Log* log) {
@@ -175,7 +226,7 @@ void flush_locked(Log* log) {
                        log->base_time);
   // What was recorded is written even after recording stopped (at exit), but never by a fork
   // child: the buffers it inherited belong to the parent.
-  if (!write_failed && getpid() == trace_pid) {
+  if (!write_failed.load(std::memory_order_relaxed) && getpid() == trace_pid) {
     write_chunk(log->buffer, tr::kChunkHeaderBytes + log->used);
   }
   log->used = 0;
@@ -185,34 +236,40 @@ void flush_locked(Log* log) {
 }
 
 MAPALLOC_NOINLINE Log* attach_log() {
+  if (tls_busy) return nullptr;  // (a signal handler's call, inside attach_log itself)
   ErrnoGuard errno_guard;
   Log* log;
   {
-    SpinLockGuard guard(pool_lock);
-    log = pool;
-    if (log != nullptr) pool = log->pool_next;
-  }
-  if (log == nullptr) {
-    void* memory = map_reserve(sizeof(Log) + tr::kChunkHeaderBytes + kPayloadBytes);
-    if (memory == nullptr) return nullptr;
-    log = new (memory) Log;
-    log->buffer = static_cast<uint8_t*>(memory) + sizeof(Log);
-    log->all_next = all_logs.load(std::memory_order_relaxed);
-    while (!all_logs.compare_exchange_weak(log->all_next, log, std::memory_order_release)) {
+    BusyGuard busy;
+    {
+      SpinLockGuard guard(pool_lock);
+      log = pool;
+      if (log != nullptr) pool = log->pool_next;
     }
+    if (log == nullptr) {
+      void* memory = map_reserve(sizeof(Log) + tr::kChunkHeaderBytes + kPayloadBytes);
+      if (memory == nullptr) return nullptr;
+      log = new (memory) Log;
+      log->buffer = static_cast<uint8_t*>(memory) + sizeof(Log);
+      log->all_next = all_logs.load(std::memory_order_relaxed);
+      while (!all_logs.compare_exchange_weak(log->all_next, log, std::memory_order_release)) {
+      }
+    }
+    if (tls_thread == 0) tls_thread = next_thread.fetch_add(1, std::memory_order_relaxed) + 1;
+    log->thread = tls_thread - 1;
+    log->base_seq = log->base_time = log->prev_seq = log->prev_time = log->clock_ticks = 0;
+    log->transient = tls_exited;
+    tls_log = log;  // before anything that may allocate: a nested call finds the log
   }
-  if (tls_thread == 0) tls_thread = next_thread.fetch_add(1, std::memory_order_relaxed) + 1;
-  log->thread = tls_thread - 1;
-  log->base_seq = log->base_time = log->prev_seq = log->prev_time = log->clock_ticks = 0;
-  tls_log = log;  // before anything that may allocate: a nested call finds the log
-  if (thread_key_ready) pthread_setspecific(thread_key, log);
+  // Re-arming the key after the thread's destructors ran would leave the log attached to a
+  // dead thread for good: a transient log goes back after each record instead.
+  if (thread_key_ready && !tls_exited) pthread_setspecific(thread_key, log);
   return log;
 }
 
-// Thread exit (a pthread key destructor): flush and hand the log to the pool. A call the thread
-// makes later (another key's destructor) attaches a log again and re-arms the key.
-void on_thread_exit(void* value) {
-  auto* log = static_cast<Log*>(value);
+// Flush the log and hand it to the pool (thread exit, and after a transient log's record).
+void release_log(Log* log) {
+  BusyGuard busy;
   log->lock.lock();
   flush_locked(log);
   log->lock.unlock();
@@ -220,6 +277,17 @@ void on_thread_exit(void* value) {
   SpinLockGuard guard(pool_lock);
   log->pool_next = pool;
   pool = log;
+}
+
+// Thread exit (a pthread key destructor). In a fork child (which records nothing) the log and
+// the pool are the parent's, their locks perhaps held by threads the child does not have.
+void on_thread_exit(void* value) {
+  tls_exited = true;
+  if (getpid() != trace_pid) {
+    tls_log = nullptr;
+    return;
+  }
+  release_log(static_cast<Log*>(value));
 }
 
 MAPALLOC_INLINE Log* current_log() {
@@ -277,6 +345,7 @@ void emit(Log* log, unsigned op, uint64_t seq, const Fields& f) {
   log->prev_seq = seq;
   log->prev_time = time;
   log->lock.unlock();
+  if (MAPALLOC_UNLIKELY(log->transient)) release_log(log);
 }
 
 // ---- starting and stopping -------------------------------------------------------------------
@@ -288,7 +357,9 @@ bool open_trace() {
   uint32_t flags = 0;
   char child_path[4096];
   int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+  // (A file system without flock: the file is taken as if unlocked.)
+  bool held = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  if (fd >= 0 && !held) {
     if (ftruncate(fd, 0) != 0) {
       close(fd);
       fd = -1;
@@ -311,12 +382,12 @@ bool open_trace() {
     fd = high;
   }
   struct stat info;
-  if (fstat(fd, &info) != 0) return false;
-  trace_fd = fd;
+  if (fstat(fd, &info) != 0) {
+    close(fd);
+    return false;
+  }
   trace_dev = info.st_dev;
   trace_ino = info.st_ino;
-  trace_pid = getpid();
-  start_ns = monotonic_ns();
 
   uint8_t header[tr::kHeaderFixedBytes + tr::kMaxProgramBytes];
   ssize_t name_bytes =
@@ -326,11 +397,19 @@ bool open_trace() {
   timespec wall;
   clock_gettime(CLOCK_REALTIME, &wall);
   uint64_t unix_ns = static_cast<uint64_t>(wall.tv_sec) * 1000000000u + wall.tv_nsec;
-  size_t bytes = tr::put_header(header, static_cast<uint32_t>(trace_pid), unix_ns, flags,
+  size_t bytes = tr::put_header(header, static_cast<uint32_t>(getpid()), unix_ns, flags,
                                 static_cast<size_t>(name_bytes));
-  state.store(kRecording, std::memory_order_relaxed);  // so that write_chunk reports failures
-  write_chunk(header, bytes);
-  return state.load(std::memory_order_relaxed) == kRecording;
+  // (Recording is published by start_tracing once everything here is in place.)
+  const char* why;
+  if (!write_whole(fd, header, bytes, &why)) {
+    diag_write("mapalloc-trace: %s: %s; not tracing", path, why);
+    close(fd);
+    return false;
+  }
+  trace_fd = fd;
+  trace_pid = getpid();
+  start_ns = monotonic_ns();
+  return true;
 }
 
 // The first call of the process starts tracing. Calls the starting thread makes meanwhile go
@@ -359,13 +438,37 @@ MAPALLOC_INLINE bool tracing() {
   return now != kOff && start_tracing();
 }
 
+// At load, if no call came before: a program that never allocates still leaves a trace.
+__attribute__((constructor)) void start_at_load() {
+  if (state.load(std::memory_order_acquire) == kUnstarted) start_tracing();
+}
+
+// A log's lock at exit. Not this thread's own log if exit() was called by a signal handler
+// that interrupted the tracer (its lock is held below us, its buffer half-written: it is
+// lost); another thread's after a second at most (a thread stopped inside the tracer).
+bool lock_at_exit(Log* log, bool busy) {
+  if (log == tls_log && busy) return false;
+  uint64_t deadline = 0;
+  for (unsigned spins = 0; !log->lock.try_lock(); ++spins) {
+    if (spins < 64) continue;
+    sched_yield();
+    uint64_t now = monotonic_ns();
+    if (deadline == 0) deadline = now + 1000000000u;
+    if (now > deadline) return false;
+  }
+  return true;
+}
+
 // At exit: stop recording, flush every thread's buffer, then the end marker (totals). Calls
 // made after this (later destructors, threads still running) are not recorded.
 __attribute__((destructor(101))) void finish_trace() {
   if (state.load() != kRecording || getpid() != trace_pid) return;
   state.store(kOff);
+  if (tls_writing) return;  // exit() from a signal handler that interrupted our write
+  bool busy = tls_busy;
+  BusyGuard busy_guard;
   for (Log* log = all_logs.load(std::memory_order_acquire); log != nullptr; log = log->all_next) {
-    log->lock.lock();
+    if (!lock_at_exit(log, busy)) continue;
     flush_locked(log);
     log->lock.unlock();
   }
@@ -380,8 +483,10 @@ __attribute__((destructor(101))) void finish_trace() {
 // ---- what the entry points call --------------------------------------------------------------
 MAPALLOC_NOINLINE void record_alloc(unsigned op, uint64_t count, uint64_t size, uint64_t alignment,
                                     void* block) {
+  if (tls_busy) return;      // a signal handler's call, made inside the tracer: untraced
   Log* log = current_log();  // first: attaching a log may allocate (a nested, traced call)
   if (log == nullptr) return;
+  BusyGuard busy;
   uint64_t seq = take_seq();
   if (block != nullptr) map_insert(block, seq);
   emit(log, op, seq, {0, count, size, alignment, block == nullptr});
@@ -402,9 +507,10 @@ uint64_t take_ref(const void* block, bool remove) {
 }
 
 MAPALLOC_NOINLINE void record_release(unsigned op, void* block, uint64_t size, uint64_t alignment) {
-  Log* log = current_log();
+  Log* log = tls_busy ? nullptr : current_log();
+  uint64_t ref = take_ref(block, op != tr::kUsableSize);  // (even untraced: the block goes)
   if (log == nullptr) return;
-  uint64_t ref = take_ref(block, op != tr::kUsableSize);
+  BusyGuard busy;
   emit(log, op, take_seq(), {ref, 0, size, alignment, false});
 }
 
@@ -419,12 +525,15 @@ MAPALLOC_INLINE void note_release(unsigned op, void* block, uint64_t size = 0,
 // core's set-up of a thread). `total`: count * size, unless that overflows (`overflow`).
 void* traced_realloc(unsigned op, void* block, uint64_t count, uint64_t size, size_t total,
                      bool overflow) {
-  Log* log = tracing() ? current_log() : nullptr;
-  if (log == nullptr) return overflow ? nullptr : realloc_impl(block, total);
+  if (!tracing() || tls_busy) return overflow ? nullptr : realloc_impl(block, total);
   uint64_t ref = take_ref(block, true);
   void* result = overflow ? nullptr : realloc_impl(block, total);
   bool freed = result == nullptr && total == 0 && !overflow;  // realloc(p, 0) frees p
   if (result == nullptr && !freed && ref != 0 && ref != kUnknownBlock) map_insert(block, ref);
+  // The log only now: a nested call in realloc_impl may have given a transient log back.
+  Log* log = current_log();
+  if (log == nullptr) return result;
+  BusyGuard busy;
   uint64_t seq = take_seq();
   if (result != nullptr) map_insert(result, seq);
   emit(log, op, seq, {ref, count, size, 0, result == nullptr});

@@ -113,10 +113,11 @@ replay_all "sample" "$work/sample.trace" 391 207
 "${mapalloc[@]}" record -o "$work/threads.trace" -- "$work/threads" 2>"$work/record.log"
 status=$?
 "${mapalloc[@]}" trace-info --json "$work/threads.trace" >"$work/threads.json" 2>&1
-if [[ $status -eq 0 ]] && json "$work/threads.json" 'j["complete"] and len(j["threads"]) >= 27' \
+if [[ $status -eq 0 ]] && json "$work/threads.json" 'j["complete"] and len(j["threads"]) >= 29' \
     'ops["malloc"] >= 8000 + 3000 + 200 and ops["realloc"] >= 790' \
-    'j["frees"] == j["allocations"] - j["never_freed"] and j["unknown_refs"] == 0'; then
-  ok "threads: 27 threads recorded, every cross-thread free matched to its block"
+    'j["frees"] == j["allocations"] - j["never_freed"] and j["unknown_refs"] == 0' \
+    'ops["malloc_usable_size"] == 1'; then
+  ok "threads: 29 threads recorded, every cross-thread free matched to its block"
 else
   fail "threads: record (status $status)"; cat "$work/record.log"
 fi
@@ -151,6 +152,156 @@ else
   fail "killed program's trace"; cat "$work/killed.err"
 fi
 
+# ---- the traced program in hard cases: it must run on as it would untraced ------------------
+cat >"$work/edge.c" <<'EOF'
+/* Edge cases of tracing inside a program (tests/trace_test.sh): each mode must end normally. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t ticks;
+static void* block;
+/* Traced calls that leave the allocator's state alone (malloc itself is not async-signal-safe,
+ * in mapalloc or glibc), from a handler that most likely interrupts the tracer. */
+static void call_in_handler(int sig) {
+  (void)sig;
+  if (malloc_usable_size(block) < 100) abort();
+  free(NULL);
+  ++ticks;
+}
+static void exit_in_handler(int sig) { (void)sig; exit(0); }
+static void churn(long n) {
+  void* keep[64] = {0};
+  for (long i = 0; i < n; ++i) {
+    free(keep[i % 64]);
+    keep[i % 64] = malloc(16 + i % 300);
+  }
+  for (int i = 0; i < 64; ++i) free(keep[i]);
+}
+static void* failing_dlopen(void* arg) {  /* leaves a dlerror message, freed at thread exit */
+  (void)arg;
+  if (dlopen("/nonexistent/libnothing.so", RTLD_NOW) != NULL) abort();
+  return NULL;
+}
+static long vm_kib(void) {
+  FILE* f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  while (f && fgets(line, sizeof line, f)) if (sscanf(line, "VmSize: %ld", &kib) == 1) break;
+  if (f) fclose(f);
+  return kib;
+}
+
+int main(int argc, char** argv) {
+  const char* mode = argc > 1 ? argv[1] : "";
+  struct itimerval every = {{0, 50}, {0, 50}};
+  if (strcmp(mode, "signals") == 0) {  /* a handler that allocates, interrupting the tracer */
+    block = malloc(100);
+    signal(SIGALRM, call_in_handler);
+    setitimer(ITIMER_REAL, &every, NULL);
+    churn(3000000);
+    setitimer(ITIMER_REAL, &(struct itimerval){{0, 0}, {0, 0}}, NULL);
+    return ticks == 0;
+  }
+  if (strcmp(mode, "exit") == 0) {  /* exit() from a handler, most likely inside the tracer */
+    signal(SIGALRM, exit_in_handler);
+    setitimer(ITIMER_REAL, &(struct itimerval){{0, 0}, {0, 20000}}, NULL);
+    for (;;) churn(1000);
+  }
+  if (strcmp(mode, "threads") == 0) {  /* calls after each thread's key destructors */
+    long before = 0;
+    for (int i = 0; i < 1500; ++i) {
+      pthread_t t;
+      if (i == 50) before = vm_kib();
+      if (pthread_create(&t, NULL, failing_dlopen, NULL) != 0) return 2;
+      pthread_join(t, NULL);
+    }
+    long grown = vm_kib() - before;
+    printf("%ld\n", grown);
+    return grown > 64 * 1024;  /* 1450 threads: a leaked tracer buffer each would be 370 MiB */
+  }
+  if (strcmp(mode, "fill") == 0) {  /* a trace far beyond the file size limit */
+    churn(2000000);
+    return 0;
+  }
+  return 2;
+}
+EOF
+gcc -O1 -fno-builtin -pthread -Wall -Wextra -o "$work/edge" "$work/edge.c" -ldl
+traced() {  # traced NAME ARGS...: runs edge ARGS... traced into NAME.trace (20 s at most)
+  local name=$1; shift
+  timeout 20 env LD_PRELOAD="$PWD/build/libmapalloc-trace.so" \
+    MAPALLOC_TRACE_FILE="$work/$name.trace" "$work/edge" "$@"
+}
+readable() {  # readable NAME: trace-info and replay --check accept NAME.trace
+  build/trace-info "$work/$1.trace" >"$work/$1.json" 2>"$work/$1.err" &&
+    build/replay --check "$work/$1.trace" >/dev/null 2>>"$work/$1.err"
+}
+traced signals signals 2>"$work/signals.log"
+status=$?
+if [[ $status -eq 0 ]] && readable signals && json "$work/signals.json" 'j["complete"]' \
+    'ops["malloc_usable_size"] > 0 and ops["malloc"] == 3000001'; then
+  ok "a signal handler's calls while the tracer is busy: no deadlock, the trace in order"
+else
+  fail "signal handler calling the allocator (status $status)"; cat "$work/signals.log" "$work/signals.err"
+fi
+hangs=0
+for run in 1 2 3; do
+  traced exit exit 2>/dev/null || hangs=$((hangs + 1))
+  readable exit || hangs=$((hangs + 1))
+done
+if [[ $hangs -eq 0 ]]; then
+  ok "exit() from a signal handler that interrupted the tracer: exits, trace readable (3 runs)"
+else
+  fail "exit() from a signal handler: $hangs of 3 runs hung or left a bad trace"; cat "$work/exit.err"
+fi
+grown=$(traced threads threads 2>"$work/threads-edge.log")
+status=$?
+if [[ $status -eq 0 ]] && readable threads && json "$work/threads.json" \
+    'len(j["threads"]) == 1501 and j["unknown_refs"] == 0'; then
+  ok "calls after a thread's key destructors: recorded, no buffer leaked (${grown:-?} KiB grown)"
+else
+  fail "calls after thread exit (status $status, ${grown:-?} KiB grown)"; cat "$work/threads.err"
+fi
+( ulimit -v 2000000; build/replay --quiet "$work/threads.trace" ) >/dev/null 2>"$work/spawn.err"
+status=$?
+if [[ $status -eq 2 ]] && grep -q "cannot start the trace's 1501 threads" "$work/spawn.err"; then
+  ok "replay that cannot start every thread: one clear error, status 2"
+else
+  fail "replay that cannot start every thread (status $status): $(head -1 "$work/spawn.err")"
+fi
+( ulimit -f 1024; traced fill fill ) 2>"$work/fill.log"
+status=$?
+if [[ $status -eq 0 ]] && grep -q "file size limit" "$work/fill.log" && readable fill &&
+    json "$work/fill.json" 'not j["complete"] and j["calls"] > 0'; then
+  ok "trace file past RLIMIT_FSIZE: tracing stops, the program runs on, the trace is readable"
+else
+  fail "trace file past RLIMIT_FSIZE (status $status)"; cat "$work/fill.log" "$work/fill.err"
+fi
+"${mapalloc[@]}" record -o "$work/none.trace" -- /bin/true 2>"$work/none.log"
+status=$?
+if [[ $status -eq 0 ]] && readable none && json "$work/none.json" 'j["complete"]' \
+    'j["calls"] == 0'; then
+  ok "a program that never allocates: an empty, complete trace"
+else
+  fail "record of a program that never allocates (status $status)"; cat "$work/none.log"
+fi
+timeout 20 env LD_PRELOAD="$PWD/build/libmapalloc-trace.so" \
+  MAPALLOC_TRACE_FILE="$work/no/such/dir.trace" "$work/edge" fill 2>"$work/noopen.log"
+status=$?
+if [[ $status -eq 0 ]] && grep -q "cannot open" "$work/noopen.log"; then
+  ok "trace file that cannot be opened: one line on stderr, the program runs untraced"
+else
+  fail "trace file that cannot be opened (status $status)"; cat "$work/noopen.log"
+fi
+
 # ---- bad traces: a clear error with the byte offset, status 2, never a crash ------------------
 python3 - "$work/sample.trace" "$work" <<'EOF'
 import sys
@@ -173,9 +324,12 @@ payload = int.from_bytes(data[header + 8:header + 12], "little")
 record = bytearray(data); record[header + 40] = 0x0c  # an operation code that does not exist
 record[header + 32:header + 36] = checksum(bytes(record[header + 40:header + 40 + payload])).to_bytes(4, "little")
 write("record", bytes(record))
+seq = bytearray(data); seq[header + 16:header + 24] = (2**62).to_bytes(8, "little")
+write("seq", bytes(seq))  # (the chunk header is outside the checksum)
 EOF
 for bad in truncated:truncated magic:"not a mapalloc trace" version:"unsupported trace version 7" \
-           checksum:"checksum mismatch" record:"unknown operation code 12"; do
+           checksum:"checksum mismatch" record:"unknown operation code 12" \
+           seq:"sequence number out of range"; do
   name=${bad%%:*} expect=${bad#*:}
   for tool in replay trace-info; do
     build/$tool "$work/$name.trace" >/dev/null 2>"$work/bad.err"

@@ -5,8 +5,9 @@
 //
 // Every traced thread gets a thread of its own that makes that thread's calls in their recorded
 // order. A free (or realloc) of a block another thread allocates waits until that allocation has
-// been replayed; no other ordering is imposed, so the replay runs as fast as the allocator lets
-// it. Each block gets a pattern in its first and last byte when allocated, checked when it is
+// been replayed, and until every malloc_usable_size of the block recorded before it (by any
+// thread) has been; no other ordering is imposed, so the replay runs as fast as the allocator
+// lets it. Each block gets a pattern in its first and last byte when allocated, checked when it is
 // freed, reallocated (also after the copy) and, for blocks the program never freed, at the end.
 //
 // First the whole trace is checked (a bad trace is rejected before any call is made); the
@@ -24,9 +25,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <new>
+#include <system_error>
 #include <thread>
+#include <unordered_map>
 
 #include "trace_reader.h"
 
@@ -58,45 +62,74 @@ struct Counters {
 };
 
 // ---- what pass 1 learns, shared by the replay threads ------------------------------------------
-std::vector<std::vector<Chunk>> thread_chunks;
+std::map<uint32_t, std::vector<Chunk>> thread_chunks;  // by thread index (may be sparse)
 std::vector<uint64_t> allocated_bits;  // per block id: allocated somewhere in the trace
+std::vector<uint64_t> ended_bits;      // per block id: freed somewhere in the trace
+std::vector<uint64_t> used_bits;       // per block id: malloc_usable_size is called on it
+// For those blocks: the malloc_usable_size calls still to be replayed. The block's end waits
+// for them (another thread's call on a freed block would read freed, perhaps unmapped, memory).
+std::unordered_map<uint64_t, std::atomic<uint32_t>> pending_uses;
 std::vector<uint32_t> page_allocs, page_frees;
 std::vector<uint32_t> page_pending;  // frees still to come before a page can go, or kNever
 Slot* table = nullptr;
 uint64_t table_ids = 0;
 Counters trace_counts;
 
-bool allocated_in_trace(uint64_t id) {
-  return id < table_ids && (allocated_bits[id / 64] >> (id % 64) & 1);
+bool bit(const std::vector<uint64_t>& bits, uint64_t id) {
+  return id < table_ids && (bits[id / 64] >> (id % 64) & 1);
 }
+bool allocated_in_trace(uint64_t id) { return bit(allocated_bits, id); }
 
-void note_block(std::vector<uint32_t>& per_page, uint64_t id) {
+// Sets the id's bit in `bits`; false if it was set already.
+bool note_block(const TraceReader& reader, const Record& r, uint64_t id,
+                std::vector<uint64_t>& bits) {
   if (id >= table_ids) {
+    if (id > reader.max_plausible_id()) {
+      throw TraceError(r.offset, "corrupted: block id " + std::to_string(id) +
+                                     " is out of range for a trace of this size");
+    }
     table_ids = id + 1;
-    allocated_bits.resize(table_ids / 64 + 1, 0);
+    for (auto* b : {&allocated_bits, &ended_bits, &used_bits}) b->resize(table_ids / 64 + 1, 0);
     page_allocs.resize(table_ids / kSlotsPerPage + 1, 0);
     page_frees.resize(table_ids / kSlotsPerPage + 1, 0);
   }
-  ++per_page[id / kSlotsPerPage];
+  uint64_t& word = bits[id / 64];
+  bool fresh = !(word >> (id % 64) & 1);
+  word |= uint64_t{1} << (id % 64);
+  return fresh;
 }
 
 void index_trace(TraceReader& reader) {
   reader.scan([&](const Chunk& chunk, const std::vector<uint8_t>& payload) {
-    if (chunk.thread >= thread_chunks.size()) thread_chunks.resize(chunk.thread + 1);
     thread_chunks[chunk.thread].push_back(chunk);
     ChunkDecoder decoder(chunk, payload.data());
     Record r;
     while (decoder.next(r)) {
       ++trace_counts.calls[r.op];
       if (r.result != 0) {
-        note_block(page_allocs, r.result);
-        if (allocated_in_trace(r.result)) {
+        if (!note_block(reader, r, r.result, allocated_bits)) {
           throw TraceError(r.offset,
                            "corrupted: block " + std::to_string(r.result) + " is allocated twice");
         }
-        allocated_bits[r.result / 64] |= uint64_t{1} << (r.result % 64);
+        ++page_allocs[r.result / kSlotsPerPage];
+        // The tracer's allocator refuses such alignments (some others abort on them).
+        bool power_of_two = r.alignment != 0 && (r.alignment & (r.alignment - 1)) == 0;
+        if (tr::op_has_alignment(r.op) && r.op != tr::kMemalign && !power_of_two) {
+          throw TraceError(r.offset, "corrupted: an allocation at alignment " +
+                                         std::to_string(r.alignment) + " succeeded");
+        }
       }
-      if (ends_ref(r)) note_block(page_frees, r.ref);
+      if (ends_ref(r)) {
+        if (!note_block(reader, r, r.ref, ended_bits)) {
+          throw TraceError(r.offset,
+                           "corrupted: block " + std::to_string(r.ref) + " is freed twice");
+        }
+        ++page_frees[r.ref / kSlotsPerPage];
+      }
+      if (r.op == tr::kUsableSize && r.ref != 0 && r.ref != kUnknownBlock) {
+        note_block(reader, r, r.ref, used_bits);
+        ++pending_uses[r.ref];
+      }
     }
   });
   page_pending.resize(page_allocs.size());
@@ -124,17 +157,15 @@ void report_error(int status, const std::string& message) {
   stop.store(true);
 }
 
-// Waits until another thread has replayed the allocation of block `id`. If every live thread is
-// waiting for two seconds, the trace is inconsistent (a block whose allocation no thread will
-// reach): give up rather than hang.
-void* wait_for(uint64_t id, const Record& r) {
-  Slot& slot = table[id];
-  void* pointer = slot.pointer.load(std::memory_order_acquire);
-  if (pointer != nullptr) return pointer;
+// Waits until ready() holds: another thread has replayed what the record needs. If every live
+// thread is waiting for two seconds, the trace is inconsistent (a call no thread will reach):
+// give up rather than hang.
+template <class Ready>
+void wait_until(Ready&& ready, uint64_t id, const Record& r, const char* what) {
+  if (ready()) return;
   waiting.fetch_add(1);
   Clock::time_point stalled{};
-  for (unsigned spins = 0; (pointer = slot.pointer.load(std::memory_order_acquire)) == nullptr;
-       ++spins) {
+  for (unsigned spins = 0; !ready(); ++spins) {
     if (spins < 64) continue;
     sched_yield();
     if (spins % 256 != 0) continue;
@@ -144,12 +175,28 @@ void* wait_for(uint64_t id, const Record& r) {
     } else if (stalled == Clock::time_point{}) {
       stalled = Clock::now();
     } else if (Clock::now() - stalled > std::chrono::seconds(2)) {
-      report_error(3, "byte " + std::to_string(r.offset) + ": every thread waits for a block " +
-                          "that no thread allocates (block " + std::to_string(id) + ")");
+      report_error(3, "byte " + std::to_string(r.offset) + ": every thread waits for " + what +
+                          " (block " + std::to_string(id) + ")");
     }
   }
   waiting.fetch_sub(1);
+}
+
+// The block `id`, once another thread has replayed its allocation (kGone: stopped, or failed).
+void* wait_for(uint64_t id, const Record& r) {
+  std::atomic<void*>& slot = table[id].pointer;
+  void* pointer = nullptr;
+  wait_until([&] { return (pointer = slot.load(std::memory_order_acquire)) != nullptr; }, id, r,
+             "a block that no thread allocates");
   return pointer == nullptr ? kGone : pointer;
+}
+
+// Before block `id` is freed: the malloc_usable_size calls on it that came before.
+void wait_for_uses(uint64_t id, const Record& r) {
+  if (!bit(used_bits, id)) return;
+  std::atomic<uint32_t>& pending = pending_uses.find(id)->second;
+  wait_until([&] { return pending.load(std::memory_order_acquire) == 0; }, id, r,
+             "malloc_usable_size calls that no thread makes");
 }
 
 // The pattern: a non-zero byte derived from the id at each end of the requested bytes.
@@ -163,6 +210,7 @@ class Replayer {
 
   void run(const Record& r) {
     ++counts.calls[r.op];
+    if (r.op == tr::kUsableSize) return usable_size(r);
     void* old = nullptr;
     uint64_t old_size = 0;
     if (tr::op_has_ref(r.op) && r.ref != 0) {
@@ -177,8 +225,9 @@ class Replayer {
         if (!tr::op_allocates(r.op) || r.result == 0) return;
         old = nullptr;  // a realloc that made a block: replayed as realloc(NULL, size)
       } else {
+        if (ends_ref(r)) wait_for_uses(r.ref, r);
         old_size = table[r.ref].size;
-        if (r.op != tr::kUsableSize && !verify(old, old_size, r.ref, r, "before it is freed")) {
+        if (!verify(old, old_size, r.ref, r, "before it is freed")) {
           return;  // (the mismatch is counted; the block is left alone)
         }
       }
@@ -219,7 +268,10 @@ class Replayer {
         block = aligned_alloc(alignment = r.alignment, size);
         break;
       case tr::kMemalign:  // rounded as glibc does: other allocators reject odd alignments
-        alignment = r.alignment <= 1 ? 1 : size_t{1} << (64 - __builtin_clzll(r.alignment - 1));
+        alignment = r.alignment <= 1 ? 1
+                    : r.alignment > SIZE_MAX / 2 + 1
+                        ? SIZE_MAX / 2 + 1  // (fails, as it did)
+                        : size_t{1} << (64 - __builtin_clzll(r.alignment - 1));
         block = memalign(alignment, size);
         break;
       case tr::kValloc:
@@ -227,12 +279,10 @@ class Replayer {
         break;
       case tr::kPvalloc:  // as posix_memalign: jemalloc has no pvalloc of its own
         alignment = kPageBytes;
-        if (posix_memalign(&block, kPageBytes, ((size ? size : 1) + 4095) & ~size_t{4095}) != 0)
+        if (size > SIZE_MAX - kPageBytes ||
+            posix_memalign(&block, kPageBytes, ((size ? size : 1) + 4095) & ~size_t{4095}) != 0)
           block = nullptr;
         break;
-      case tr::kUsableSize:
-        if (old != nullptr && malloc_usable_size(old) < old_size) mismatch(r, "usable size");
-        return;
       default:
         if (r.op >= tr::kDelete) {
           delete_block(r.op, old, r.size, r.alignment);
@@ -245,6 +295,14 @@ class Replayer {
   }
 
  private:
+  void usable_size(const Record& r) {
+    if (r.ref == 0) return;  // malloc_usable_size(NULL): nothing to ask
+    if (r.ref == kUnknownBlock || !allocated_in_trace(r.ref)) return void(++counts.unknown);
+    void* block = wait_for(r.ref, r);
+    if (block != kGone && malloc_usable_size(block) < table[r.ref].size) mismatch(r, "usable size");
+    pending_uses.find(r.ref)->second.fetch_sub(1, std::memory_order_release);
+  }
+
   void mismatch(const Record& r, const char* what,
                 uint64_t Counters::*counter = &Counters::mismatches) {
     if (++(counts.*counter) <= 5) {
@@ -295,7 +353,8 @@ class Replayer {
     if (r.ref == 0 || r.ref == kUnknownBlock || !allocated_in_trace(r.ref)) return;
     table[r.ref].pointer.store(kGone, std::memory_order_relaxed);
     uint32_t& pending = page_pending[r.ref / kSlotsPerPage];
-    if (pending != kNever && __atomic_sub_fetch(&pending, 1, __ATOMIC_ACQ_REL) == 0) {
+    if (__atomic_load_n(&pending, __ATOMIC_RELAXED) != kNever &&
+        __atomic_sub_fetch(&pending, 1, __ATOMIC_ACQ_REL) == 0) {
       madvise(table + r.ref / kSlotsPerPage * kSlotsPerPage, kPageBytes, MADV_DONTNEED);
     }
   }
@@ -395,8 +454,7 @@ int main(int argc, char** argv) {
     const Header& header = reader.header();
     uint64_t calls = 0;
     for (uint64_t c : trace_counts.calls) calls += c;
-    size_t threads = 0;
-    for (const auto& chunks : thread_chunks) threads += !chunks.empty();
+    size_t threads = thread_chunks.size();
     if (!quiet || check_only) {
       printf(
           "trace %s: %s (pid %u), %zu thread%s, %llu calls%s\n", path, header.program.c_str(),
@@ -406,12 +464,19 @@ int main(int argc, char** argv) {
     if (check_only) return 0;
 
     std::vector<std::thread> workers;
-    std::vector<Counters> results(thread_chunks.size());
+    std::vector<Counters> results(threads);
     running.store(static_cast<int>(threads));
-    for (size_t t = 0; t < thread_chunks.size(); ++t) {
-      if (thread_chunks[t].empty()) continue;
-      workers.emplace_back(replay_thread, std::cref(reader), std::cref(thread_chunks[t]),
-                           std::ref(results[t]));
+    size_t next = 0;
+    for (const auto& [thread, chunks] : thread_chunks) {
+      try {
+        workers.emplace_back(replay_thread, std::cref(reader), std::cref(chunks),
+                             std::ref(results[next++]));
+      } catch (const std::system_error& e) {  // (the threads started so far must be joined)
+        report_error(2, "cannot start the trace's " + std::to_string(threads) +
+                            " threads at once (started " + std::to_string(workers.size()) +
+                            "): " + e.what());
+        break;
+      }
     }
     auto replay_start = Clock::now();
     go.store(true, std::memory_order_release);
@@ -457,6 +522,9 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(total.misaligned),
         static_cast<unsigned long long>(total.replay_failures), threads);
     return total.mismatches + total.misaligned + total.replay_failures == 0 ? 0 : 1;
+  } catch (const std::bad_alloc&) {
+    fprintf(stderr, "replay: %s: not enough memory to index the trace\n", path);
+    return 2;
   } catch (const std::exception& e) {
     fprintf(stderr, "replay: %s: %s\n", path, e.what());
     return 2;

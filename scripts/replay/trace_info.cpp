@@ -8,8 +8,10 @@
 // counted in allocations: how many blocks were allocated, by any thread, between a block's
 // allocation and its free. Exit status 2, with the byte offset, for a bad trace.
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <queue>
+#include <unordered_map>
 
 #include "trace_reader.h"
 
@@ -25,7 +27,7 @@ struct ThreadStats {
 };
 struct Block {
   uint64_t size = 0;
-  uint64_t birth = 0;  // allocations so far when it was made; 0: not live
+  uint64_t birth = 0;  // allocations so far when it was made
 };
 
 // Power-of-two buckets. Sizes: 0, 1, 2, 3-4, 5-8, ... (bucket b > 0 ends at 2^(b-1)).
@@ -37,8 +39,8 @@ unsigned lifetime_bucket(uint64_t n) { return n == 0 ? 0 : 64 - __builtin_clzll(
 
 struct Stats {
   OpStats ops[tr::kOpLimit];
-  std::vector<ThreadStats> threads;
-  std::vector<Block> blocks;  // by id
+  std::map<uint32_t, ThreadStats> threads;
+  std::unordered_map<uint64_t, Block> blocks;  // the live ones, by id (ids may be sparse)
   uint64_t size_histogram[66] = {}, lifetime_histogram[65] = {};
   uint64_t calls = 0, allocations = 0, allocated_bytes = 0, frees = 0, unknown_refs = 0;
   uint64_t live_bytes = 0, live_blocks = 0, peak_bytes = 0, peak_blocks = 0, peak_seq = 0;
@@ -47,21 +49,20 @@ struct Stats {
   void add(uint32_t thread, const Record& r) {
     ++calls;
     ++ops[r.op].calls;
-    if (thread >= threads.size()) threads.resize(thread + 1);
     ThreadStats& t = threads[thread];
     ++t.calls;
     if (r.time_us > last_time_us) last_time_us = r.time_us;
     if (r.ref == kUnknownBlock) ++unknown_refs;
     if (ends_ref(r)) {  // first: a realloc's new block is not part of the old one's life
-      Block* block = r.ref < blocks.size() ? &blocks[r.ref] : nullptr;
-      if (block == nullptr || block->birth == 0) {
+      auto block = blocks.find(r.ref);
+      if (block == blocks.end()) {
         ++unknown_refs;  // (its allocation was not recorded)
       } else {
         ++frees, ++t.frees;
-        ++lifetime_histogram[lifetime_bucket(allocations - block->birth)];
-        live_bytes -= block->size;
+        ++lifetime_histogram[lifetime_bucket(allocations - block->second.birth)];
+        live_bytes -= block->second.size;
         --live_blocks;
-        block->birth = 0;
+        blocks.erase(block);
       }
     }
     if (!tr::op_allocates(r.op)) return;
@@ -70,11 +71,13 @@ struct Stats {
       return;
     }
     uint64_t size = requested_bytes(r);
+    if (!blocks.emplace(r.result, Block{size, allocations + 1}).second) {
+      throw TraceError(r.offset,
+                       "corrupted: block " + std::to_string(r.result) + " is allocated twice");
+    }
     ++allocations, ++t.allocations;
     allocated_bytes += size, t.bytes += size, ops[r.op].bytes += size;
     ++size_histogram[size_bucket(size)];
-    if (r.result >= blocks.size()) blocks.resize(std::max<size_t>(r.result + 1, blocks.size() * 2));
-    blocks[r.result] = {size, allocations};
     live_bytes += size;
     ++live_blocks;
     if (live_bytes > peak_bytes) peak_bytes = live_bytes, peak_seq = r.seq;
@@ -102,15 +105,17 @@ struct Cursor {
   }
 };
 
-void merge(const TraceReader& reader, const std::vector<std::vector<Chunk>>& per_thread,
+void merge(const TraceReader& reader, const std::map<uint32_t, std::vector<Chunk>>& per_thread,
            Stats& stats) {
   std::vector<Cursor> cursors(per_thread.size());
   using Entry = std::pair<uint64_t, size_t>;  // (seq, cursor)
   std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> next;
-  for (size_t i = 0; i < per_thread.size(); ++i) {
-    cursors[i].thread = static_cast<uint32_t>(i);
-    cursors[i].chunks = &per_thread[i];
+  size_t i = 0;
+  for (const auto& [thread, chunks] : per_thread) {
+    cursors[i].thread = thread;
+    cursors[i].chunks = &chunks;
     if (cursors[i].advance(reader)) next.push({cursors[i].record.seq, i});
+    ++i;
   }
   while (!next.empty()) {
     size_t i = next.top().second;
@@ -142,7 +147,7 @@ void print_histogram(const char* name, const uint64_t (&counts)[N], bool sizes) 
     uint64_t low, high;
     if (sizes) {
       low = b <= 2 ? b : (uint64_t{1} << (b - 2)) + 1;
-      high = b == 0 ? 0 : uint64_t{1} << (b - 1);
+      high = b == 0 ? 0 : b == 65 ? ~uint64_t{0} : uint64_t{1} << (b - 1);
     } else {
       low = b == 0 ? 0 : uint64_t{1} << (b - 1);
       high = b == 0 ? 0 : (uint64_t{1} << (b - 1)) * 2 - 1;
@@ -192,11 +197,9 @@ void print_json(const char* path, const TraceReader& reader, size_t chunks, cons
   }
   printf("],\n \"threads\": [");
   first = true;
-  for (size_t t = 0; t < s.threads.size(); ++t) {
-    const ThreadStats& th = s.threads[t];
-    if (th.calls == 0) continue;
+  for (const auto& [t, th] : s.threads) {
     printf(
-        "%s\n  {\"thread\": %zu, \"calls\": %llu, \"allocations\": %llu, \"frees\": %llu, "
+        "%s\n  {\"thread\": %u, \"calls\": %llu, \"allocations\": %llu, \"frees\": %llu, "
         "\"bytes\": %llu}",
         first ? "" : ",", t, ull(th.calls), ull(th.allocations), ull(th.frees), ull(th.bytes));
     first = false;
@@ -216,10 +219,9 @@ int main(int argc, char** argv) {
   }
   try {
     TraceReader reader(argv[1]);
-    std::vector<std::vector<Chunk>> per_thread;
+    std::map<uint32_t, std::vector<Chunk>> per_thread;
     size_t chunks = 0;
     reader.scan([&](const Chunk& chunk, const std::vector<uint8_t>&) {
-      if (chunk.thread >= per_thread.size()) per_thread.resize(chunk.thread + 1);
       per_thread[chunk.thread].push_back(chunk);
       ++chunks;
     });

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "trace.h"
@@ -47,6 +48,9 @@ struct EndMarker {  // written at a normal exit
 };
 
 constexpr uint64_t kUnknownBlock = ~uint64_t{0};
+// Sequence numbers (and so block ids) beyond this are corrupt: a tracer would take centuries to
+// get there. Keeps ids clear of kUnknownBlock, and every id + 1 from overflowing.
+constexpr uint64_t kMaxSeq = uint64_t{1} << 48;
 
 struct Record {
   unsigned op = 0;
@@ -100,7 +104,7 @@ class ChunkDecoder {
     if (!tr::op_valid(r.op)) fail(start, "unknown operation code " + std::to_string(r.op));
     uint64_t delta = 1;
     if (!(op_byte & tr::kSeqIsNext) && (delta = varint()) == 0) fail(start, "sequence went back");
-    if (seq_ + delta < seq_) fail(start, "sequence number out of range");
+    if (seq_ > kMaxSeq || delta > kMaxSeq - seq_) fail(start, "sequence number out of range");
     seq_ += delta;
     if (!(op_byte & tr::kSameTime)) time_ += varint();
     r.seq = seq_;
@@ -174,6 +178,9 @@ class TraceReader {
   const Header& header() const { return header_; }
   const EndMarker& end_marker() const { return end_; }
   uint64_t file_bytes() const { return size_; }
+  // Block ids a genuine trace of this size can hold: every record takes 2 bytes or more, and a
+  // crash loses at most one buffer (256 KiB) per thread; 2^31 covers 16,384 of them.
+  uint64_t max_plausible_id() const { return size_ / 2 + (uint64_t{1} << 31); }
 
   // Walks every chunk in file order, checking each one whole (structure, record count,
   // checksum, per-thread order), and calls visit(chunk, payload) for thread chunks. Throws
@@ -181,7 +188,7 @@ class TraceReader {
   template <class Visit>
   void scan(Visit&& visit) {
     std::vector<uint8_t> payload;
-    std::vector<uint64_t> last_seq;  // per thread
+    std::unordered_map<uint32_t, uint64_t> last_seq;  // per thread (indices may be sparse)
     for (uint64_t at = header_.bytes; at < size_;) {
       Chunk chunk = read_chunk_header(at);
       read_payload(chunk, payload);
@@ -189,13 +196,13 @@ class TraceReader {
         read_end_marker(chunk, payload);
       } else {
         if (chunk.thread >= (1u << 24)) throw TraceError(at + 4, "corrupted: thread index too big");
-        if (chunk.thread >= last_seq.size()) last_seq.resize(chunk.thread + 1, 0);
+        uint64_t& last = last_seq[chunk.thread];
         ChunkDecoder decoder(chunk, payload.data());
         Record record;
         while (decoder.next(record)) {  // a thread's records are in the order it made them
-          if (record.seq <= last_seq[chunk.thread])
+          if (record.seq <= last)
             throw TraceError(record.offset, "corrupted: sequence number out of order");
-          last_seq[chunk.thread] = record.seq;
+          last = record.seq;
         }
         check_sum(chunk, payload);
         visit(chunk, payload);

@@ -6,10 +6,14 @@
  *   every producer and consumer: 500 private malloc/free pairs
  *   then 20 short-lived threads one after another: 10 malloc/free pairs each (thread exit
  *   while the process goes on; the tracer's buffers of exited threads are reused)
+ *   then a thread allocates a 1 MiB block, churns 20,000 pairs, asks the block's
+ *   malloc_usable_size and ends; the next thread frees the block (a replay must not free it
+ *   before the malloc_usable_size: under glibc the block is unmapped when freed)
  *   then a fork(): the child allocates and exits (a fork child is not traced)
  * Exit status 0 when every block arrived intact.
  */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -92,6 +96,22 @@ static void* short_lived(void* arg) {
   return NULL;
 }
 
+static void* sized_block;
+
+static void* sizer(void* arg) {
+  (void)arg;
+  sized_block = malloc(1 << 20);
+  for (int i = 0; i < 40; ++i) churn((unsigned)i);
+  if (malloc_usable_size(sized_block) < 1 << 20) corrupted = 1;
+  return NULL;
+}
+
+static void* freer(void* arg) {
+  (void)arg;
+  free(sized_block);
+  return NULL;
+}
+
 int main(void) {
   pthread_t threads[kProducers + kConsumers];
   for (int i = 0; i < kProducers; ++i)
@@ -102,6 +122,12 @@ int main(void) {
   for (int i = 0; i < 20; ++i) {
     pthread_t t;
     pthread_create(&t, NULL, short_lived, NULL);
+    pthread_join(t, NULL);
+  }
+  void* (*const sized[2])(void*) = {sizer, freer};
+  for (int i = 0; i < 2; ++i) {
+    pthread_t t;
+    pthread_create(&t, NULL, sized[i], NULL);
     pthread_join(t, NULL);
   }
   pid_t child = fork();
