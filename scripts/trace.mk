@@ -1,23 +1,24 @@
 # Allocation traces (README: "Recording and replaying allocations"): the tracing library and the
 # tools that read traces. Included from the Makefile; uses its BUILD, CC, CXX, CORE_OBJECTS,
-# HEADERS and its rule for $(BUILD)/obj/%.o (which builds trace.o from src/trace.cpp).
+# HEADERS and its rule for $(BUILD)/obj/%.o (which builds trace.o and trace_override.o from src/).
 #   make trace-tools    build/libmapalloc-trace.so, build/replay, build/trace-info
 
 TRACE_TOOLS := $(BUILD)/libmapalloc-trace.so $(BUILD)/replay $(BUILD)/trace-info
 .PHONY: trace-tools
 trace-tools: $(TRACE_TOOLS)
 
-# override.o with every symbol made weak: trace.o's traced malloc, free, ... (and glibc's
-# internal names for them) take precedence at link time, while the exports trace.o does not
+# override.o with every symbol made weak: trace_override.o's traced malloc, free, ... (and glibc's
+# internal names for them) take precedence at link time, while the exports it does not
 # define (mallopt, mallinfo2, malloc_trim, malloc_stats, the fork hooks, ...) stay exactly as
 # in the normal library, without a second copy of their source. override_new.o is not used:
-# trace.o defines every operator new and delete.
+# trace_override.o defines every operator new and delete.
 $(BUILD)/trace/override-weak.o: $(BUILD)/obj/override.o
 	@mkdir -p $(dir $@)
 	objcopy --weaken $< $@
 
 # Linked with the C driver, as libmapalloc.so: the library needs libc alone at run time.
-$(BUILD)/libmapalloc-trace.so: $(CORE_OBJECTS) $(BUILD)/obj/trace.o $(BUILD)/trace/override-weak.o
+$(BUILD)/libmapalloc-trace.so: $(CORE_OBJECTS) $(BUILD)/obj/trace.o $(BUILD)/obj/trace_override.o \
+  $(BUILD)/trace/override-weak.o
 	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc-trace.so -lpthread
 
 # The readers: ordinary C++17 programs. They allocate with plain malloc and new, so that the

@@ -137,33 +137,11 @@ MAPALLOC_EXPORT int malloc_info(int options, FILE* stream) __THROW {
   return 0;
 }
 
-// glibc's internal names for the same functions. libc calls some of them directly; in a static
-// program any one left undefined would drag glibc's malloc.o (and duplicate symbols) in.
-// (The aliases need not repeat the declarations' attributes: they are definitions, not calls.)
-#pragma GCC diagnostic ignored "-Wmissing-attributes"
-#define MAPALLOC_ALIAS(name, target) \
-  MAPALLOC_EXPORT __typeof__(target) name __attribute__((alias(#target)))
-
-MAPALLOC_ALIAS(__libc_malloc, malloc);
-MAPALLOC_ALIAS(__libc_free, free);
-MAPALLOC_ALIAS(__libc_calloc, calloc);
-MAPALLOC_ALIAS(__libc_realloc, realloc);
-MAPALLOC_ALIAS(__libc_memalign, memalign);
-MAPALLOC_ALIAS(__libc_valloc, valloc);
-MAPALLOC_ALIAS(__libc_pvalloc, pvalloc);
-MAPALLOC_ALIAS(__libc_reallocarray, reallocarray);
+#include "glibc_aliases.h"
+MAPALLOC_ALLOCATION_ALIASES();
 MAPALLOC_ALIAS(__libc_mallopt, mallopt);
 MAPALLOC_ALIAS(__libc_mallinfo, mallinfo);
 MAPALLOC_ALIAS(__libc_mallinfo2, mallinfo2);
-MAPALLOC_ALIAS(__malloc, malloc);
-MAPALLOC_ALIAS(__free, free);
-MAPALLOC_ALIAS(__calloc, calloc);
-MAPALLOC_ALIAS(__realloc, realloc);
-MAPALLOC_ALIAS(__memalign, memalign);
-MAPALLOC_ALIAS(__valloc, valloc);
-MAPALLOC_ALIAS(__pvalloc, pvalloc);
-MAPALLOC_ALIAS(__posix_memalign, posix_memalign);
-MAPALLOC_ALIAS(__malloc_usable_size, malloc_usable_size);
 MAPALLOC_ALIAS(__malloc_trim, malloc_trim);
 MAPALLOC_ALIAS(__malloc_stats, malloc_stats);
 MAPALLOC_ALIAS(__malloc_info, malloc_info);

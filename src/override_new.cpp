@@ -3,52 +3,35 @@
 // new-handler until it gives up, then throw std::bad_alloc (or return nullptr for nothrow forms).
 #include <new>
 
-#include "alloc.h"
-#include "cxx_runtime.h"
+#include "operator_new.h"
 
 using namespace mapalloc;
 
 namespace {
 
-void* aligned_new(size_t size, size_t alignment) {
-  if (alignment == 0 || (alignment & (alignment - 1)) != 0) return nullptr;
-  return aligned_alloc_impl(alignment, size);
-}
-
-// Retries through the new-handler; nullptr once there is none.
-MAPALLOC_COLD void* retry_with_handler(size_t size, size_t alignment) {
-  for (;;) {
-    NewHandler handler = cxx_new_handler();
-    if (handler == nullptr) return nullptr;
-    handler();
-    void* block = alignment <= kMinAlignBytes ? malloc_fast(size) : aligned_new(size, alignment);
-    if (block != nullptr) return block;
-  }
-}
-
 MAPALLOC_INLINE void* new_or_throw(size_t size) {
   void* block = malloc_fast(size);
   if (MAPALLOC_LIKELY(block != nullptr)) return block;
-  block = retry_with_handler(size, kMinAlignBytes);
+  block = new_retry_with_handler(size, kMinAlignBytes);
   if (block == nullptr) cxx_throw_bad_alloc();
   return block;
 }
 
 void* new_or_throw(size_t size, std::align_val_t alignment) {
   void* block = aligned_new(size, static_cast<size_t>(alignment));
-  if (block == nullptr) block = retry_with_handler(size, static_cast<size_t>(alignment));
+  if (block == nullptr) block = new_retry_with_handler(size, static_cast<size_t>(alignment));
   if (block == nullptr) cxx_throw_bad_alloc();
   return block;
 }
 
 void* new_or_null(size_t size) {
   void* block = malloc_fast(size);
-  return block != nullptr ? block : retry_with_handler(size, kMinAlignBytes);
+  return block != nullptr ? block : new_retry_with_handler(size, kMinAlignBytes);
 }
 
 void* new_or_null(size_t size, std::align_val_t alignment) {
   void* block = aligned_new(size, static_cast<size_t>(alignment));
-  return block != nullptr ? block : retry_with_handler(size, static_cast<size_t>(alignment));
+  return block != nullptr ? block : new_retry_with_handler(size, static_cast<size_t>(alignment));
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
-// The tracing build (build/libmapalloc-trace.so): every allocation entry point that
-// override.cpp and override_new.cpp export, logging each call into the trace file (format in
-// trace.h) and then doing the same work through the core. A separate library, so that the normal
-// build's fast paths never test whether tracing is on.
+// The recorder of the tracing build (build/libmapalloc-trace.so): logs each call that its entry
+// points (trace_override.cpp) report into the trace file (format in trace.h). A separate
+// library, so that the normal build's fast paths never test whether tracing is on.
 //
 // Per call: one shared atomic (the sequence number, which is also a new block's id), a lookup
 // or store in the address -> id map, the thread's own log lock (only ever contended by the exit
@@ -36,9 +35,11 @@
 #include "os.h"
 #include "spin_lock.h"
 #include "trace.h"
+#include "trace_recorder.h"
 
 using namespace mapalloc;
 namespace tr = mapalloc::trace;
+using namespace mapalloc::tracer;
 
 namespace {
 
@@ -52,8 +53,6 @@ class ErrnoGuard {  // a successful allocation leaves errno unchanged: so must i
 };
 
 // ---- state ------------------------------------------------------------------------------------
-enum State : int { kUnstarted, kStarting, kRecording, kOff };
-std::atomic<int> state{kUnstarted};
 __thread bool tls_starting __attribute__((tls_model("initial-exec"))) = false;
 
 int trace_fd = -1;
@@ -414,7 +413,7 @@ bool open_trace() {
 
 // The first call of the process starts tracing. Calls the starting thread makes meanwhile go
 // through untraced; other threads wait.
-MAPALLOC_NOINLINE bool start_tracing() {
+bool start_tracing_once() {
   int expected = kUnstarted;
   if (state.compare_exchange_strong(expected, kStarting, std::memory_order_acq_rel)) {
     ErrnoGuard errno_guard;
@@ -432,15 +431,9 @@ MAPALLOC_NOINLINE bool start_tracing() {
   return state.load(std::memory_order_acquire) == kRecording;
 }
 
-MAPALLOC_INLINE bool tracing() {
-  int now = state.load(std::memory_order_acquire);
-  if (MAPALLOC_LIKELY(now == kRecording)) return true;
-  return now != kOff && start_tracing();
-}
-
 // At load, if no call came before: a program that never allocates still leaves a trace.
 __attribute__((constructor)) void start_at_load() {
-  if (state.load(std::memory_order_acquire) == kUnstarted) start_tracing();
+  if (state.load(std::memory_order_acquire) == kUnstarted) start_tracing_once();
 }
 
 // A log's lock at exit. Not this thread's own log if exit() was called by a signal handler
@@ -480,9 +473,24 @@ __attribute__((destructor(101))) void finish_trace() {
   write_chunk(end, tr::kChunkHeaderBytes + payload);
 }
 
-// ---- what the entry points call --------------------------------------------------------------
-MAPALLOC_NOINLINE void record_alloc(unsigned op, uint64_t count, uint64_t size, uint64_t alignment,
-                                    void* block) {
+// Before the block goes back (a free, or the block handed to realloc): once freed, its address
+// may be handed out, and entered in the map, by another thread at once.
+uint64_t take_ref(const void* block, bool remove) {
+  if (block == nullptr) return 0;
+  uint64_t id = map_find(block, remove);
+  return id != 0 ? id : kUnknownBlock;
+}
+
+}  // namespace
+
+// ---- mapalloc::tracer (trace_recorder.h) -------------------------------------------------------
+namespace mapalloc::tracer {
+
+std::atomic<int> state{kUnstarted};
+
+bool start_tracing() { return start_tracing_once(); }
+
+void record_alloc(unsigned op, uint64_t count, uint64_t size, uint64_t alignment, void* block) {
   if (tls_busy) return;      // a signal handler's call, made inside the tracer: untraced
   Log* log = current_log();  // first: attaching a log may allocate (a nested, traced call)
   if (log == nullptr) return;
@@ -492,31 +500,12 @@ MAPALLOC_NOINLINE void record_alloc(unsigned op, uint64_t count, uint64_t size, 
   emit(log, op, seq, {0, count, size, alignment, block == nullptr});
 }
 
-MAPALLOC_INLINE void* note_alloc(unsigned op, uint64_t count, uint64_t size, uint64_t alignment,
-                                 void* block) {
-  if (MAPALLOC_LIKELY(tracing())) record_alloc(op, count, size, alignment, block);
-  return block;
-}
-
-// Before the block goes back (a free, or the block handed to realloc): once freed, its address
-// may be handed out, and entered in the map, by another thread at once.
-uint64_t take_ref(const void* block, bool remove) {
-  if (block == nullptr) return 0;
-  uint64_t id = map_find(block, remove);
-  return id != 0 ? id : kUnknownBlock;
-}
-
-MAPALLOC_NOINLINE void record_release(unsigned op, void* block, uint64_t size, uint64_t alignment) {
+void record_release(unsigned op, void* block, uint64_t size, uint64_t alignment) {
   Log* log = tls_busy ? nullptr : current_log();
   uint64_t ref = take_ref(block, op != tr::kUsableSize);  // (even untraced: the block goes)
   if (log == nullptr) return;
   BusyGuard busy;
   emit(log, op, take_seq(), {ref, 0, size, alignment, false});
-}
-
-MAPALLOC_INLINE void note_release(unsigned op, void* block, uint64_t size = 0,
-                                  uint64_t alignment = 0) {
-  if (MAPALLOC_LIKELY(tracing())) record_release(op, block, size, alignment);
 }
 
 // realloc and reallocarray: the old block leaves the map before the call (once freed, its
@@ -540,182 +529,4 @@ void* traced_realloc(unsigned op, void* block, uint64_t count, uint64_t size, si
   return result;
 }
 
-bool is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
-
-void* aligned_new(size_t size, size_t alignment) {
-  if (!is_power_of_two(alignment)) return nullptr;
-  return aligned_alloc_impl(alignment, size);
-}
-
-// operator new's failure protocol, as in override_new.cpp: the new-handler until it gives up.
-MAPALLOC_COLD void* retry_with_handler(size_t size, size_t alignment) {
-  for (;;) {
-    NewHandler handler = cxx_new_handler();
-    if (handler == nullptr) return nullptr;
-    handler();
-    void* block = alignment <= kMinAlignBytes ? malloc_fast(size) : aligned_new(size, alignment);
-    if (block != nullptr) return block;
-  }
-}
-
-// kind: kArrayBit | kNothrowBit; alignment 0: the default one.
-MAPALLOC_INLINE void* traced_new(unsigned kind, size_t size, size_t alignment) {
-  void* block = alignment == 0 ? malloc_fast(size) : aligned_new(size, alignment);
-  if (MAPALLOC_UNLIKELY(block == nullptr)) {
-    block = retry_with_handler(size, alignment == 0 ? kMinAlignBytes : alignment);
-  }
-  note_alloc(tr::kNew | kind | (alignment != 0 ? tr::kAlignedBit : 0), 0, size, alignment, block);
-  if (MAPALLOC_UNLIKELY(block == nullptr) && (kind & tr::kNothrowBit) == 0) {
-    cxx_throw_bad_alloc();
-  }
-  return block;
-}
-
-// kind: kArrayBit | kSizedBit | kAlignedBit.
-MAPALLOC_INLINE void traced_delete(unsigned kind, void* block, size_t size, size_t alignment) {
-  note_release(tr::kDelete | kind, block, size, alignment);
-  free_fast(block);
-}
-
-}  // namespace
-
-// ---- the C, POSIX and glibc entry points -------------------------------------------------------
-MAPALLOC_EXPORT void* malloc(size_t size) __THROW {
-  return note_alloc(tr::kMalloc, 0, size, 0, malloc_fast(size));
-}
-MAPALLOC_EXPORT void free(void* pointer) __THROW {
-  note_release(tr::kFree, pointer);
-  free_fast(pointer);
-}
-MAPALLOC_EXPORT void cfree(void* pointer) { free(pointer); }
-MAPALLOC_EXPORT void* calloc(size_t count, size_t size) __THROW {
-  return note_alloc(tr::kCalloc, count, size, 0, calloc_impl(count, size));
-}
-MAPALLOC_EXPORT void* realloc(void* pointer, size_t size) __THROW {
-  return traced_realloc(tr::kRealloc, pointer, 0, size, size, false);
-}
-MAPALLOC_EXPORT void* reallocarray(void* pointer, size_t count, size_t size) __THROW {
-  size_t total;
-  bool overflow = __builtin_mul_overflow(count, size, &total);
-  if (overflow) errno = ENOMEM;
-  return traced_realloc(tr::kReallocarray, pointer, count, size, total, overflow);
-}
-
-MAPALLOC_EXPORT int posix_memalign(void** result, size_t alignment, size_t size) __THROW {
-  void* block = nullptr;
-  int status = EINVAL;
-  if (is_power_of_two(alignment) && alignment % sizeof(void*) == 0) {
-    int saved = errno;
-    block = aligned_alloc_impl(alignment, size);
-    errno = saved;  // posix_memalign reports through its result, not errno
-    status = block != nullptr ? 0 : ENOMEM;
-  }
-  note_alloc(tr::kPosixMemalign, 0, size, alignment, block);
-  if (block != nullptr) *result = block;
-  return status;
-}
-
-MAPALLOC_EXPORT void* aligned_alloc(size_t alignment, size_t size) __THROW {
-  void* block = nullptr;
-  if (is_power_of_two(alignment))  // as glibc 2.38 and C17 DR 460
-    block = aligned_alloc_impl(alignment, size);
-  else
-    errno = EINVAL;
-  return note_alloc(tr::kAlignedAlloc, 0, size, alignment, block);
-}
-
-MAPALLOC_EXPORT void* memalign(size_t alignment, size_t size) __THROW {
-  void* block = nullptr;
-  if (alignment > SIZE_MAX / 2 + 1) {  // glibc rounds up to a power of two: there is none
-    errno = EINVAL;
-  } else {
-    size_t rounded = alignment <= 1 ? 1 : size_t{1} << (64 - __builtin_clzll(alignment - 1));
-    block = aligned_alloc_impl(rounded, size);
-  }
-  return note_alloc(tr::kMemalign, 0, size, alignment, block);
-}
-
-MAPALLOC_EXPORT void* valloc(size_t size) __THROW {
-  return note_alloc(tr::kValloc, 0, size, 0, aligned_alloc_impl(kOsPageBytes, size));
-}
-
-MAPALLOC_EXPORT void* pvalloc(size_t size) __THROW {
-  size_t rounded = align_up(size == 0 ? 1 : size, kOsPageBytes);
-  void* block = nullptr;
-  if (rounded < size)
-    errno = ENOMEM;
-  else
-    block = aligned_alloc_impl(kOsPageBytes, rounded);
-  return note_alloc(tr::kPvalloc, 0, size, 0, block);
-}
-
-MAPALLOC_EXPORT size_t malloc_usable_size(void* pointer) __THROW {
-  note_release(tr::kUsableSize, pointer);
-  return usable_size_impl(pointer);
-}
-
-// glibc's internal names (see override.cpp); the rest of override.cpp's exports (mallopt,
-// mallinfo, malloc_trim, ...) come from a weakened copy of override.o (scripts/trace.mk).
-#pragma GCC diagnostic ignored "-Wmissing-attributes"
-#define MAPALLOC_ALIAS(name, target) \
-  MAPALLOC_EXPORT __typeof__(target) name __attribute__((alias(#target)))
-MAPALLOC_ALIAS(__libc_malloc, malloc);
-MAPALLOC_ALIAS(__libc_free, free);
-MAPALLOC_ALIAS(__libc_calloc, calloc);
-MAPALLOC_ALIAS(__libc_realloc, realloc);
-MAPALLOC_ALIAS(__libc_memalign, memalign);
-MAPALLOC_ALIAS(__libc_valloc, valloc);
-MAPALLOC_ALIAS(__libc_pvalloc, pvalloc);
-MAPALLOC_ALIAS(__libc_reallocarray, reallocarray);
-MAPALLOC_ALIAS(__malloc, malloc);
-MAPALLOC_ALIAS(__free, free);
-MAPALLOC_ALIAS(__calloc, calloc);
-MAPALLOC_ALIAS(__realloc, realloc);
-MAPALLOC_ALIAS(__memalign, memalign);
-MAPALLOC_ALIAS(__valloc, valloc);
-MAPALLOC_ALIAS(__pvalloc, pvalloc);
-MAPALLOC_ALIAS(__posix_memalign, posix_memalign);
-MAPALLOC_ALIAS(__malloc_usable_size, malloc_usable_size);
-
-// ---- C++ operators
-// -------------------------------------------------------------------------------
-#define MAPALLOC_CXX_EXPORT __attribute__((visibility("default")))
-using std::align_val_t;
-using std::nothrow_t;
-constexpr unsigned kArr = tr::kArrayBit, kNothrow = tr::kNothrowBit;
-constexpr unsigned kSized = tr::kSizedBit, kAligned = tr::kAlignedBit;
-inline size_t bytes_of(align_val_t alignment) { return static_cast<size_t>(alignment); }
-
-// Every form of operator new and operator delete, spelled once per family through a macro.
-#define MAPALLOC_NEW_FORMS(name, kind)                                                 \
-  MAPALLOC_CXX_EXPORT void* name(size_t n) { return traced_new(kind, n, 0); }          \
-  MAPALLOC_CXX_EXPORT void* name(size_t n, const nothrow_t&) noexcept {                \
-    return traced_new(kind | kNothrow, n, 0);                                          \
-  }                                                                                    \
-  MAPALLOC_CXX_EXPORT void* name(size_t n, align_val_t a) {                            \
-    return traced_new(kind, n, bytes_of(a));                                           \
-  }                                                                                    \
-  MAPALLOC_CXX_EXPORT void* name(size_t n, align_val_t a, const nothrow_t&) noexcept { \
-    return traced_new(kind | kNothrow, n, bytes_of(a));                                \
-  }
-#define MAPALLOC_DELETE_FORMS(name, kind)                                            \
-  MAPALLOC_CXX_EXPORT void name(void* p) noexcept { traced_delete(kind, p, 0, 0); }  \
-  MAPALLOC_CXX_EXPORT void name(void* p, size_t n) noexcept {                        \
-    traced_delete(kind | kSized, p, n, 0);                                           \
-  }                                                                                  \
-  MAPALLOC_CXX_EXPORT void name(void* p, const nothrow_t&) noexcept {                \
-    traced_delete(kind, p, 0, 0);                                                    \
-  }                                                                                  \
-  MAPALLOC_CXX_EXPORT void name(void* p, align_val_t a) noexcept {                   \
-    traced_delete(kind | kAligned, p, 0, bytes_of(a));                               \
-  }                                                                                  \
-  MAPALLOC_CXX_EXPORT void name(void* p, size_t n, align_val_t a) noexcept {         \
-    traced_delete(kind | kSized | kAligned, p, n, bytes_of(a));                      \
-  }                                                                                  \
-  MAPALLOC_CXX_EXPORT void name(void* p, align_val_t a, const nothrow_t&) noexcept { \
-    traced_delete(kind | kAligned, p, 0, bytes_of(a));                               \
-  }
-MAPALLOC_NEW_FORMS(operator new, 0)
-MAPALLOC_NEW_FORMS(operator new[], kArr)
-MAPALLOC_DELETE_FORMS(operator delete, 0)
-MAPALLOC_DELETE_FORMS(operator delete[], kArr)
+}  // namespace mapalloc::tracer
