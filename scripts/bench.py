@@ -320,6 +320,14 @@ def render_markdown(tables, summary):
     return "\n".join(out) + "\n".join(f"- {line}" for line in summary) + "\n"
 
 
+def gnuplot_histograms(path, width, height, clustered=True):
+    """The start of a gnuplot script drawing bar charts into the PNG `path` (shared by the
+    benchmark chart and the trace charts)."""
+    cluster = "set style histogram clustered gap 1\n" if clustered else ""
+    return (f"set terminal pngcairo size {width},{height} font ',10'\nset output '{path}'\n"
+            f"set style data histograms\n{cluster}set style fill solid 0.8 border -1\n")
+
+
 def write_chart(chosen, allocators, results):
     """Bars per allocator of time and peak RSS relative to mapalloc (mapalloc = 1)."""
     if not shutil.which("gnuplot"):
@@ -336,12 +344,7 @@ def write_chart(chosen, allocators, results):
     columns = len(allocators)
     plots = ", ".join(f"'{data}' index IDX using {i + 2}:xtic(1) title '{a}'"
                       for i, a in enumerate(allocators))
-    script = f"""set terminal pngcairo size 1400,900 font ',10'
-set output '{OUT / "chart.png"}'
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set key top left horizontal
+    script = gnuplot_histograms(OUT / "chart.png", 1400, 900) + f"""set key top left horizontal
 set xtics rotate by -35
 set grid ytics
 set logscale y 2

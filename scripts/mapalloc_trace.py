@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402  (format_rss)
+import bench  # noqa: E402  (format_rss, gnuplot_histograms)
 import mapalloc_common as common  # noqa: E402  (layout, allocators, the measure wrapper)
 from mapalloc_common import ToolError  # noqa: E402
 
@@ -215,12 +215,7 @@ def replay_chart(traces, allocators, results, path):
             out.write("\n\n")
     plots = ", ".join(f"'{data}' index IDX using {i + 2}:xtic(1) title '{a}'"
                       for i, a in enumerate(allocators))
-    script = f"""set terminal pngcairo size 1100,800 font ',10'
-set output '{path}'
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set key top left horizontal
+    script = bench.gnuplot_histograms(path, 1100, 800) + f"""set key top left horizontal
 set grid ytics
 set yrange [0:*]
 set multiplot layout 2,1 title 'mapalloc replay: the same recorded calls under each allocator (lower is better)'
@@ -382,11 +377,7 @@ def info_chart(info, path):
                 out.write(f"\"never freed\" {info['never_freed']}\n")
             out.write("\n\n")
     name = Path(info["program"]).name or "?"
-    script = f"""set terminal pngcairo size 1100,800 font ',10'
-set output '{path}'
-set style data histograms
-set style fill solid 0.8 border -1
-set boxwidth 0.8
+    script = bench.gnuplot_histograms(path, 1100, 800, clustered=False) + f"""set boxwidth 0.8
 set grid ytics
 set logscale y 10
 set yrange [0.8:*]
