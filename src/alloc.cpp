@@ -9,12 +9,12 @@
 
 namespace mapalloc {
 
-namespace {
-
 void* out_of_memory() {
   errno = ENOMEM;
   return nullptr;
 }
+
+namespace {
 
 // The calling thread's heap, set up on first use; nullptr if no heap could be made.
 Heap* heap_for_slow_path() {
@@ -226,6 +226,42 @@ int trim_impl(size_t) {
     if (tls_heap != &empty_heap) heap_flush_quarantine(tls_heap);
   }
   return purge_all_now(tls_heap) != 0 ? 1 : 0;
+}
+
+// ---- the entry points' argument rules (glibc's where the standards leave a choice) --------------
+
+int posix_memalign_impl(void** result, size_t alignment, size_t size) {
+  if (!is_power_of_two(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
+  int saved = errno;
+  void* block = aligned_alloc_impl(alignment, size);
+  errno = saved;  // posix_memalign reports through its result, not errno
+  if (block == nullptr) return ENOMEM;
+  *result = block;
+  return 0;
+}
+
+void* aligned_alloc_checked(size_t alignment, size_t size) {
+  if (!is_power_of_two(alignment)) {  // as glibc 2.38 and C17 DR 460
+    errno = EINVAL;
+    return nullptr;
+  }
+  return aligned_alloc_impl(alignment, size);
+}
+
+void* memalign_impl(size_t alignment, size_t size) {
+  // glibc rounds a non-power-of-two alignment up; beyond SIZE_MAX/2+1 it cannot be one.
+  if (alignment > SIZE_MAX / 2 + 1) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  size_t rounded = alignment <= 1 ? 1 : size_t{1} << (64 - __builtin_clzll(alignment - 1));
+  return aligned_alloc_impl(rounded, size);
+}
+
+void* pvalloc_impl(size_t size) {
+  size_t rounded = align_up(size == 0 ? 1 : size, kOsPageBytes);
+  if (rounded < size) return out_of_memory();
+  return aligned_alloc_impl(kOsPageBytes, rounded);
 }
 
 }  // namespace mapalloc

@@ -100,4 +100,15 @@ int trim_impl(size_t pad);
 // Whether `pointer` is the start of a live block of ours (never aborts).
 bool owns_impl(const void* pointer);
 
+// NULL with errno = ENOMEM.
+MAPALLOC_COLD void* out_of_memory();
+
+// The argument rules of the entry points of the same names (override.cpp, and the tracing
+// library's trace_override.cpp): EINVAL for alignments they refuse, glibc's rounding for
+// memalign and pvalloc. aligned_alloc_checked is aligned_alloc.
+int posix_memalign_impl(void** result, size_t alignment, size_t size);
+void* aligned_alloc_checked(size_t alignment, size_t size);
+void* memalign_impl(size_t alignment, size_t size);
+void* pvalloc_impl(size_t size);
+
 }  // namespace mapalloc

@@ -23,11 +23,7 @@ MAPALLOC_EXPORT void* mapalloc_realloc(void* pointer, size_t size) {
 }
 
 MAPALLOC_EXPORT void* mapalloc_aligned_alloc(size_t alignment, size_t size) {
-  if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
-    errno = EINVAL;
-    return nullptr;
-  }
-  return aligned_alloc_impl(alignment, size);
+  return aligned_alloc_checked(alignment, size);
 }
 
 MAPALLOC_EXPORT size_t mapalloc_usable_size(const void* pointer) {

@@ -10,7 +10,7 @@
 namespace mapalloc {
 
 inline void* aligned_new(size_t size, size_t alignment) {
-  if (alignment == 0 || (alignment & (alignment - 1)) != 0) return nullptr;
+  if (!is_power_of_two(alignment)) return nullptr;
   return aligned_alloc_impl(alignment, size);
 }
 

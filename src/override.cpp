@@ -14,25 +14,6 @@
 
 using namespace mapalloc;
 
-namespace {
-
-bool is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
-
-size_t next_power_of_two(size_t value) {
-  return value <= 1 ? 1 : size_t{1} << (64 - __builtin_clzll(value - 1));
-}
-
-void* memalign_glibc(size_t alignment, size_t size) {
-  // glibc rounds a non-power-of-two alignment up; beyond SIZE_MAX/2+1 it cannot be one.
-  if (alignment > SIZE_MAX / 2 + 1) {
-    errno = EINVAL;
-    return nullptr;
-  }
-  return aligned_alloc_impl(next_power_of_two(alignment), size);
-}
-
-}  // namespace
-
 MAPALLOC_EXPORT void* malloc(size_t size) __THROW { return malloc_fast(size); }
 MAPALLOC_EXPORT void free(void* pointer) __THROW { free_fast(pointer); }
 MAPALLOC_EXPORT void* calloc(size_t count, size_t size) __THROW { return calloc_impl(count, size); }
@@ -42,45 +23,23 @@ MAPALLOC_EXPORT void* realloc(void* pointer, size_t size) __THROW {
 
 MAPALLOC_EXPORT void* reallocarray(void* pointer, size_t count, size_t size) __THROW {
   size_t total;
-  if (__builtin_mul_overflow(count, size, &total)) {
-    errno = ENOMEM;
-    return nullptr;
-  }
+  if (__builtin_mul_overflow(count, size, &total)) return out_of_memory();
   return realloc_impl(pointer, total);
 }
 
 MAPALLOC_EXPORT int posix_memalign(void** result, size_t alignment, size_t size) __THROW {
-  if (!is_power_of_two(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
-  int saved = errno;
-  void* block = aligned_alloc_impl(alignment, size);
-  errno = saved;  // posix_memalign reports through its result, not errno
-  if (block == nullptr) return ENOMEM;
-  *result = block;
-  return 0;
+  return posix_memalign_impl(result, alignment, size);
 }
-
 MAPALLOC_EXPORT void* aligned_alloc(size_t alignment, size_t size) __THROW {
-  if (!is_power_of_two(alignment)) {  // as glibc 2.38 and C17 DR 460
-    errno = EINVAL;
-    return nullptr;
-  }
-  return aligned_alloc_impl(alignment, size);
+  return aligned_alloc_checked(alignment, size);
 }
-
 MAPALLOC_EXPORT void* memalign(size_t alignment, size_t size) __THROW {
-  return memalign_glibc(alignment, size);
+  return memalign_impl(alignment, size);
 }
 
 MAPALLOC_EXPORT void* valloc(size_t size) __THROW { return aligned_alloc_impl(kOsPageBytes, size); }
 
-MAPALLOC_EXPORT void* pvalloc(size_t size) __THROW {
-  size_t rounded = align_up(size == 0 ? 1 : size, kOsPageBytes);
-  if (rounded < size) {
-    errno = ENOMEM;
-    return nullptr;
-  }
-  return aligned_alloc_impl(kOsPageBytes, rounded);
-}
+MAPALLOC_EXPORT void* pvalloc(size_t size) __THROW { return pvalloc_impl(size); }
 
 MAPALLOC_EXPORT size_t malloc_usable_size(void* pointer) __THROW {
   return usable_size_impl(pointer);

@@ -9,11 +9,8 @@ namespace {
 // after the other.
 [[maybe_unused]] Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* then,
                                       uintptr_t key) {
-  static thread_local uint64_t random = 0;
-  if (random == 0) random = os_random_seed() | 1;
-  random ^= random << 13;
-  random ^= random >> 7;
-  random ^= random << 17;
+  static thread_local uint64_t random_state = 0;
+  uint64_t random = os_next_random(&random_state);
   unsigned start = static_cast<unsigned>(random % count);
   // A stride in [2, count - 1] (stride 1 would keep the address order); count - 1 is always
   // prime to count, so the search below ends.

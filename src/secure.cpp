@@ -65,11 +65,6 @@ MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char
   return size;
 }
 
-void* out_of_memory() {
-  errno = ENOMEM;
-  return nullptr;
-}
-
 // The bytes a just-allocated block can hold (no validation needed).
 size_t new_block_total_bytes(const void* block) {
   unsigned kind = unit_kind(block);
@@ -87,16 +82,6 @@ void* secure_allocate(size_t size, size_t alignment, bool zero) {
   write_trailer(block, new_block_total_bytes(block), size);
   if (zero) memset(block, 0, size);
   return block;
-}
-
-MAPALLOC_INLINE uint64_t next_random(Heap* heap) {
-  uint64_t x = heap->quarantine_random;
-  if (x == 0) x = os_random_seed() | 1;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  heap->quarantine_random = x;
-  return x;
 }
 
 // Frees a block evicted from the quarantine: at most 4 KiB, so its span is one page and its
@@ -117,7 +102,8 @@ MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total)
   if (total > kQuarantineMaxBlockBytes || heap == &empty_heap) return heap_free_any(heap, block);
   // Marked free now (a second free is caught at once); it waits in a random slot.
   block->free_key = page->free_key;
-  Block*& slot = heap->quarantine[next_random(heap) % Heap::kQuarantineSlots];
+  Block*& slot =
+      heap->quarantine[os_next_random(&heap->quarantine_random) % Heap::kQuarantineSlots];
   Block* evicted = slot;
   slot = block;
   if (evicted != nullptr) free_evicted(heap, evicted);

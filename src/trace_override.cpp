@@ -18,8 +18,6 @@ namespace tr = mapalloc::trace;
 
 namespace {
 
-bool is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
-
 // kind: kArrayBit | kNothrowBit; alignment 0: the default one.
 MAPALLOC_INLINE void* traced_new(unsigned kind, size_t size, size_t alignment) {
   void* block = alignment == 0 ? malloc_fast(size) : aligned_new(size, alignment);
@@ -65,36 +63,18 @@ MAPALLOC_EXPORT void* reallocarray(void* pointer, size_t count, size_t size) __T
 
 MAPALLOC_EXPORT int posix_memalign(void** result, size_t alignment, size_t size) __THROW {
   void* block = nullptr;
-  int status = EINVAL;
-  if (is_power_of_two(alignment) && alignment % sizeof(void*) == 0) {
-    int saved = errno;
-    block = aligned_alloc_impl(alignment, size);
-    errno = saved;  // posix_memalign reports through its result, not errno
-    status = block != nullptr ? 0 : ENOMEM;
-  }
+  int status = posix_memalign_impl(&block, alignment, size);
   note_alloc(tr::kPosixMemalign, 0, size, alignment, block);
-  if (block != nullptr) *result = block;
+  if (status == 0) *result = block;
   return status;
 }
 
 MAPALLOC_EXPORT void* aligned_alloc(size_t alignment, size_t size) __THROW {
-  void* block = nullptr;
-  if (is_power_of_two(alignment))  // as glibc 2.38 and C17 DR 460
-    block = aligned_alloc_impl(alignment, size);
-  else
-    errno = EINVAL;
-  return note_alloc(tr::kAlignedAlloc, 0, size, alignment, block);
+  return note_alloc(tr::kAlignedAlloc, 0, size, alignment, aligned_alloc_checked(alignment, size));
 }
 
 MAPALLOC_EXPORT void* memalign(size_t alignment, size_t size) __THROW {
-  void* block = nullptr;
-  if (alignment > SIZE_MAX / 2 + 1) {  // glibc rounds up to a power of two: there is none
-    errno = EINVAL;
-  } else {
-    size_t rounded = alignment <= 1 ? 1 : size_t{1} << (64 - __builtin_clzll(alignment - 1));
-    block = aligned_alloc_impl(rounded, size);
-  }
-  return note_alloc(tr::kMemalign, 0, size, alignment, block);
+  return note_alloc(tr::kMemalign, 0, size, alignment, memalign_impl(alignment, size));
 }
 
 MAPALLOC_EXPORT void* valloc(size_t size) __THROW {
@@ -102,13 +82,7 @@ MAPALLOC_EXPORT void* valloc(size_t size) __THROW {
 }
 
 MAPALLOC_EXPORT void* pvalloc(size_t size) __THROW {
-  size_t rounded = align_up(size == 0 ? 1 : size, kOsPageBytes);
-  void* block = nullptr;
-  if (rounded < size)
-    errno = ENOMEM;
-  else
-    block = aligned_alloc_impl(kOsPageBytes, rounded);
-  return note_alloc(tr::kPvalloc, 0, size, 0, block);
+  return note_alloc(tr::kPvalloc, 0, size, 0, pvalloc_impl(size));
 }
 
 MAPALLOC_EXPORT size_t malloc_usable_size(void* pointer) __THROW {
