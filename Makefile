@@ -27,71 +27,63 @@ HEADERS := $(wildcard src/*.h) include/mapalloc.h
 all: $(BUILD)/libmapalloc.so $(BUILD)/libmapalloc.a $(BUILD)/libmapalloc-prefixed.a \
   $(BUILD)/libmapalloc-secure.so $(BUILD)/libmapalloc-secure.a trace-tools
 
-$(BUILD)/obj/%.o: src/%.cpp $(HEADERS) Makefile
-	@mkdir -p $(dir $@)
-	@echo "  CXX   $<"
-	@$(CXX) $(LIB_CXXFLAGS) -c $< -o $@
+# The library is built in several variants, each from all of src/ with its own flags into
+# $(BUILD)/DIR/. $(call library_objects,DIR,COMPILE,NOTE): the rule for DIR's objects.
+define library_objects
+$(BUILD)/$(1)/%.o: src/%.cpp $(HEADERS) Makefile
+	@mkdir -p $$(dir $$@)
+	@echo "  CXX   $$<$(3)"
+	@$(2) -c $$< -o $$@
+endef
+# Recipes: a shared library linked with the C driver (the library needs libc alone at run
+# time; also used by scripts/trace.mk), and an archive.
+link_shared_library = $(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,$(notdir $@) -lpthread
+make_archive = @rm -f $@ && ar rcs $@ $^
 
-# Linked with the C driver: the library needs libc alone at run time.
+$(eval $(call library_objects,obj,$(CXX) $(LIB_CXXFLAGS)))
+
 $(BUILD)/libmapalloc.so: $(CORE_OBJECTS) $(OVERRIDE_OBJECTS)
-	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc.so -lpthread
+	$(link_shared_library)
 
 $(BUILD)/libmapalloc.a: $(CORE_OBJECTS) $(OVERRIDE_OBJECTS)
-	@rm -f $@
-	ar rcs $@ $^
+	$(make_archive)
+
+# Only the mapalloc_* functions, no interposed names: for sanitizer builds and embedding.
+$(BUILD)/libmapalloc-prefixed.a: $(CORE_OBJECTS)
+	$(make_archive)
 
 # The secure build: the same sources with MAPALLOC_SECURE=1 (see src/secure.cpp).
 SECURE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/secure/%.o) $(OVERRIDE_SOURCES:%=$(BUILD)/secure/%.o)
-$(BUILD)/secure/%.o: src/%.cpp $(HEADERS) Makefile
-	@mkdir -p $(dir $@)
-	@echo "  CXX   $< (secure)"
-	@$(CXX) $(LIB_CXXFLAGS) -DMAPALLOC_SECURE=1 -c $< -o $@
+$(eval $(call library_objects,secure,$(CXX) $(LIB_CXXFLAGS) -DMAPALLOC_SECURE=1, (secure)))
 
 $(BUILD)/libmapalloc-secure.so: $(SECURE_OBJECTS)
-	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc-secure.so -lpthread
+	$(link_shared_library)
 
 $(BUILD)/libmapalloc-secure.a: $(SECURE_OBJECTS)
-	@rm -f $@
-	ar rcs $@ $^
+	$(make_archive)
 
 # Without the double-free key: only for the benchmark's report of what the checks cost.
 UNCHECKED_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/unchecked/%.o) $(OVERRIDE_SOURCES:%=$(BUILD)/unchecked/%.o)
-$(BUILD)/unchecked/%.o: src/%.cpp $(HEADERS) Makefile
-	@mkdir -p $(dir $@)
-	@echo "  CXX   $< (unchecked)"
-	@$(CXX) $(LIB_CXXFLAGS) -DMAPALLOC_UNCHECKED=1 -c $< -o $@
+$(eval $(call library_objects,unchecked,$(CXX) $(LIB_CXXFLAGS) -DMAPALLOC_UNCHECKED=1, (unchecked)))
 
 $(BUILD)/libmapalloc-unchecked.so: $(UNCHECKED_OBJECTS)
-	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc-unchecked.so -lpthread
+	$(link_shared_library)
 
 # Sanitizer builds of the library. ThreadSanitizer: clang, the prefix-only archive (the
 # sanitizer keeps its own malloc; the stress programs call mapalloc_*), instrumented so that
 # races inside the allocator are seen. UndefinedBehaviorSanitizer: the full archive, linked
 # into the unit tests.
 TSAN_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/tsan/%.o)
-$(BUILD)/tsan/%.o: src/%.cpp $(HEADERS) Makefile
-	@mkdir -p $(dir $@)
-	@echo "  CXX   $< (tsan)"
-	@clang++ $(filter-out -O2,$(LIB_CXXFLAGS)) -O1 -fsanitize=thread -c $< -o $@
+$(eval $(call library_objects,tsan,clang++ $(filter-out -O2,$(LIB_CXXFLAGS)) -O1 -fsanitize=thread, (tsan)))
 
 $(BUILD)/tsan/libmapalloc-prefixed.a: $(TSAN_OBJECTS)
-	@rm -f $@
-	ar rcs $@ $^
+	$(make_archive)
 
 UBSAN_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/ubsan/%.o) $(OVERRIDE_SOURCES:%=$(BUILD)/ubsan/%.o)
-$(BUILD)/ubsan/%.o: src/%.cpp $(HEADERS) Makefile
-	@mkdir -p $(dir $@)
-	@echo "  CXX   $< (ubsan)"
-	@$(CXX) $(LIB_CXXFLAGS) -fsanitize=undefined -fno-sanitize-recover=all -c $< -o $@
+$(eval $(call library_objects,ubsan,$(CXX) $(LIB_CXXFLAGS) -fsanitize=undefined -fno-sanitize-recover=all, (ubsan)))
 
 $(BUILD)/ubsan/libmapalloc.a: $(UBSAN_OBJECTS)
-	@rm -f $@
-	ar rcs $@ $^
-
-# Only the mapalloc_* functions, no interposed names: for sanitizer builds and embedding.
-$(BUILD)/libmapalloc-prefixed.a: $(CORE_OBJECTS)
-	@rm -f $@
-	ar rcs $@ $^
+	$(make_archive)
 
 # ---- tests ------------------------------------------------------------------------------------
 TEST_CXXFLAGS := -std=c++20 -O1 -g -pthread -Wall -Wextra -Werror -Isrc -Iinclude

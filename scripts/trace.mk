@@ -1,6 +1,7 @@
 # Allocation traces (README: "Recording and replaying allocations"): the tracing library and the
-# tools that read traces. Included from the Makefile; uses its BUILD, CC, CXX, CORE_OBJECTS,
-# HEADERS and its rule for $(BUILD)/obj/%.o (which builds trace.o and trace_override.o from src/).
+# tools that read traces. Included from the Makefile; uses its BUILD, CXX, CORE_OBJECTS, the
+# link_shared_library recipe and its rule for $(BUILD)/obj/%.o (which builds trace.o and
+# trace_override.o from src/).
 #   make trace-tools    build/libmapalloc-trace.so, build/replay, build/trace-info
 
 TRACE_TOOLS := $(BUILD)/libmapalloc-trace.so $(BUILD)/replay $(BUILD)/trace-info
@@ -16,10 +17,9 @@ $(BUILD)/trace/override-weak.o: $(BUILD)/obj/override.o
 	@mkdir -p $(dir $@)
 	objcopy --weaken $< $@
 
-# Linked with the C driver, as libmapalloc.so: the library needs libc alone at run time.
 $(BUILD)/libmapalloc-trace.so: $(CORE_OBJECTS) $(BUILD)/obj/trace.o $(BUILD)/obj/trace_override.o \
   $(BUILD)/trace/override-weak.o
-	$(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,libmapalloc-trace.so -lpthread
+	$(link_shared_library)
 
 # The readers: ordinary C++17 programs. They allocate with plain malloc and new, so that the
 # allocator preloaded into them serves replay's calls.
