@@ -29,7 +29,13 @@ bool zero_on_free_read = false;
 constexpr size_t kQuarantineMaxBlockBytes = 4 * kKiB;
 
 uint64_t size_mask(const void* block) { return block_link_mask(static_cast<const Block*>(block)); }
-uint64_t canary_of(const void* block) { return size_mask(block) * 0xff51afd7ed558ccdull + 1; }
+// The canary's first byte (the one right after the requested bytes) is never zero, so the
+// commonest overflow, a string's terminating NUL written one past the end, is always caught;
+// any other single byte goes unnoticed with probability 1/255.
+uint64_t canary_of(const void* block) {
+  uint64_t canary = size_mask(block) * 0xff51afd7ed558ccdull;
+  return (canary & 0xff) == 0 ? canary | 0x5a : canary;
+}
 
 void write_trailer(void* block, size_t total, size_t size) {
   auto* bytes = static_cast<uint8_t*>(block);

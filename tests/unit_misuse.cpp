@@ -81,6 +81,7 @@ TEST_CASE("realloc and malloc_usable_size of bad pointers") {
 
 TEST_CASE("the secure build catches a one-byte overflow; the default build survives it") {
   expect_abort(kSecureLibrary, "overflow-one-byte", "heap overflow detected");
+  expect_abort(kSecureLibrary, "overflow-one-byte-many", "heap overflow detected");
   expect_abort(kSecureLibrary, "overflow-large", "heap overflow detected");
   test_support::ChildResult result = run_case(kDefaultLibrary, "overflow-one-byte");
   CHECK(result.exited);  // the byte lands in the block's rounding slack

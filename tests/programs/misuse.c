@@ -88,12 +88,22 @@ int main(int argc, char** argv) {
     int on_stack = 0;
     (void)malloc_usable_size(launder(&on_stack));
   } else if (strcmp(name, "overflow-one-byte") == 0) {
+    /* The classic off-by-one: a 24-character string copied with its terminator. */
     char* block = launder(malloc(runtime(24)));
-    memset(block, 'x', runtime(25));  /* one byte too many */
+    memset(block, 'x', runtime(24));
+    block[runtime(24)] = '\0';
     free(launder(block));
+  } else if (strcmp(name, "overflow-one-byte-many") == 0) {
+    /* One byte of another value past each of 64 blocks: each escapes with probability 1/255,
+       so one of the frees must abort. */
+    char* blocks[64];
+    for (int i = 0; i < 64; ++i) blocks[i] = launder(malloc(runtime(24)));
+    for (int i = 0; i < 64; ++i) memset(blocks[i], 'x', runtime(25));
+    for (int i = 0; i < 64; ++i) free(launder(blocks[i]));
   } else if (strcmp(name, "overflow-large") == 0) {
     char* block = launder(malloc(runtime(3 << 20)));
-    memset(block, 'x', runtime((3 << 20) + 1));
+    memset(block, 'x', runtime(3 << 20));
+    block[runtime(3 << 20)] = '\0';
     free(launder(block));
   } else if (strcmp(name, "use-after-free-link") == 0) {
     /* Overwrite a freed block's free-list link, then allocate until the allocator follows it. */
