@@ -221,17 +221,20 @@ void drain_delayed(Heap* heap) {
 }
 
 // Moves the remote frees of a class's available pages into their local lists, and retires the
-// pages that leaves empty.
-void collect_available(Heap* heap, unsigned size_class) {
+// pages that leaves empty. Returns how many it retired.
+unsigned collect_available(Heap* heap, unsigned size_class) {
+  unsigned retired = 0;
   for (Page* page = heap->available[size_class].first; page != nullptr;) {
     Page* next = page->queue_next;
     page_collect_remote(page);
     if (page->countdown == 0) {
       queue_remove(heap->available[size_class], page);
       retire(heap, page);
+      retired++;
     }
     page = next;
   }
+  return retired;
 }
 
 void queue_append(PageQueue& into, PageQueue& from) {
@@ -399,10 +402,48 @@ void heap_collect(Heap* heap) {
   }
 }
 
-void heap_collect_remote(Heap* heap) {
+unsigned heap_collect_remote(Heap* heap) {
   heap->remote_frees_pending.store(false, std::memory_order_seq_cst);
   drain_delayed(heap);
-  for (unsigned c = 0; c < kClassCount; ++c) collect_available(heap, c);
+  unsigned retired = 0;
+  for (unsigned c = 0; c < kClassCount; ++c) retired += collect_available(heap, c);
+  return retired;
+}
+
+namespace {
+
+// Free, unpurged pages a heap may keep: this many bytes, or a quarter of its pages in use if
+// that is more.
+constexpr size_t kDirtyFloorBytes = 1 * kMiB;
+constexpr size_t kDirtyShareOfUsed = 4;
+
+bool dirty_over_budget(const Heap* heap) {
+  size_t dirty_pages = 0;
+  size_t used_pages = 0;
+  for (const Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
+    dirty_pages += static_cast<size_t>(
+        __builtin_popcountll(segment->free_pages & ~segment->purged_pages & kAllUsablePages));
+    used_pages += static_cast<size_t>(__builtin_popcountll(~segment->free_pages & kAllUsablePages));
+  }
+  size_t dirty_bytes = dirty_pages * kPageBytes;
+  return dirty_bytes > kDirtyFloorBytes &&
+         dirty_bytes > used_pages * kPageBytes / kDirtyShareOfUsed;
+}
+
+}  // namespace
+
+size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
+  // Oldest first: each pass purges the pages free for at least `age_ms`.
+  static constexpr uint64_t kAgesMs[] = {50, 20, 10, 5, 2, 1, 0};
+  size_t purged = 0;
+  for (uint64_t age_ms : kAgesMs) {
+    if (!dirty_over_budget(heap)) break;
+    uint64_t unused_deadline_ms = 0;
+    for (Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
+      purged += segment_purge(segment, now_ms, age_ms, &unused_deadline_ms);
+    }
+  }
+  return purged;
 }
 
 size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {

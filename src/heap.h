@@ -100,8 +100,13 @@ void heap_free_any(Heap* heap, Block* block);
 void heap_flush_quarantine(Heap* heap);
 
 // Takes in the blocks other threads freed into this heap's pages (delayed list and the pages'
-// thread_free lists) and retires pages left empty. Owner only.
-void heap_collect_remote(Heap* heap);
+// thread_free lists) and retires pages left empty. Owner only. Returns the pages retired.
+unsigned heap_collect_remote(Heap* heap);
+
+// Purges free pages, the longest-free first, until the heap keeps no more than its budget of
+// free resident pages (1 MiB, or a quarter of its pages in use if more). Owner only. Returns
+// the bytes purged.
+size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms);
 
 // Retires this heap's empty pages (collecting remote frees first) and purges the free pages of
 // its segments that have been free for `delay_ms` (all of them for 0). Owner only. Returns

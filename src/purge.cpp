@@ -37,7 +37,12 @@ void purge_if_due(Heap* heap) {
     if (heap->remote_frees_pending.load(std::memory_order_relaxed) &&
         now_ms >= heap->next_remote_collect_ms) {
       heap->next_remote_collect_ms = now_ms + options().purge_delay_ms;
-      heap_collect_remote(heap);
+      // Pages emptied by other threads' frees mean the heap's live set shrank (a producer
+      // whose blocks were consumed): without a budget it would keep its old peak resident for
+      // a whole purge delay while other heaps grow theirs, and the process's peak would be the
+      // sum of the heaps' peaks. Pages a heap empties itself are likely reused soon: they wait
+      // for the delay as before.
+      if (heap_collect_remote(heap) != 0) heap_purge_over_budget(heap, now_ms);
     }
     if (heap->purge_requested.load(std::memory_order_relaxed) &&
         heap->purge_requested.exchange(false, std::memory_order_relaxed)) {

@@ -36,7 +36,11 @@ run_checks() {
   echo "== $name"
   local output
   output=$("$@" 2>&1)
-  echo "$output" | grep -E '^(ok|FAIL) ' | sed 's/^/   /'
+  # ok/FAIL lines, and after a FAIL whatever the check printed about it (up to 20 lines), so
+  # that a failure seen only in CI leaves its evidence in the log.
+  echo "$output" | awk '/^ok /{ detail = 0; print "   " $0; next }
+                        /^FAIL /{ detail = 20; print "   " $0; next }
+                        detail > 0 { detail--; print "      | " $0 }'
   local p f
   p=$(grep -c '^ok ' <<<"$output" || true)
   f=$(grep -c '^FAIL ' <<<"$output" || true)

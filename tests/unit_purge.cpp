@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "mapalloc.h"
 #include "options.h"
 #include "os.h"
 #include "test_support.h"
@@ -160,6 +161,47 @@ TEST_CASE("memory reused at once is not purged (no refault churn)") {
     blocks = allocate(16 * kMiB, Sizes::kSmall);  // at once: a few ms, well within the delay
     if (mapalloc::os_counters.purged_bytes.load() != purged_before) _exit(5);
     free_all(blocks);
+  });
+}
+
+TEST_CASE("pages other threads emptied are purged beyond a small budget, long before the delay") {
+  // A producer's heap whose blocks were consumed elsewhere must not keep its old peak resident
+  // for the purge delay (10 s here): only its budget may stay, 1 MiB or a quarter of the pages
+  // still in use. One block stays on every 8th page, so that no segment empties completely (the
+  // process's cache of empty segments has its own allowance).
+  in_child([] {
+    size_t start = resident_mib();
+    constexpr size_t kBlockBytes = 256;
+    constexpr size_t kCount = 64 * kMiB / kBlockBytes;
+    std::vector<void*> kept, consumed;
+    kept.reserve(kCount);
+    consumed.reserve(kCount);
+    for (size_t i = 0; i < kCount; ++i) {
+      char* block = static_cast<char*>(malloc(runtime(kBlockBytes)));
+      if (block == nullptr) _exit(2);
+      memset(block, 0x5a, kBlockBytes);
+      uintptr_t address = reinterpret_cast<uintptr_t>(block);
+      bool first_of_page = (address & (mapalloc::kPageBytes - 1)) < kBlockBytes;
+      (first_of_page && (address / mapalloc::kPageBytes) % 8 == 0 ? kept : consumed)
+          .push_back(block);
+    }
+    size_t peak = resident_mib();
+    if (peak < start + 60) _exit(3);
+    // Set only now: remote frees are collected at most once per purge delay, and one collected
+    // during the allocations above must not push the next collection 10 s away.
+    mapalloc_option_set("purge_delay_ms", 10000);
+    size_t purged_before = mapalloc::os_counters.purged_bytes.load();
+    std::thread([&consumed] { free_all(consumed); }).join();
+    // The owner's next slow paths collect the remote frees and purge the excess.
+    size_t limit = start + kept.size() * mapalloc::kPageBytes / kMiB + 2 + kSlackMib;
+    for (int i = 0; i < 500 && resident_mib() > limit; ++i) light_activity(1);
+    size_t purged_mib = (mapalloc::os_counters.purged_bytes.load() - purged_before) / kMiB;
+    if (purged_mib < 48) {
+      fprintf(stderr, "purged %zu MiB of the 56 emptied by another thread\n", purged_mib);
+      _exit(4);
+    }
+    expect_near(resident_mib(), limit, 0, "after remote frees, within the budget");
+    free_all(kept);
   });
 }
 
