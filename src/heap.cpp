@@ -421,8 +421,7 @@ bool dirty_over_budget(const Heap* heap) {
   size_t dirty_pages = 0;
   size_t used_pages = 0;
   for (const Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
-    dirty_pages += static_cast<size_t>(
-        __builtin_popcountll(segment->free_pages & ~segment->purged_pages & kAllUsablePages));
+    dirty_pages += static_cast<size_t>(__builtin_popcountll(segment_dirty_pages(segment)));
     used_pages += static_cast<size_t>(__builtin_popcountll(~segment->free_pages & kAllUsablePages));
   }
   size_t dirty_bytes = dirty_pages * kPageBytes;

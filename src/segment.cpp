@@ -37,9 +37,7 @@ constexpr size_t kMaxCachedSegments = 16;
 constexpr size_t kMaxDirtyCachedSegments = 4;
 constexpr size_t kRetainedSegments = 2;
 
-bool is_dirty(const Segment* segment) {
-  return (segment->free_pages & ~segment->purged_pages & kAllUsablePages) != 0;
-}
+bool is_dirty(const Segment* segment) { return segment_dirty_pages(segment) != 0; }
 
 // Every mapped segment, newest first. Insertion and removal are single stores (a removal
 // finds the predecessor by walking: segments are unmapped rarely).
@@ -240,7 +238,7 @@ size_t segment_list_release_empty(SegmentList& list, size_t keep, bool purged_on
 
 size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
                      uint64_t* next_deadline_ms) {
-  uint64_t dirty = segment->free_pages & ~segment->purged_pages & kAllUsablePages;
+  uint64_t dirty = segment_dirty_pages(segment);
   uint64_t due = 0;
   for (uint64_t rest = dirty; rest != 0; rest &= rest - 1) {
     unsigned index = static_cast<unsigned>(__builtin_ctzll(rest));

@@ -151,6 +151,11 @@ constexpr unsigned kGuardPages = kSecure ? 1 : 0;
 constexpr uint64_t kAllUsablePages =
     (~uint64_t{0} << kFirstUsablePage) & (~uint64_t{0} >> kGuardPages);
 
+// Pages that are free but still resident: not purged since their span was freed.
+MAPALLOC_INLINE uint64_t segment_dirty_pages(const Segment* segment) {
+  return segment->free_pages & ~segment->purged_pages & kAllUsablePages;
+}
+
 MAPALLOC_INLINE Segment* segment_of(const void* pointer) {
   return reinterpret_cast<Segment*>(reinterpret_cast<uintptr_t>(pointer) & ~(kSegmentBytes - 1));
 }
