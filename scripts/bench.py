@@ -328,6 +328,17 @@ def gnuplot_histograms(path, width, height, clustered=True):
             f"set style data histograms\n{cluster}set style fill solid 0.8 border -1\n")
 
 
+def gnuplot_two_panels(data, allocators, title, ylabels):
+    """The end of a gnuplot script: two bar charts one above the other, of data sets (`index`)
+    0 and 1 of the file `data`, a bar per allocator in each group (the benchmark chart and
+    replay's chart)."""
+    plots = ", ".join(f"'{data}' index IDX using {i + 2}:xtic(1) title '{a}'"
+                      for i, a in enumerate(allocators))
+    panels = "".join(f"set ylabel '{label}'\nplot {plots.replace('IDX', str(index))}\n"
+                     for index, label in enumerate(ylabels))
+    return f"set multiplot layout 2,1 title '{title}'\n{panels}unset multiplot\n"
+
+
 def write_chart(chosen, allocators, results):
     """Bars per allocator of time and peak RSS relative to mapalloc (mapalloc = 1)."""
     if not shutil.which("gnuplot"):
@@ -341,20 +352,12 @@ def write_chart(chosen, allocators, results):
                 values = " ".join(f"{results[w.name][a][key] / base:.4f}" for a in allocators)
                 out.write(f"\"{w.name}\" {values}\n")
             out.write("\n\n")
-    columns = len(allocators)
-    plots = ", ".join(f"'{data}' index IDX using {i + 2}:xtic(1) title '{a}'"
-                      for i, a in enumerate(allocators))
-    script = gnuplot_histograms(OUT / "chart.png", 1400, 900) + f"""set key top left horizontal
-set xtics rotate by -35
-set grid ytics
-set logscale y 2
-set multiplot layout 2,1 title 'mapalloc benchmark: relative to mapalloc (1 = same, above 1 = worse than mapalloc)'
-set ylabel 'wall time ratio'
-plot {plots.replace('IDX', '0')}
-set ylabel 'peak RSS ratio'
-plot {plots.replace('IDX', '1')}
-unset multiplot
-"""
+    script = (gnuplot_histograms(OUT / "chart.png", 1400, 900) +
+              "set key top left horizontal\nset xtics rotate by -35\nset grid ytics\n"
+              "set logscale y 2\n" +
+              gnuplot_two_panels(data, allocators, "mapalloc benchmark: relative to mapalloc "
+                                 "(1 = same, above 1 = worse than mapalloc)",
+                                 ["wall time ratio", "peak RSS ratio"]))
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
     return OUT / "chart.png"
 

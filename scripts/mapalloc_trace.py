@@ -213,18 +213,11 @@ def replay_chart(traces, allocators, results, path):
                 values = " ".join(f"{results[trace][a][key] * scale:.6f}" for a in allocators)
                 out.write(f"\"{Path(trace).name}\" {values}\n")
             out.write("\n\n")
-    plots = ", ".join(f"'{data}' index IDX using {i + 2}:xtic(1) title '{a}'"
-                      for i, a in enumerate(allocators))
-    script = bench.gnuplot_histograms(path, 1100, 800) + f"""set key top left horizontal
-set grid ytics
-set yrange [0:*]
-set multiplot layout 2,1 title 'mapalloc replay: the same recorded calls under each allocator (lower is better)'
-set ylabel 'replay time (s)'
-plot {plots.replace('IDX', '0')}
-set ylabel 'peak RSS (MiB)'
-plot {plots.replace('IDX', '1')}
-unset multiplot
-"""
+    script = (bench.gnuplot_histograms(path, 1100, 800) +
+              "set key top left horizontal\nset grid ytics\nset yrange [0:*]\n" +
+              bench.gnuplot_two_panels(data, allocators, "mapalloc replay: the same recorded "
+                                       "calls under each allocator (lower is better)",
+                                       ["replay time (s)", "peak RSS (MiB)"]))
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
     return path
 
