@@ -417,29 +417,36 @@ namespace {
 constexpr size_t kDirtyFloorBytes = 1 * kMiB;
 constexpr size_t kDirtyShareOfUsed = 4;
 
-bool dirty_over_budget(const Heap* heap) {
+// Free, unpurged pages beyond the heap's budget.
+size_t dirty_pages_over_budget(const Heap* heap) {
   size_t dirty_pages = 0;
   size_t used_pages = 0;
   for (const Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
     dirty_pages += static_cast<size_t>(__builtin_popcountll(segment_dirty_pages(segment)));
     used_pages += static_cast<size_t>(__builtin_popcountll(~segment->free_pages & kAllUsablePages));
   }
-  size_t dirty_bytes = dirty_pages * kPageBytes;
-  return dirty_bytes > kDirtyFloorBytes &&
-         dirty_bytes > used_pages * kPageBytes / kDirtyShareOfUsed;
+  size_t floor_pages = kDirtyFloorBytes / kPageBytes;
+  size_t share_pages = used_pages / kDirtyShareOfUsed;
+  size_t budget_pages = floor_pages > share_pages ? floor_pages : share_pages;
+  return dirty_pages > budget_pages ? dirty_pages - budget_pages : 0;
 }
 
 }  // namespace
 
 size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
-  // Oldest first: each pass purges the pages free for at least `age_ms`.
+  // Oldest first: each pass purges pages free for at least `age_ms`, until within the budget.
   static constexpr uint64_t kAgesMs[] = {50, 20, 10, 5, 2, 1, 0};
+  size_t excess_pages = dirty_pages_over_budget(heap);
   size_t purged = 0;
   for (uint64_t age_ms : kAgesMs) {
-    if (!dirty_over_budget(heap)) break;
     uint64_t unused_deadline_ms = 0;
-    for (Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
-      purged += segment_purge(segment, now_ms, age_ms, &unused_deadline_ms);
+    for (Segment* segment = heap->segments.first; segment != nullptr && excess_pages != 0;
+         segment = segment->next) {
+      unsigned limit =
+          excess_pages < kPagesPerSegment ? static_cast<unsigned>(excess_pages) : kPagesPerSegment;
+      size_t bytes = segment_purge(segment, now_ms, age_ms, &unused_deadline_ms, limit);
+      purged += bytes;
+      excess_pages -= bytes / kPageBytes;
     }
   }
   return purged;
@@ -479,6 +486,10 @@ void heap_abandon(Heap* heap) {
   // heap_purge for when they are let go).
   heap->segments.keep_empty = true;
   heap_collect(heap);
+  // A dead thread's pages are reused only if a new thread adopts its heap: until then it keeps
+  // no more free resident pages than the budget (otherwise many threads exiting together, each
+  // leaving its peak behind, add up to the sum of their peaks for a whole purge delay).
+  heap_purge_over_budget(heap, os_now_ms());
   heap->abandoned.store(true, std::memory_order_seq_cst);
   // Its free pages are now the process's to purge (any thread processes abandoned heaps).
   note_global_purge_deadline(heap->purge_deadline_ms);

@@ -103,14 +103,16 @@ void segment_unmap(Segment* segment) {
 Segment* segment_map_new() {
   void* memory = os_map_aligned(kSegmentBytes, kSegmentBytes);
   if (memory == nullptr) return nullptr;
-  Segment* segment = static_cast<Segment*>(memory);  // fresh mappings are zero: all pages kFree
+  // Fresh mappings are zero (all pages kFree) and not resident: as good as purged, so spans are
+  // taken from them only when no recently freed (resident) pages are left.
+  Segment* segment = static_cast<Segment*>(memory);
   if constexpr (kGuardPages != 0) {
     os_guard(static_cast<char*>(memory) + kSegmentBytes - kGuardPages * kPageBytes,
              kGuardPages * kPageBytes);
   }
   if (options().transparent_huge_pages) os_advise_huge_pages(memory, kSegmentBytes);
   segment->free_pages = kAllUsablePages;
-  segment->purged_pages = 0;
+  segment->purged_pages = kAllUsablePages;
   set_unit_entry(segment, kUnitSegment);
   registry_add(segment);
   return segment;
@@ -162,7 +164,15 @@ void segment_list_push(SegmentList& list, Segment* segment) {
   list.count++;
 }
 
+// Free pages still resident (freed, not purged yet) are taken first: reusing them costs no page
+// faults, and leaves the purged ones out of the resident set. Only when no run of them is long
+// enough does a span take purged or never-touched pages.
 Page* span_alloc_in_list(SegmentList& list, unsigned pages) {
+  for (Segment* segment = list.first; segment != nullptr; segment = segment->next) {
+    uint64_t starts = run_starts(segment_dirty_pages(segment), pages);
+    if (starts != 0)
+      return take_span(segment, static_cast<unsigned>(__builtin_ctzll(starts)), pages);
+  }
   for (Segment* segment = list.first; segment != nullptr; segment = segment->next) {
     uint64_t starts = run_starts(segment->free_pages, pages);
     if (starts != 0)
@@ -237,7 +247,7 @@ size_t segment_list_release_empty(SegmentList& list, size_t keep, bool purged_on
 }
 
 size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
-                     uint64_t* next_deadline_ms) {
+                     uint64_t* next_deadline_ms, unsigned max_pages) {
   uint64_t dirty = segment_dirty_pages(segment);
   uint64_t due = 0;
   for (uint64_t rest = dirty; rest != 0; rest &= rest - 1) {
@@ -248,6 +258,7 @@ size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
     else
       lower_deadline(next_deadline_ms, due_ms);
   }
+  while (static_cast<unsigned>(__builtin_popcountll(due)) > max_pages) due &= due - 1;
   auto method = static_cast<PurgeMethod>(options().purge_method);
   size_t purged = 0;
   // One madvise per run of neighbouring pages.

@@ -251,10 +251,11 @@ size_t segment_list_release_empty(SegmentList& list, size_t keep, bool purged_on
                                   uint64_t now_ms);
 
 // Gives back to the OS the free pages of `segment` that have been free for `delay_ms` (all of
-// them for delay 0). Returns the bytes purged; `*next_deadline_ms` is lowered to when the
+// them for delay 0), at most `max_pages` of them: the highest ones, which span allocation (lowest
+// first) would reuse last. Returns the bytes purged; `*next_deadline_ms` is lowered to when the
 // remaining unpurged free pages fall due (left alone if there are none).
 size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
-                     uint64_t* next_deadline_ms);
+                     uint64_t* next_deadline_ms, unsigned max_pages = kPagesPerSegment);
 
 // Process cache of free segments.
 struct SegmentCacheCounters {
