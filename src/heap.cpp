@@ -80,6 +80,30 @@ class HeapStack {
   std::atomic<uint64_t> head_{0};
 };
 
+// Free resident pages that exited threads' heaps may keep, all together, for the threads that
+// will adopt them: a thread pool replacing a few threads refaults nothing, while a storm of
+// threads exiting at once does not leave the sum of their peaks behind (each heap beyond the
+// allowance keeps only its own budget, see heap_abandon).
+constexpr size_t kAbandonedDirtyBytes = 16 * kMiB;
+std::atomic<size_t> abandoned_dirty_pages{0};
+
+size_t dirty_pages_of(const Heap* heap) {
+  size_t pages = 0;
+  for (const Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next)
+    pages += static_cast<size_t>(__builtin_popcountll(segment_dirty_pages(segment)));
+  return pages;
+}
+
+void count_dirty(Heap* heap) {
+  heap->counted_dirty_pages = dirty_pages_of(heap);
+  abandoned_dirty_pages.fetch_add(heap->counted_dirty_pages, std::memory_order_relaxed);
+}
+
+void uncount_dirty(Heap* heap) {
+  abandoned_dirty_pages.fetch_sub(heap->counted_dirty_pages, std::memory_order_relaxed);
+  heap->counted_dirty_pages = 0;
+}
+
 // Abandoned heaps that still hold segments, and emptied ones. A new thread adopts from the
 // first if it can (its pages are as good as new ones); a live heap short of pages reclaims
 // from it; emptied heaps wait for new threads.
@@ -101,6 +125,7 @@ Heap* take_from(HeapStack& stack) {
   if (heap == nullptr) return nullptr;
   heap->abandoned.store(false, std::memory_order_seq_cst);
   while (heap->purge_claimed.load(std::memory_order_seq_cst)) sched_yield();
+  uncount_dirty(heap);
   return heap;
 }
 
@@ -471,6 +496,10 @@ size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
   purged +=
       segment_list_release_empty(heap->segments, heap->abandoned.load() ? 0 : 1, true, now_ms);
   heap->purge_deadline_ms = next_deadline_ms;
+  if (heap->counted_dirty_pages != 0) {  // an abandoned heap, purged by purge_process
+    uncount_dirty(heap);
+    count_dirty(heap);
+  }
   return purged;
 }
 
@@ -486,10 +515,14 @@ void heap_abandon(Heap* heap) {
   // heap_purge for when they are let go).
   heap->segments.keep_empty = true;
   heap_collect(heap);
-  // A dead thread's pages are reused only if a new thread adopts its heap: until then it keeps
-  // no more free resident pages than the budget (otherwise many threads exiting together, each
-  // leaving its peak behind, add up to the sum of their peaks for a whole purge delay).
-  heap_purge_over_budget(heap, os_now_ms());
+  // A dead thread's pages are reused only if a new thread adopts its heap: beyond the allowance
+  // shared by all abandoned heaps it keeps no more free resident pages than its budget.
+  size_t allowance_pages = kAbandonedDirtyBytes / kPageBytes;
+  if (abandoned_dirty_pages.load(std::memory_order_relaxed) + dirty_pages_of(heap) >
+      allowance_pages) {
+    heap_purge_over_budget(heap, os_now_ms());
+  }
+  count_dirty(heap);
   heap->abandoned.store(true, std::memory_order_seq_cst);
   // Its free pages are now the process's to purge (any thread processes abandoned heaps).
   note_global_purge_deadline(heap->purge_deadline_ms);

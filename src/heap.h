@@ -47,6 +47,9 @@ struct Heap {
   std::atomic<bool> abandoned{false};   // in the pool (read by remote frees)
   // Held by a thread purging this heap while it is abandoned (see heap_try_claim).
   std::atomic<bool> purge_claimed{false};
+  // While abandoned: its free resident pages, as counted in the allowance all abandoned heaps
+  // share (heap.cpp, kAbandonedDirtyBytes).
+  size_t counted_dirty_pages = 0;
   // Secure build: blocks this thread freed, held back from reuse for a while (secure.cpp).
   static constexpr unsigned kQuarantineSlots = kSecure ? 256 : 1;
   Block* quarantine[kQuarantineSlots] = {};
