@@ -83,8 +83,12 @@ class HeapStack {
 // Free resident pages that exited threads' heaps may keep, all together, for the threads that
 // will adopt them: a thread pool replacing a few threads refaults nothing, while a storm of
 // threads exiting at once does not leave the sum of their peaks behind (each heap beyond the
-// allowance keeps only its own budget, see heap_abandon).
+// allowance keeps only its own budget, see heap_abandon). Remote frees collected later into an
+// abandoned heap can take the total past the allowance until the purge delay passes.
 constexpr size_t kAbandonedDirtyBytes = 16 * kMiB;
+constexpr size_t kAbandonedDirtyPages = kAbandonedDirtyBytes / kPageBytes;
+// The sum of the abandoned heaps' counted_dirty_pages (exact while no thread is between two
+// updates; a forked child recomputes it).
 std::atomic<size_t> abandoned_dirty_pages{0};
 
 size_t dirty_pages_of(const Heap* heap) {
@@ -94,9 +98,11 @@ size_t dirty_pages_of(const Heap* heap) {
   return pages;
 }
 
-void count_dirty(Heap* heap) {
-  heap->counted_dirty_pages = dirty_pages_of(heap);
-  abandoned_dirty_pages.fetch_add(heap->counted_dirty_pages, std::memory_order_relaxed);
+// Sets an abandoned heap's share of the allowance to what it holds now.
+void recount_dirty(Heap* heap) {
+  size_t pages = dirty_pages_of(heap);
+  abandoned_dirty_pages.fetch_add(pages - heap->counted_dirty_pages, std::memory_order_relaxed);
+  heap->counted_dirty_pages = pages;
 }
 
 void uncount_dirty(Heap* heap) {
@@ -459,7 +465,8 @@ size_t dirty_pages_over_budget(const Heap* heap) {
 }  // namespace
 
 size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
-  // Oldest first: each pass purges pages free for at least `age_ms`, until within the budget.
+  // Oldest first: each pass purges pages free for at least `age_ms`, until within the budget
+  // (within a segment the highest pages, which span allocation reuses last).
   static constexpr uint64_t kAgesMs[] = {50, 20, 10, 5, 2, 1, 0};
   size_t excess_pages = dirty_pages_over_budget(heap);
   size_t purged = 0;
@@ -496,10 +503,9 @@ size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
   purged +=
       segment_list_release_empty(heap->segments, heap->abandoned.load() ? 0 : 1, true, now_ms);
   heap->purge_deadline_ms = next_deadline_ms;
-  if (heap->counted_dirty_pages != 0) {  // an abandoned heap, purged by purge_process
-    uncount_dirty(heap);
-    count_dirty(heap);
-  }
+  // An abandoned heap (purged by purge_process, under its claim) gave back pages, and may have
+  // gained some from collected remote frees.
+  if (heap->abandoned.load(std::memory_order_relaxed)) recount_dirty(heap);
   return purged;
 }
 
@@ -516,13 +522,17 @@ void heap_abandon(Heap* heap) {
   heap->segments.keep_empty = true;
   heap_collect(heap);
   // A dead thread's pages are reused only if a new thread adopts its heap: beyond the allowance
-  // shared by all abandoned heaps it keeps no more free resident pages than its budget.
-  size_t allowance_pages = kAbandonedDirtyBytes / kPageBytes;
-  if (abandoned_dirty_pages.load(std::memory_order_relaxed) + dirty_pages_of(heap) >
-      allowance_pages) {
+  // shared by all abandoned heaps it keeps no more free resident pages than its budget. The
+  // pages are reserved first, so that threads exiting together cannot all take the same room.
+  size_t pages = dirty_pages_of(heap);
+  if (abandoned_dirty_pages.fetch_add(pages, std::memory_order_relaxed) + pages >
+      kAbandonedDirtyPages) {
+    abandoned_dirty_pages.fetch_sub(pages, std::memory_order_relaxed);
     heap_purge_over_budget(heap, os_now_ms());
+    pages = dirty_pages_of(heap);
+    abandoned_dirty_pages.fetch_add(pages, std::memory_order_relaxed);
   }
-  count_dirty(heap);
+  heap->counted_dirty_pages = pages;
   heap->abandoned.store(true, std::memory_order_seq_cst);
   // Its free pages are now the process's to purge (any thread processes abandoned heaps).
   note_global_purge_deadline(heap->purge_deadline_ms);
@@ -539,7 +549,16 @@ bool heap_try_claim(Heap* heap) {
 void heap_unclaim(Heap* heap) { heap->purge_claimed.store(false, std::memory_order_release); }
 
 void heap_after_fork_child() {
-  heap_for_each([](Heap* heap) { heap->purge_claimed.store(false, std::memory_order_relaxed); });
+  // A thread that does not exist here may have been between two updates of the allowance's
+  // count: recompute it from the heaps.
+  size_t total_pages = 0;
+  heap_for_each([&total_pages](Heap* heap) {
+    heap->purge_claimed.store(false, std::memory_order_relaxed);
+    bool abandoned = heap->abandoned.load(std::memory_order_relaxed);
+    heap->counted_dirty_pages = abandoned ? dirty_pages_of(heap) : 0;
+    total_pages += heap->counted_dirty_pages;
+  });
+  abandoned_dirty_pages.store(total_pages, std::memory_order_relaxed);
 }
 
 }  // namespace mapalloc

@@ -189,7 +189,10 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
   segment->owner = owner;
   set_unit_entry(segment, owner_tag);
   segment_list_push(list, segment);
-  return take_span(segment, kFirstUsablePage, pages);
+  // A cached segment may be partly purged: its resident pages first, as above.
+  uint64_t starts = run_starts(segment_dirty_pages(segment), pages);
+  unsigned first = starts != 0 ? static_cast<unsigned>(__builtin_ctzll(starts)) : kFirstUsablePage;
+  return take_span(segment, first, pages);
 }
 
 // An empty segment leaves its heap for the process cache (purged first if the cache already
@@ -258,7 +261,10 @@ size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
     else
       lower_deadline(next_deadline_ms, due_ms);
   }
-  while (static_cast<unsigned>(__builtin_popcountll(due)) > max_pages) due &= due - 1;
+  if (static_cast<unsigned>(__builtin_popcountll(due)) > max_pages) {
+    lower_deadline(next_deadline_ms, now_ms);  // the pages left out are due already
+    while (static_cast<unsigned>(__builtin_popcountll(due)) > max_pages) due &= due - 1;
+  }
   auto method = static_cast<PurgeMethod>(options().purge_method);
   size_t purged = 0;
   // One madvise per run of neighbouring pages.

@@ -140,7 +140,7 @@ struct Segment {
   Segment* next;  // in the owner's SegmentList, or in the process-wide cache
   Segment* prev;
   uint64_t free_pages;     // bit i set: page i is not part of any span
-  uint64_t purged_pages;   // bit i set: page i is free and its memory was given back to the OS
+  uint64_t purged_pages;   // bit i set: page i is free and not resident (purged, or never used)
   uint64_t cached_at_ms;   // when it entered the process cache of free segments
   Segment* registry_next;  // every mapped segment, for statistics (segment_registry_walk)
 };
