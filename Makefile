@@ -10,7 +10,10 @@ BUILD    := build
 PREFIX   ?= /usr/local
 
 # The library: C++20 without the C++ runtime (no exceptions, no RTTI, no thread-safe statics).
+# Functions start on a cache line: otherwise an unrelated change that shifts the fast path's
+# placement moved the LIFO benchmark by 6-7 % at the same instruction count.
 LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines-hidden \
+  -falign-functions=64 \
   -fno-exceptions -fno-rtti -fno-threadsafe-statics -fasynchronous-unwind-tables \
   -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
   -ftls-model=initial-exec -Wall -Wextra -Werror $(EXTRA_CXXFLAGS)
