@@ -21,9 +21,11 @@ namespace {
 // Encoded size (8 bytes) plus an 8-byte canary after every block.
 constexpr size_t kTrailerBytes = 16;
 
-// options().zero_on_free, read once (the fast path should not call out for it).
-bool zero_on_free = false;
-bool zero_on_free_read = false;
+// options().zero_on_free, read on the first free (the fast path should not call out for it).
+// The fast path tests only for kZeroOff: the other two states take an out-of-line path, so
+// that it saves no registers for a call it almost never makes.
+enum class ZeroOnFree : uint8_t { kUnread, kOff, kOn };
+ZeroOnFree zero_on_free = ZeroOnFree::kUnread;
 
 // Blocks bigger than this skip the quarantine: each waiting block keeps its whole span in use.
 constexpr size_t kQuarantineMaxBlockBytes = 4 * kKiB;
@@ -100,10 +102,8 @@ MAPALLOC_INLINE void free_evicted(Heap* heap, Block* block) {
   if (MAPALLOC_UNLIKELY(--page->countdown == 0)) heap_page_countdown_zero(heap, page);
 }
 
-// A block that passed validation: checked, optionally zeroed, then held in quarantine or freed.
-MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total) {
-  size_t size = check_trailer(block, total, "free");
-  if (MAPALLOC_UNLIKELY(zero_on_free)) memset(block, 0, size);
+// A checked block of `size` requested bytes: held in quarantine, or freed.
+MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, size_t total) {
   // (A thread without a heap frees remotely: no page is ever owned by empty_heap.)
   if (total > kQuarantineMaxBlockBytes || heap == &empty_heap) return heap_free_any(heap, block);
   // Marked free now (a second free is caught at once); it waits in a random slot.
@@ -115,6 +115,35 @@ MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total)
   if (evicted != nullptr) free_evicted(heap, evicted);
 }
 
+// release() when zeroing on free is on, or not read yet.
+MAPALLOC_NOINLINE void release_zeroing(Heap* heap, Page* page, Block* block, size_t total) {
+  if (zero_on_free == ZeroOnFree::kUnread)
+    zero_on_free = options().zero_on_free ? ZeroOnFree::kOn : ZeroOnFree::kOff;
+  size_t size = check_trailer(block, total, "free");
+  if (zero_on_free == ZeroOnFree::kOn) memset(block, 0, size);
+  quarantine_or_free(heap, page, block, total);
+}
+
+// A block that passed validation: checked, optionally zeroed, then held in quarantine or freed.
+MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total) {
+  if (MAPALLOC_UNLIKELY(zero_on_free != ZeroOnFree::kOff))
+    return release_zeroing(heap, page, block, total);
+  check_trailer(block, total, "free");
+  quarantine_or_free(heap, page, block, total);
+}
+
+// secure_free for everything but this thread's own small blocks: null, other threads' blocks,
+// large blocks, and pointers that are not blocks (reported).
+MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer) {
+  if (pointer == nullptr) return;
+  BlockRef ref = locate(pointer, "free");
+  if (ref.large != nullptr) {
+    check_trailer(pointer, ref.usable_bytes, "free");
+    return free_located(ref, pointer);
+  }
+  release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes);
+}
+
 }  // namespace
 
 void* secure_malloc(size_t size) {
@@ -124,7 +153,7 @@ void* secure_malloc(size_t size) {
     void* block = default_malloc(inner);
     if (MAPALLOC_UNLIKELY(block == nullptr)) return nullptr;
     unsigned size_class = kSmallClassTable.class_of[(inner + kMinAlignBytes - 1) / kMinAlignBytes];
-    write_trailer(block, class_block_bytes(size_class), size);
+    write_trailer(block, kClassBlockBytes.bytes[size_class], size);
     return block;
   }
   return secure_allocate(size, kMinAlignBytes, false);
@@ -137,10 +166,6 @@ void* secure_aligned_alloc(size_t alignment, size_t size) {
 }
 
 void secure_free(void* pointer) {
-  if (MAPALLOC_UNLIKELY(!zero_on_free_read)) {
-    zero_on_free = options().zero_on_free;
-    zero_on_free_read = true;
-  }
   // The default fast path's checks first (segment of this heap, block start, not yet free).
   Heap* heap = tls_heap;
   uintptr_t unit = unit_of(pointer);
@@ -153,13 +178,7 @@ void secure_free(void* pointer) {
       return release(heap, page, block, page->block_bytes);
     }
   }
-  if (pointer == nullptr) return;
-  BlockRef ref = locate(pointer, "free");
-  if (ref.large != nullptr) {
-    check_trailer(pointer, ref.usable_bytes, "free");
-    return free_located(ref, pointer);
-  }
-  release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes);
+  free_elsewhere(heap, pointer);
 }
 
 void* secure_realloc(void* pointer, size_t size) {

@@ -29,6 +29,19 @@ constexpr size_t class_block_bytes(unsigned size_class) {
 static_assert(class_block_bytes(kExactClassCount - 1) == kExactClassMaxBytes);
 static_assert(class_block_bytes(kClassCount - 1) == kArenaMaxBytes);
 
+// class_block_bytes as a table, for paths that look it up at run time (one load instead of
+// shifts and adds).
+struct ClassBlockBytesTable {
+  uint32_t bytes[kClassCount];
+};
+constexpr ClassBlockBytesTable make_class_block_bytes_table() {
+  ClassBlockBytesTable table{};
+  for (unsigned c = 0; c < kClassCount; ++c)
+    table.bytes[c] = static_cast<uint32_t>(class_block_bytes(c));
+  return table;
+}
+constexpr ClassBlockBytesTable kClassBlockBytes = make_class_block_bytes_table();
+
 // The smallest class whose blocks hold `size` bytes; `size` must be 1..kArenaMaxBytes.
 constexpr unsigned size_class_of(size_t size) {
   size_t last_byte = size - 1;

@@ -15,9 +15,11 @@ namespace {
 const char* kDefaultLibrary = "build/libmapalloc.so";
 const char* kSecureLibrary = "build/libmapalloc-secure.so";
 
-test_support::ChildResult run_case(const char* library, const char* name) {
-  return test_support::run_in_child([library, name] {
+test_support::ChildResult run_case(const char* library, const char* name,
+                                   const char* zero_on_free = nullptr) {
+  return test_support::run_in_child([library, name, zero_on_free] {
     setenv("LD_PRELOAD", library, 1);
+    if (zero_on_free != nullptr) setenv("MAPALLOC_ZERO_ON_FREE", zero_on_free, 1);
     execl("build/tests/misuse", "misuse", name, static_cast<char*>(nullptr));
     _exit(127);
   });
@@ -90,4 +92,14 @@ TEST_CASE("the secure build catches a one-byte overflow; the default build survi
 
 TEST_CASE("the secure build detects a free-list link overwritten after free") {
   expect_abort(kSecureLibrary, "use-after-free-link", "heap corruption");
+}
+
+TEST_CASE("the secure build zeroes blocks on free when MAPALLOC_ZERO_ON_FREE=1, and only then") {
+  test_support::ChildResult zeroed = run_case(kSecureLibrary, "zero-on-free", "1");
+  INFO("stderr: " << zeroed.stderr_text);
+  CHECK(zeroed.exited);
+  CHECK(zeroed.exit_code == 0);
+  test_support::ChildResult kept = run_case(kSecureLibrary, "zero-on-free", "0");
+  CHECK(kept.exited);
+  CHECK(kept.exit_code == 3);
 }
