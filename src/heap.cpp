@@ -450,12 +450,10 @@ constexpr size_t kDirtyShareOfUsed = 4;
 
 // Free, unpurged pages beyond the heap's budget.
 size_t dirty_pages_over_budget(const Heap* heap) {
-  size_t dirty_pages = 0;
+  size_t dirty_pages = dirty_pages_of(heap);
   size_t used_pages = 0;
-  for (const Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
-    dirty_pages += static_cast<size_t>(__builtin_popcountll(segment_dirty_pages(segment)));
+  for (const Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next)
     used_pages += static_cast<size_t>(__builtin_popcountll(~segment->free_pages & kAllUsablePages));
-  }
   size_t floor_pages = kDirtyFloorBytes / kPageBytes;
   size_t share_pages = used_pages / kDirtyShareOfUsed;
   size_t budget_pages = floor_pages > share_pages ? floor_pages : share_pages;

@@ -102,7 +102,7 @@ MAPALLOC_INLINE void free_evicted(Heap* heap, Block* block) {
   if (MAPALLOC_UNLIKELY(--page->countdown == 0)) heap_page_countdown_zero(heap, page);
 }
 
-// A checked block of `size` requested bytes: held in quarantine, or freed.
+// A checked block of `total` bytes: held in quarantine, or freed.
 MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, size_t total) {
   // (A thread without a heap frees remotely: no page is ever owned by empty_heap.)
   if (total > kQuarantineMaxBlockBytes || heap == &empty_heap) return heap_free_any(heap, block);

@@ -189,10 +189,9 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
   segment->owner = owner;
   set_unit_entry(segment, owner_tag);
   segment_list_push(list, segment);
-  // A cached segment may be partly purged: its resident pages first, as above.
-  uint64_t starts = run_starts(segment_dirty_pages(segment), pages);
-  unsigned first = starts != 0 ? static_cast<unsigned>(__builtin_ctzll(starts)) : kFirstUsablePage;
-  return take_span(segment, first, pages);
+  // The segment is now first in the list, and the only one with room: the same search takes
+  // its resident pages first (a cached segment may be partly purged).
+  return span_alloc_in_list(list, pages);
 }
 
 // An empty segment leaves its heap for the process cache (purged first if the cache already
