@@ -19,7 +19,7 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
   -ftls-model=initial-exec -Wall -Wextra -Werror $(EXTRA_CXXFLAGS)
 
 # One layer per file, lowest first (see README.md, "Layout of src/").
-CORE_SOURCES := diag options os segment page large heap purge stats init alloc secure api cxx_runtime
+CORE_SOURCES := diag options os segment arena page large heap purge stats init alloc secure api cxx_runtime
 OVERRIDE_SOURCES := override override_new
 CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
 OVERRIDE_OBJECTS := $(OVERRIDE_SOURCES:%=$(BUILD)/obj/%.o)
@@ -108,7 +108,12 @@ $(BUILD)/tests/options_probe: tests/programs/options_probe.c include/mapalloc.h 
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -Wall -Wextra -o $@ $< -ldl
 
-$(BUILD)/tests/unit: $(UNIT_OBJECTS) $(BUILD)/libmapalloc.a $(BUILD)/tests/misuse $(BUILD)/tests/options_probe
+$(BUILD)/tests/address_space: tests/programs/address_space.c Makefile
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -Wall -Wextra -o $@ $<
+
+$(BUILD)/tests/unit: $(UNIT_OBJECTS) $(BUILD)/libmapalloc.a $(BUILD)/tests/misuse $(BUILD)/tests/options_probe \
+  $(BUILD)/tests/address_space
 	$(CXX) -pthread -o $@ $(UNIT_OBJECTS) -Wl,--whole-archive $(BUILD)/libmapalloc.a \
 	  -Wl,--no-whole-archive
 

@@ -69,7 +69,9 @@ typedef struct mapalloc_stats {
   size_t heaps;        /* heaps ever made (reused by new threads) */
   size_t segments;     /* 4 MiB segments mapped */
   size_t cached_segments;
-  size_t cached_large_bytes;
+  size_t cached_large_bytes;   /* free large-block memory kept resident for reuse (arenas) */
+  size_t arenas;               /* large-block arenas */
+  size_t arena_reserved_bytes; /* their address space (committed as it is used) */
   size_t class_count;
   mapalloc_class_stats_t classes[MAPALLOC_STATS_MAX_CLASSES];
 } mapalloc_stats_t;

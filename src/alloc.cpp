@@ -23,11 +23,19 @@ Heap* heap_for_slow_path() {
   return heap;
 }
 
+// Address space may be exhausted (RLIMIT_AS) by what the caches and empty arenas hold: releases
+// them all. Returns the bytes released (0: retrying is pointless).
+size_t release_for_retry() {
+  uint64_t unused_deadline_ms = 0;
+  return segment_cache_release_all() + arena_purge(os_now_ms(), true, &unused_deadline_ms);
+}
+
 void* class_alloc(Heap* heap, unsigned size_class) {
   Block* block = heap->free[size_class];
   if (block == nullptr) {
     purge_if_due_soon(heap);
     block = heap_refill(heap, size_class);
+    if (block == nullptr && release_for_retry() != 0) block = heap_refill(heap, size_class);
     if (block == nullptr) return out_of_memory();
   }
   heap->free[size_class] = block_next(block);
@@ -35,14 +43,28 @@ void* class_alloc(Heap* heap, unsigned size_class) {
   return block;
 }
 
-void* large_malloc(size_t size, size_t alignment, bool* zeroed) {
+// Blocks that outgrow their arena run by realloc past this size move to their own mapping,
+// where later growth moves pages with mremap instead of copying them.
+constexpr size_t kGrowIntoOwnMappingBytes = 1 * kMiB;
+
+enum class LargePlace { kAny, kOwnMapping };
+
+// A run of an arena when one serves the request and has (or can reserve) room, else its own
+// mapping (which a request may still get when address space is too short for an arena).
+void* allocate_large(size_t size, size_t alignment, bool zero, LargePlace place) {
+  if (place == LargePlace::kAny && arena_serves(size, alignment)) {
+    if (void* block = arena_alloc(size, alignment, zero)) return block;
+  }
+  return large_alloc(size, alignment);  // fresh pages: already zero
+}
+
+void* large_malloc(size_t size, size_t alignment, bool zero, LargePlace place = LargePlace::kAny) {
   if (size > kMaxRequestBytes) return out_of_memory();
   purge_if_due_soon(tls_heap);
-  void* block = large_alloc(size, alignment, zeroed);
+  void* block = allocate_large(size, alignment, zero, place);
   if (block == nullptr) {
-    // Address space may be exhausted (RLIMIT_AS) by what the caches hold: release and retry.
-    if (segment_cache_release_all() + large_cache_release_all() == 0) return out_of_memory();
-    block = large_alloc(size, alignment, zeroed);
+    if (release_for_retry() == 0) return out_of_memory();
+    block = allocate_large(size, alignment, zero, place);
   }
   return block != nullptr ? block : out_of_memory();
 }
@@ -79,7 +101,19 @@ BlockRef locate(const void* pointer, const char* operation) {
           (kSecure || owner != tls_heap || heap_block_is_free(owner, head, block))) {
         report_freed(operation, pointer, "size class", head->block_bytes);
       }
-      return {head, nullptr, head->block_bytes};
+      return {BlockKind::kClass, head, nullptr, head->block_bytes};
+    }
+    case kUnitArena: {
+      ArenaBlock block = arena_locate(pointer);
+      if (block.state == ArenaBlockState::kFreed)
+        report_freed(operation, pointer, "large block", block.usable_bytes);
+      if (block.state != ArenaBlockState::kLive) {
+        fatal(
+            "%s of %p: not the start of a block (interior pointer into a large block, or not "
+            "allocated by mapalloc)",
+            operation, pointer);
+      }
+      return {BlockKind::kArena, nullptr, nullptr, block.usable_bytes};
     }
     case kUnitLarge:
     case kUnitLargeBelow: {
@@ -93,7 +127,7 @@ BlockRef locate(const void* pointer, const char* operation) {
       if (header->state != LargeState::kLive) {
         report_freed(operation, pointer, "large block", large_usable_bytes(header));
       }
-      return {nullptr, header, large_usable_bytes(header)};
+      return {BlockKind::kOwnMapping, nullptr, header, large_usable_bytes(header)};
     }
     default:
       fatal("%s of %p: not allocated by mapalloc (or already returned to the OS)", operation,
@@ -102,7 +136,8 @@ BlockRef locate(const void* pointer, const char* operation) {
 }
 
 void free_located(const BlockRef& ref, void* pointer) {
-  if (ref.large != nullptr) return large_free(ref.large);
+  if (ref.kind == BlockKind::kArena) return arena_free(pointer);
+  if (ref.kind == BlockKind::kOwnMapping) return large_free(ref.large);
   auto* block = static_cast<Block*>(pointer);
   Heap* heap = tls_heap;
   if (ref.page->owner == heap) {
@@ -118,9 +153,8 @@ void* malloc_slow(size_t size, Heap* heap) {
     heap = thread_init();
     if (heap == nullptr) return out_of_memory();
   }
-  if (size <= kArenaMaxBytes) return class_alloc(heap, size_class_of(size == 0 ? 1 : size));
-  bool zeroed;
-  return large_malloc(size, kMinAlignBytes, &zeroed);
+  if (size <= kClassMaxBytes) return class_alloc(heap, size_class_of(size == 0 ? 1 : size));
+  return large_malloc(size, kMinAlignBytes, false);
 }
 
 void free_slow(void* pointer) {
@@ -132,17 +166,14 @@ void* calloc_impl(size_t count, size_t size) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return out_of_memory();
   if constexpr (kSecure) return secure_calloc(total);
-  if (total <= kArenaMaxBytes) {
+  if (total <= kClassMaxBytes) {
     void* block = default_malloc(total);
     if (block != nullptr) memset(block, 0, total);
     return block;
   }
   Heap* heap = heap_for_slow_path();
   if (heap == nullptr) return out_of_memory();
-  bool zeroed;
-  void* block = large_malloc(total, kMinAlignBytes, &zeroed);
-  if (block != nullptr && !zeroed) memset(block, 0, total);
-  return block;
+  return large_malloc(total, kMinAlignBytes, true);
 }
 
 void* realloc_impl(void* pointer, size_t size) {
@@ -154,14 +185,18 @@ void* realloc_impl(void* pointer, size_t size) {
   if constexpr (kSecure) return secure_realloc(pointer, size);
   BlockRef ref = locate(pointer, "realloc");
   if (size > kMaxRequestBytes) return out_of_memory();
-  if (ref.large != nullptr) {
-    if (size > kArenaMaxBytes) {
-      if (void* resized = large_resize(ref.large, size)) return resized;
-    }
+  if (ref.kind == BlockKind::kOwnMapping && size > kClassMaxBytes) {
+    if (void* resized = large_resize(ref.large, size)) return resized;
+  } else if (ref.kind == BlockKind::kArena && size > kClassMaxBytes &&
+             arena_resize_in_place(pointer, size)) {
+    return pointer;
   } else if (size <= ref.usable_bytes && size >= ref.usable_bytes / 2) {
     return pointer;  // fits, and moving would not save much
   }
-  void* moved = default_malloc(size);
+  bool outgrown =
+      ref.kind == BlockKind::kArena && size > ref.usable_bytes && size >= kGrowIntoOwnMappingBytes;
+  void* moved = outgrown ? large_malloc(size, kMinAlignBytes, false, LargePlace::kOwnMapping)
+                         : default_malloc(size);
   if (moved == nullptr) return nullptr;
   memcpy(moved, pointer, size < ref.usable_bytes ? size : ref.usable_bytes);
   free_located(ref, pointer);
@@ -182,7 +217,7 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
     // Spans start kPageBytes-aligned, so every block of a class whose size is a multiple of
     // `alignment` is aligned.
     size_t rounded = align_up(size == 0 ? 1 : size, alignment);
-    if (rounded <= kArenaMaxBytes) {
+    if (rounded <= kClassMaxBytes) {
       unsigned size_class = size_class_of(rounded);
       while (size_class < kClassCount && class_block_bytes(size_class) % alignment != 0) {
         ++size_class;
@@ -190,8 +225,7 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
       if (size_class < kClassCount) return class_alloc(heap, size_class);
     }
   }
-  bool zeroed;
-  return large_malloc(size, alignment, &zeroed);
+  return large_malloc(size, alignment, false);
 }
 
 size_t usable_size_impl(const void* pointer) {
@@ -211,6 +245,8 @@ bool owns_impl(const void* pointer) {
       if (!kFreeChecks || block->free_key != head->free_key) return true;
       return !kSecure && head->owner == tls_heap && !heap_block_is_free(head->owner, head, block);
     }
+    case kUnitArena:
+      return arena_locate(pointer).state == ArenaBlockState::kLive;
     case kUnitLarge:
     case kUnitLargeBelow: {
       LargeHeader* header = large_header_of(pointer, unit_kind(pointer));

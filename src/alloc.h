@@ -3,6 +3,7 @@
 // C++ names onto these.
 #pragma once
 
+#include "arena.h"
 #include "heap.h"
 #include "large.h"
 
@@ -75,9 +76,11 @@ MAPALLOC_INLINE void free_fast(void* pointer) {
 }
 
 // What a pointer handed to free/realloc/malloc_usable_size refers to, after validation.
+enum class BlockKind { kClass, kArena, kOwnMapping };
 struct BlockRef {
-  Page* page;          // the span's head record, for arena blocks
-  LargeHeader* large;  // for large blocks
+  BlockKind kind;
+  Page* page;          // the span's head record, for size-class blocks
+  LargeHeader* large;  // for blocks of their own mapping
   size_t usable_bytes;
 };
 

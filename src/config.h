@@ -44,6 +44,8 @@ constexpr size_t kGiB = 1024 * kMiB;
 
 // The OS page (mmap granularity). x86-64 and aarch64 with 4 KiB pages are the supported targets.
 constexpr size_t kOsPageBytes = 4 * kKiB;
+// A transparent huge page on those targets.
+constexpr size_t kHugePageBytes = 2 * kMiB;
 
 // Segments: every small/medium block lives in a segment, a kSegmentBytes-aligned mapping, so
 // `ptr & ~(kSegmentBytes-1)` finds its metadata. Large blocks are their own segment-aligned
@@ -63,9 +65,13 @@ constexpr size_t kFirstUsablePage = 1;
 constexpr size_t kMinAlignBytes = 16;
 
 // Sizes up to kSmallMaxBytes are served by the one-screen fast path (classes 16 bytes apart);
-// up to kArenaMaxBytes by size-class spans; anything larger by its own mapping.
+// up to kClassMaxBytes by size-class spans in segments; anything larger is a large block: a run
+// of pages in a large-block arena (arena.h), or its own mapping (large.h). Above 128 KiB a
+// segment packs blocks badly (three 1 MiB spans fill 48 of its 63 pages), while an arena's runs
+// waste at most one 64 KiB page. The secure build keeps classes up to 1 MiB: its large blocks
+// are separate mappings with guard pages, too costly to make for every block above 128 KiB.
 constexpr size_t kSmallMaxBytes = 1024;
-constexpr size_t kArenaMaxBytes = 1 * kMiB;
+constexpr size_t kClassMaxBytes = kSecure ? 1 * kMiB : 128 * kKiB;
 
 // Requests above this are refused with ENOMEM before any arithmetic can overflow (glibc uses
 // PTRDIFF_MAX the same way).

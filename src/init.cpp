@@ -3,7 +3,7 @@
 #include <pthread.h>
 
 #include "alloc.h"
-#include "large.h"
+#include "arena.h"
 #include "options.h"
 #include "purge.h"
 #include "stats.h"
@@ -74,7 +74,7 @@ void thread_exit() {
 
 void after_fork_child() {
   segment_cache_after_fork_child();
-  large_after_fork_child();
+  arena_after_fork_child();
   purge_after_fork_child();
 }
 

@@ -1,16 +1,17 @@
-// Large blocks (above kArenaMaxBytes, or aligned beyond what spans give): each is its own
-// mapping, starting kSegmentBytes-aligned with a header there, the block at `header + offset`.
-// The offset is one OS page, or the alignment when larger; from kSegmentBytes alignment on it is
+// Large blocks of their own mapping: those too big or too aligned for an arena (arena.h), those
+// that outgrew their arena run by realloc, and in the secure build every large block. Each
+// mapping starts kSegmentBytes-aligned with a header there, the block at `header + offset`. The
+// offset is one OS page, or the alignment when larger; from kSegmentBytes alignment on it is
 // kSegmentBytes and the block's unit is marked kUnitLargeBelow (its header is one unit lower).
-// A few recently freed mappings are cached for reuse; realloc moves pages with mremap instead
-// of copying them.
+// realloc moves pages with mremap instead of copying them; a freed mapping is unmapped at once
+// (blocks that are replaced over and over are the arenas' business).
 #pragma once
 
 #include "segment.h"
 
 namespace mapalloc {
 
-enum class LargeState : uint32_t { kLive = 0x4c495645, kCached = 0x43414348 };
+enum class LargeState : uint32_t { kLive = 0x4c495645 };
 
 struct LargeHeader {
   uintptr_t check;       // address of the block XOR the process secret: a header we wrote
@@ -18,16 +19,14 @@ struct LargeHeader {
   size_t mapping_bytes;  // the whole mapping, header included
   size_t alignment;      // alignment of `block` (>= kOsPageBytes)
   LargeState state;
-  bool purged;            // cached, and its pages (but the header's) given back to the OS
-  uint64_t cached_at_ms;  // when it entered the cache
 };
 
-// A new large block of at least `size` bytes aligned to `alignment` (a power of two). Sets
-// `*zeroed` to whether its contents are known to be zero. nullptr when the OS refuses.
-void* large_alloc(size_t size, size_t alignment, bool* zeroed);
+// A new large block of at least `size` bytes aligned to `alignment` (a power of two), zeroed.
+// nullptr when the OS refuses.
+void* large_alloc(size_t size, size_t alignment);
 
 // The header of the large block starting exactly at `pointer`, or nullptr if `pointer` is not
-// the start of a live or cached large block of ours. `unit` is unit_entry(pointer), kUnitLarge
+// the start of a live large block of ours. `unit` is unit_entry(pointer), kUnitLarge
 // or kUnitLargeBelow.
 LargeHeader* large_header_of(const void* pointer, unsigned unit);
 
@@ -50,13 +49,5 @@ struct LargeCounters {
   std::atomic<size_t> live_bytes{0};  // their mappings
 };
 extern LargeCounters large_counters;
-
-// Cached mappings: their bytes; purge of those cached longer than the purge delay and unmapping
-// of those cached longer than the unmap delay (all of them with `force`), returning the bytes
-// released and lowering `*next_deadline_ms` to the next due time; unmapping of all.
-size_t large_cache_bytes();
-size_t large_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms);
-size_t large_cache_release_all();
-void large_after_fork_child();
 
 }  // namespace mapalloc

@@ -66,6 +66,22 @@ void read_flag(const char* name, bool* field) {
     warn(name, text, "0, 1");
 }
 
+// A small number 0..max ("0", "1", ...).
+void read_choice(const char* name, uint32_t max, uint32_t* field) {
+  const char* text = getenv(name);
+  if (text == nullptr) return;
+  uint64_t value;
+  if (parse_unsigned(text, max, &value) && text[1] == '\0') {
+    *field = static_cast<uint32_t>(value);
+    return;
+  }
+  char accepted[32] = "0";
+  size_t length = 1;
+  for (uint32_t choice = 1; choice <= max && choice < 10; ++choice)
+    length += diag_snprintf(accepted + length, sizeof(accepted) - length, ", %d", int(choice));
+  warn(name, text, accepted);
+}
+
 struct NamedOption {
   const char* name;
   long max;
@@ -84,7 +100,7 @@ const NamedOption named_options[] = {
     MAPALLOC_OPTION(unmap_delay_ms, 3600 * 1000),
     MAPALLOC_OPTION(purge_method, 1),
     MAPALLOC_OPTION(zero_on_free, 1),
-    MAPALLOC_OPTION(transparent_huge_pages, 1),
+    MAPALLOC_OPTION(transparent_huge_pages, 2),
     MAPALLOC_OPTION(stats_at_exit, 1),
     MAPALLOC_OPTION(verbose, 1),
 };
@@ -119,7 +135,7 @@ void options_init() {
   read_milliseconds("MAPALLOC_UNMAP_DELAY_MS", &current_options.unmap_delay_ms);
   read_milliseconds("MAPALLOC_SAMPLE_MS", &current_options.sample_ms);
   read_flag("MAPALLOC_ZERO_ON_FREE", &current_options.zero_on_free);
-  read_flag("MAPALLOC_THP", &current_options.transparent_huge_pages);
+  read_choice("MAPALLOC_THP", 2, &current_options.transparent_huge_pages);
   read_flag("MAPALLOC_STATS", &current_options.stats_at_exit);
   read_flag("MAPALLOC_VERBOSE", &current_options.verbose);
   read_request_number("MAPALLOC_FAULT_MMAP", &current_options.fault_mmap);
@@ -144,8 +160,8 @@ void options_init() {
         "stats=%d sample_ms=%zu stats_file=%s",
         size_t{current_options.purge_delay_ms}, size_t{current_options.unmap_delay_ms},
         current_options.purge_method == 0 ? "dontneed" : "free",
-        current_options.transparent_huge_pages ? 1 : 0, current_options.stats_at_exit ? 1 : 0,
-        size_t{current_options.sample_ms},
+        static_cast<int>(current_options.transparent_huge_pages),
+        current_options.stats_at_exit ? 1 : 0, size_t{current_options.sample_ms},
         current_options.stats_file[0] != '\0' ? current_options.stats_file : "(stderr)");
   }
 }

@@ -19,9 +19,9 @@ struct Options {
   uint32_t unmap_delay_ms = 1000;
   // Secure build: overwrite blocks with zeroes when they are freed.
   bool zero_on_free = false;
-  // Ask for transparent huge pages on segments (madvise MADV_HUGEPAGE): fewer TLB misses,
-  // coarser memory return.
-  bool transparent_huge_pages = false;
+  // Transparent huge pages (madvise MADV_HUGEPAGE): 0 never; 1 for the arenas of large blocks
+  // of 1 MiB and more; 2 for segments too (fewer TLB misses, coarser memory return).
+  uint32_t transparent_huge_pages = 1;
   // Print the statistics table at exit (to stats_file, or stderr).
   bool stats_at_exit = false;
   // Append a CSV sample (time, in use, mapped, resident) to stats_file every this many ms.

@@ -51,9 +51,19 @@ void note_mapped(size_t bytes) {
   }
 }
 
-void* map_anonymous(size_t bytes) {
+// Read-write memory, or a reservation of address space only: inaccessible, and not charged
+// against the commit limit under strict overcommit until os_commit makes parts of it usable.
+enum class Access { kReadWrite, kReserve };
+int protection_of(Access access) {
+  return access == Access::kReadWrite ? PROT_READ | PROT_WRITE : PROT_NONE;
+}
+int flags_of(Access access) {
+  return MAP_PRIVATE | MAP_ANONYMOUS | (access == Access::kReserve ? MAP_NORESERVE : 0);
+}
+
+void* map_anonymous(size_t bytes, Access access) {
   os_counters.mmap_calls.fetch_add(1, std::memory_order_relaxed);
-  void* start = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* start = mmap(nullptr, bytes, protection_of(access), flags_of(access), -1, 0);
   if (start == MAP_FAILED) {
     os_counters.failed_maps.fetch_add(1, std::memory_order_relaxed);
     if (options().verbose) diag_write("mapalloc: mmap of %zu bytes failed", bytes);
@@ -76,7 +86,7 @@ constexpr uintptr_t kHintAreaStart = uintptr_t{2} << 40;
 constexpr uintptr_t kHintAreaBytes = uintptr_t{16} << 40;
 std::atomic<uintptr_t> next_hint{0};
 
-void* map_at_hint(size_t bytes, size_t alignment) {
+void* map_at_hint(size_t bytes, size_t alignment, Access access) {
   if (alignment < kSegmentBytes || alignment > kGiB) return nullptr;
   size_t step = align_up(bytes, alignment);
   uintptr_t current = next_hint.load(std::memory_order_relaxed);
@@ -89,8 +99,8 @@ void* map_at_hint(size_t bytes, size_t alignment) {
     hint = align_up(hint, alignment);
   } while (!next_hint.compare_exchange_weak(current, hint + step, std::memory_order_relaxed));
   os_counters.mmap_calls.fetch_add(1, std::memory_order_relaxed);
-  void* start = mmap(reinterpret_cast<void*>(hint), bytes, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* start =
+      mmap(reinterpret_cast<void*>(hint), bytes, protection_of(access), flags_of(access), -1, 0);
   if (start == MAP_FAILED) return nullptr;
   if ((reinterpret_cast<uintptr_t>(start) & (alignment - 1)) == 0) return start;
   unmap_raw(start, bytes);  // the hinted range was taken: the caller falls back
@@ -105,7 +115,9 @@ void os_fail_mmap_after(size_t countdown, bool and_all_later) {
   fail_countdown.store(countdown, std::memory_order_relaxed);
 }
 
-void* os_map_aligned(size_t bytes, size_t alignment, size_t offset) {
+namespace {
+
+void* map_aligned(size_t bytes, size_t alignment, size_t offset, Access access) {
   ErrnoGuard keep_errno;
   if (bytes == 0 || bytes > kMaxRequestBytes + 2 * kSegmentBytes) return nullptr;
   if (injected_failure()) {
@@ -113,14 +125,14 @@ void* os_map_aligned(size_t bytes, size_t alignment, size_t offset) {
     return nullptr;
   }
   if (offset == 0) {
-    if (void* hinted = map_at_hint(bytes, alignment)) {
+    if (void* hinted = map_at_hint(bytes, alignment, access)) {
       note_mapped(bytes);
       return hinted;
     }
   }
   // Else try the exact size: the kernel often hands out neighbouring addresses, and small
   // alignments are met by chance.
-  void* start = map_anonymous(bytes);
+  void* start = map_anonymous(bytes, access);
   if (start == nullptr) return nullptr;
   if (((reinterpret_cast<uintptr_t>(start) + offset) & (alignment - 1)) == 0) {
     note_mapped(bytes);
@@ -130,7 +142,7 @@ void* os_map_aligned(size_t bytes, size_t alignment, size_t offset) {
   // Over-map by the alignment and trim both ends.
   size_t padded = bytes + alignment - kOsPageBytes;
   if (padded < bytes) return nullptr;
-  char* raw = static_cast<char*>(map_anonymous(padded));
+  char* raw = static_cast<char*>(map_anonymous(padded, access));
   if (raw == nullptr) return nullptr;
   uintptr_t aligned = align_up(reinterpret_cast<uintptr_t>(raw) + offset, alignment) - offset;
   size_t head = aligned - reinterpret_cast<uintptr_t>(raw);
@@ -138,6 +150,28 @@ void* os_map_aligned(size_t bytes, size_t alignment, size_t offset) {
   unmap_raw(reinterpret_cast<char*>(aligned) + bytes, padded - head - bytes);
   note_mapped(bytes);
   return reinterpret_cast<void*>(aligned);
+}
+
+}  // namespace
+
+void* os_map_aligned(size_t bytes, size_t alignment, size_t offset) {
+  return map_aligned(bytes, alignment, offset, Access::kReadWrite);
+}
+
+void* os_reserve_aligned(size_t bytes, size_t alignment) {
+  return map_aligned(bytes, alignment, 0, Access::kReserve);
+}
+
+bool os_commit(void* start, size_t bytes) {
+  ErrnoGuard keep_errno;
+  if (injected_failure()) {
+    os_counters.failed_maps.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (mprotect(start, bytes, PROT_READ | PROT_WRITE) == 0) return true;
+  os_counters.failed_maps.fetch_add(1, std::memory_order_relaxed);
+  if (options().verbose) diag_write("mapalloc: committing %zu bytes failed", bytes);
+  return false;
 }
 
 void os_unmap(void* start, size_t bytes) {

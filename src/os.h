@@ -28,7 +28,17 @@ extern OsCounters os_counters;
 // kOsPageBytes). Returns nullptr if the kernel refuses.
 void* os_map_aligned(size_t bytes, size_t alignment, size_t offset = 0);
 
-// Unmaps a range previously returned by os_map_aligned (or a page-aligned part of one).
+// Reserves `bytes` of address space aligned to `alignment` (as os_map_aligned, offset 0) without
+// making it usable: the range is inaccessible and, under strict overcommit, not charged until
+// os_commit makes parts of it read-write. nullptr if the kernel refuses.
+void* os_reserve_aligned(size_t bytes, size_t alignment);
+
+// Makes a page-aligned part of a reservation read-write (zeroed, faulted in on first touch).
+// false if the kernel refuses (commit limit): the range stays inaccessible.
+bool os_commit(void* start, size_t bytes);
+
+// Unmaps a range previously returned by os_map_aligned or os_reserve_aligned (or a page-aligned
+// part of one).
 void os_unmap(void* start, size_t bytes);
 
 // Gives the physical pages of a range back to the kernel; the range stays mapped and reads as
@@ -53,8 +63,8 @@ bool os_guard(void* start, size_t bytes);
 
 // Fault injection: make the mapping request that is `countdown` requests from now fail (1 = the
 // next one), and with `and_all_later` every request after it too; 0 disables. Reaches every path
-// that maps memory (segments, large blocks and their moves, heap metadata). Also set from
-// MAPALLOC_FAULT_MMAP / MAPALLOC_FAULT_MMAP_FROM.
+// that maps memory (segments, arenas and their commits, large blocks and their moves, heap
+// metadata). Also set from MAPALLOC_FAULT_MMAP / MAPALLOC_FAULT_MMAP_FROM.
 void os_fail_mmap_after(size_t countdown, bool and_all_later = false);
 
 // 64 random bits for this process (kernel-provided AT_RANDOM mixed with the clock), for the

@@ -110,7 +110,7 @@ Segment* segment_map_new() {
     os_guard(static_cast<char*>(memory) + kSegmentBytes - kGuardPages * kPageBytes,
              kGuardPages * kPageBytes);
   }
-  if (options().transparent_huge_pages) os_advise_huge_pages(memory, kSegmentBytes);
+  if (options().transparent_huge_pages >= 2) os_advise_huge_pages(memory, kSegmentBytes);
   segment->free_pages = kAllUsablePages;
   segment->purged_pages = kAllUsablePages;
   set_unit_entry(segment, kUnitSegment);

@@ -33,17 +33,20 @@ struct Block {
 
 // Map entries: 0 nothing of ours; 1 a large block with its header at the unit's start; 2 a large
 // block with its header one unit lower (alignments of kSegmentBytes and more); 3 a segment
-// without a tagged owner; 4..254 a segment owned by the heap with that tag. free() compares the
-// entry with its own heap's tag, which checks in one compare that the pointer is in a segment
-// and that this thread owns every page in it. 255 is never stored: heaps without a unique tag
-// use it, so they never match.
+// without a tagged owner; kUnitArena + k (k < kArenaSizeSteps) a unit of a large-block arena of
+// kSegmentBytes << k bytes, aligned to its size (arena.h); kFirstHeapTag..254 a segment owned by
+// the heap with that tag. free() compares the entry with its own heap's tag, which checks in one
+// compare that the pointer is in a segment and that this thread owns every page in it. 255 is
+// never stored: heaps without a unique tag use it, so they never match.
 enum UnitKind : uint8_t {
   kUnitNone = 0,
   kUnitLarge = 1,
   kUnitLargeBelow = 2,
   kUnitSegment = 3,
+  kUnitArena = 4,
 };
-constexpr uint8_t kFirstHeapTag = 4;
+constexpr unsigned kArenaSizeSteps = 9;  // arenas of 4 MiB .. 1 GiB
+constexpr uint8_t kFirstHeapTag = kUnitArena + kArenaSizeSteps;
 constexpr uint8_t kLastHeapTag = 254;
 constexpr uint8_t kNoHeapTag = 255;
 
@@ -62,9 +65,12 @@ MAPALLOC_INLINE uintptr_t unit_of(const void* pointer) {
 MAPALLOC_INLINE uint8_t unit_entry(const void* pointer) {
   return __atomic_load_n(&segment_map[unit_of(pointer)], __ATOMIC_RELAXED);
 }
+// The kind of the unit holding `pointer`: kUnitNone, kUnitLarge, kUnitLargeBelow, kUnitSegment
+// (owned or not) or kUnitArena (any size).
 MAPALLOC_INLINE unsigned unit_kind(const void* pointer) {
   uint8_t entry = unit_entry(pointer);
-  return entry >= kUnitSegment ? unsigned{kUnitSegment} : unsigned{entry};
+  if (entry >= kFirstHeapTag) return kUnitSegment;
+  return entry >= kUnitArena ? unsigned{kUnitArena} : unsigned{entry};
 }
 inline void set_unit_entry(const void* unit_start, uint8_t entry) {
   __atomic_store_n(&segment_map[reinterpret_cast<uintptr_t>(unit_start) >> kSegmentShift], entry,
@@ -276,9 +282,9 @@ void segment_cache_after_fork_child();
 // figures from other threads' pages are estimates.
 void segment_registry_walk(void (*visit)(const Segment*, void*), void* context);
 
-// Lowers `*deadline` to `candidate` (0 means "none").
+// Lowers `*deadline` to `candidate`. 0 means "none" for both: a candidate of 0 changes nothing.
 inline void lower_deadline(uint64_t* deadline, uint64_t candidate) {
-  if (*deadline == 0 || candidate < *deadline) *deadline = candidate;
+  if (candidate != 0 && (*deadline == 0 || candidate < *deadline)) *deadline = candidate;
 }
 
 }  // namespace mapalloc

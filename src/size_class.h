@@ -1,13 +1,14 @@
 // Size classes, computed at compile time.
 //
 //   classes 0..7    : 16, 32, 48, ..., 128 bytes (16 apart)
-//   classes 8..59   : four per power of two, 160 bytes .. 1 MiB (a request wastes at most 25%
-//                     of itself, 1/5 of the block; 12.5% on average)
+//   classes 8..     : four per power of two, 160 bytes .. kClassMaxBytes (128 KiB; 1 MiB in the
+//                     secure build); a request wastes at most 25% of itself, 1/5 of the block,
+//                     12.5% on average
 //
 // Few classes matter as much as little waste: every class in use holds at least one partly
-// filled page per thread. Every power of two from 16 bytes to 1 MiB is a class, and blocks of a
-// power-of-two class are aligned to their size (spans start kPageBytes-aligned), which is how
-// aligned allocation up to kPageBytes is served from the arenas.
+// filled page per thread. Every power of two from 16 bytes to kClassMaxBytes is a class, and
+// blocks of a power-of-two class are aligned to their size (spans start kPageBytes-aligned),
+// which is how aligned allocation up to kPageBytes is served from size classes.
 #pragma once
 
 #include "config.h"
@@ -17,7 +18,8 @@ namespace mapalloc {
 constexpr unsigned kExactClassCount = 8;  // 16 .. 128 bytes
 constexpr size_t kExactClassMaxBytes = kExactClassCount * kMinAlignBytes;
 constexpr unsigned kClassesPerDoubling = 4;
-constexpr unsigned kClassCount = kExactClassCount + kClassesPerDoubling * 13;  // up to 1 MiB
+constexpr unsigned kClassCount =  // four per doubling from 128 bytes (2^7) to kClassMaxBytes
+    kExactClassCount + kClassesPerDoubling * (__builtin_ctzll(kClassMaxBytes) - 7);
 
 constexpr size_t class_block_bytes(unsigned size_class) {
   if (size_class < kExactClassCount) return (size_class + 1) * kMinAlignBytes;
@@ -27,7 +29,7 @@ constexpr size_t class_block_bytes(unsigned size_class) {
 }
 
 static_assert(class_block_bytes(kExactClassCount - 1) == kExactClassMaxBytes);
-static_assert(class_block_bytes(kClassCount - 1) == kArenaMaxBytes);
+static_assert(class_block_bytes(kClassCount - 1) == kClassMaxBytes);
 
 // class_block_bytes as a table, for paths that look it up at run time (one load instead of
 // shifts and adds).
@@ -42,7 +44,7 @@ constexpr ClassBlockBytesTable make_class_block_bytes_table() {
 }
 constexpr ClassBlockBytesTable kClassBlockBytes = make_class_block_bytes_table();
 
-// The smallest class whose blocks hold `size` bytes; `size` must be 1..kArenaMaxBytes.
+// The smallest class whose blocks hold `size` bytes; `size` must be 1..kClassMaxBytes.
 constexpr unsigned size_class_of(size_t size) {
   size_t last_byte = size - 1;
   if (last_byte < kExactClassMaxBytes) return static_cast<unsigned>(last_byte / kMinAlignBytes);

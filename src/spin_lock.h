@@ -29,6 +29,8 @@ class SpinLock {
   }
   bool try_lock() { return !locked_.exchange(true, std::memory_order_acquire); }
   void unlock() { locked_.store(false, std::memory_order_release); }
+  // In a forked child: whether a thread (which does not exist there) held it at the fork.
+  bool held() const { return locked_.load(std::memory_order_relaxed); }
   void reset_after_fork() { locked_.store(false, std::memory_order_relaxed); }
 
  private:

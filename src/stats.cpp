@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "diag.h"
 #include "large.h"
 #include "options.h"
@@ -140,11 +141,16 @@ void stats_collect(mapalloc_stats_t* stats) {
     stats->in_use_blocks += stats->classes[c].blocks_in_use;
     stats->in_use_bytes += stats->classes[c].blocks_in_use * stats->classes[c].block_bytes;
   }
-  stats->large_blocks = large_counters.live_blocks.load(std::memory_order_relaxed);
-  stats->large_bytes = large_counters.live_bytes.load(std::memory_order_relaxed);
+  ArenaCounters arenas = arena_counters();
+  stats->large_blocks =
+      large_counters.live_blocks.load(std::memory_order_relaxed) + arenas.live_blocks;
+  stats->large_bytes =
+      large_counters.live_bytes.load(std::memory_order_relaxed) + arenas.live_bytes;
   stats->in_use_blocks += stats->large_blocks;
   stats->in_use_bytes += stats->large_bytes;
-  stats->cached_large_bytes = large_cache_bytes();
+  stats->cached_large_bytes = arenas.dirty_bytes;
+  stats->arenas = arenas.arenas;
+  stats->arena_reserved_bytes = arenas.reserved_bytes;
   SegmentCacheCounters cache = segment_cache_counters();
   stats->cached_segments = cache.cached_segments;
   stats->resident_bytes += stats->large_bytes + stats->cached_large_bytes;
@@ -182,8 +188,9 @@ void stats_print(mapalloc_writer_t write, void* context) {
            human(stats.unmapped_bytes, b));
   out.line("  system calls  mmap %zu, munmap %zu, madvise %zu, mremap %zu", stats.mmap_calls,
            stats.munmap_calls, stats.madvise_calls, stats.mremap_calls);
-  out.line("  segments      %zu mapped (%zu cached), large mappings cached %s", stats.segments,
-           stats.cached_segments, human(stats.cached_large_bytes, a));
+  out.line("  segments      %zu mapped (%zu cached)", stats.segments, stats.cached_segments);
+  out.line("  arenas        %zu reserving %s, free large-block pages kept resident %s",
+           stats.arenas, human(stats.arena_reserved_bytes, a), human(stats.cached_large_bytes, b));
   out.line("  threads       %zu with a heap (%zu heaps in all), %zu remote frees", stats.threads,
            stats.heaps, stats.remote_frees);
   out.line("  %5s %12s %14s %10s %7s %14s", "class", "block bytes", "blocks in use", "capacity",

@@ -31,7 +31,6 @@ enum class Sizes { kSmall, kMedium, kLarge, kMixed };
 // Allocates about `bytes` in blocks of the given kind and touches them all.
 std::vector<void*> allocate(size_t bytes, Sizes sizes) {
   std::vector<void*> blocks;
-  blocks.reserve(bytes / 16);
   size_t total = 0;
   for (unsigned i = 0; total < bytes; ++i) {
     size_t size = sizes == Sizes::kSmall    ? 16 + (i * 37) % 1000

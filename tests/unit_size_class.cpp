@@ -8,8 +8,8 @@
 
 using namespace mapalloc;
 
-TEST_CASE("every size 1..kArenaMaxBytes maps to the smallest class that holds it") {
-  for (size_t size = 1; size <= kArenaMaxBytes; ++size) {
+TEST_CASE("every size 1..kClassMaxBytes maps to the smallest class that holds it") {
+  for (size_t size = 1; size <= kClassMaxBytes; ++size) {
     unsigned size_class = size_class_of(size);
     REQUIRE(size_class < kClassCount);
     REQUIRE(class_block_bytes(size_class) >= size);
@@ -31,7 +31,7 @@ TEST_CASE("classes grow, stay 16-byte multiples and waste at most 25% of a reque
       CHECK((block - previous - 1) * 4 <= previous + 1);
   }
   CHECK(class_block_bytes(0) == 16);
-  CHECK(class_block_bytes(kClassCount - 1) == kArenaMaxBytes);
+  CHECK(class_block_bytes(kClassCount - 1) == kClassMaxBytes);
 }
 
 TEST_CASE("the fast path's table gives the same class as size_class_of for 0..1024") {
@@ -42,7 +42,7 @@ TEST_CASE("the fast path's table gives the same class as size_class_of for 0..10
 }
 
 TEST_CASE("every power of two up to the arena limit is a class") {
-  for (size_t power = 16; power <= kArenaMaxBytes; power *= 2) {
+  for (size_t power = 16; power <= kClassMaxBytes; power *= 2) {
     CHECK(class_block_bytes(size_class_of(power)) == power);
   }
 }
