@@ -235,10 +235,10 @@ def run_inherited(argv, preload, extra_env=None):
         with interrupts_ignored():
             status = process.wait()
         try:
-            seconds, peak_kib, user, sys_ = bench.parse_report(report.read_text())
+            seconds, peak_kib, user, sys_, faults = bench.parse_report(report.read_text())
         except (OSError, ValueError):
             raise ToolError(f"measure failed (status {status}) running {argv[0]}") from None
-    return bench.Measurement(seconds, peak_kib, user, sys_, status, None, None)
+    return bench.Measurement(seconds, peak_kib, user, sys_, status, None, None, faults)
 
 
 def run_alternating(argv, allocators, runs, stdin_path=None, extra_env=None):

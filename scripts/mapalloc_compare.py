@@ -13,8 +13,9 @@ from mapalloc_common import ToolError
 from mapalloc_run import command_parser, positive, program_of
 
 EPILOG = """Each run goes through the measure wrapper (wall time, CPU time = user + sys of the
-program and its children, peak RSS); allocators alternate (A B C D A B C D ...) so that a
-drift of the machine spreads over all of them. The table shows medians, and for each other
+program and its children, peak RSS, minor page faults of the program and its children);
+allocators alternate (A B C D A B C D ...) so that a drift of the machine spreads over all of
+them. The table shows medians, and for each other
 allocator 'xR' = R times mapalloc's figure (below 1: less than mapalloc).
 
 Every run's stdout and exit status are compared; if they differ the runs are listed by output
@@ -33,7 +34,8 @@ MAX_GROUPS = 8  # different outputs listed one by one; a program printing random
 # (label, per-run value) of each table row; the cell format follows the key (see format_cell).
 METRICS = [("wall time", "seconds", lambda run: run.seconds),
            ("CPU time", "cpu_seconds", lambda run: run.user_seconds + run.sys_seconds),
-           ("peak RSS", "rss_kib", lambda run: run.peak_kib)]
+           ("peak RSS", "rss_kib", lambda run: run.peak_kib),
+           ("minor faults", "minflt", lambda run: run.minor_faults)]
 
 
 def chosen_allocators(requested):
@@ -52,7 +54,7 @@ def compare(argv):
     """mapalloc compare [--runs N] [--allocators A B ...] [--stdin FILE] -- PROGRAM ARGS"""
     parser = command_parser("mapalloc compare",
                             "Run a program under several allocators and compare wall time, CPU "
-                            "time and peak RSS.", EPILOG)
+                            "time, peak RSS and minor page faults.", EPILOG)
     parser.add_argument("--runs", type=positive, default=3,
                         help="runs per allocator (default 3)")
     parser.add_argument("--allocators", nargs="+", metavar="NAME",
@@ -101,10 +103,13 @@ def input_file(requested, scratch):
 
 
 def table(allocators, results):
-    """(header, rows): a row per metric, a column per allocator, medians with ratios."""
+    """(header, rows): a row per metric, a column per allocator, medians with ratios. A metric
+    that some run lacks (an older measure reports no page faults) has no row."""
     header = ["metric"] + allocators
     rows = []
     for label, key, value_of in METRICS:
+        if any(value_of(run) is None for name in allocators for run in results[name]):
+            continue
         medians = {name: statistics.median(value_of(run) for run in results[name])
                    for name in allocators}
         base = medians["mapalloc"]

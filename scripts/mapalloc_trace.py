@@ -215,9 +215,9 @@ def replay_chart(traces, allocators, results, path):
             out.write("\n\n")
     script = (bench.gnuplot_histograms(path, 1100, 800) +
               "set key top left horizontal\nset grid ytics\nset yrange [0:*]\n" +
-              bench.gnuplot_two_panels(data, allocators, "mapalloc replay: the same recorded "
-                                       "calls under each allocator (lower is better)",
-                                       ["replay time (s)", "peak RSS (MiB)"]))
+              bench.gnuplot_panels(data, allocators, "mapalloc replay: the same recorded "
+                                   "calls under each allocator (lower is better)",
+                                   ["replay time (s)", "peak RSS (MiB)"]))
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
     return path
 

@@ -103,6 +103,7 @@ status=$?
 check "compare glibc/mapalloc: a table with ratios" \
   bash -c "[[ $status -eq 0 ]] && grep -q '^wall time .* x[0-9]' '$tmp/out' \
     && grep -q '^CPU time .* x[0-9]' '$tmp/out' && grep -q '^peak RSS .* x[0-9]' '$tmp/out' \
+    && grep -q '^minor faults  *[0-9][0-9]*  *[0-9][0-9]* x[0-9]' '$tmp/out' \
     && grep -q 'outputs agree' '$tmp/out'"
 "$tool" compare --runs 1 -- "$tmp/prog" >"$tmp/out" 2>/dev/null
 # (the baselines installed by `make bench`; those missing are left out with a note)
