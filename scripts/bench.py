@@ -446,14 +446,44 @@ def compare_with_previous(previous, results, allocators):
     return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
 
 
-def choose_allocators(names):
+def extra_allocator(spec):
+    """An extra allocator given as "NAME=PATH" (PATH: a shared library to preload) -> (NAME,
+    absolute Path). ValueError with a one-line message if NAME is not a new plain name or
+    PATH is not a library that the dynamic loader can preload."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"{spec}: expected NAME=PATH.so (e.g. mimalloc3=/path/libmimalloc.so)")
+    if name in ALLOCATORS:
+        raise ValueError(f"{spec}: {name} is a built-in allocator: give the other one a new name")
+    if not all(c.isalnum() or c in "._+-" for c in name):
+        raise ValueError(f"{spec}: an allocator's name is made of letters, digits and . _ + -")
+    library = Path(path).expanduser().resolve()
+    if not library.is_file():
+        raise ValueError(f"{name}: no such library: {path}")
+    # A library the loader cannot preload is only warned about, and the program runs with
+    # glibc's malloc: measuring it would silently measure glibc.
+    probe = subprocess.run(["true"], env=environment(library), capture_output=True, text=True)
+    if probe.returncode != 0 or "preload" in probe.stderr:
+        message = probe.stderr.strip().splitlines()
+        raise ValueError(f"{name}: cannot preload {library}"
+                         + (f": {message[-1]}" if message else ""))
+    return name, library
+
+
+def choose_allocators(names, extras):
     """{name: library to preload (None: glibc)} of the allocators to run, mapalloc first:
-    `names` (default: every one of ALLOCATORS). A missing baseline is left out with a note; an
+    `names` (default: every one of ALLOCATORS; an item may be NAME=PATH) and the NAME=PATH
+    `extras`. A missing baseline of ALLOCATORS is left out with a note; a bad NAME=PATH or an
     unknown name is a ValueError."""
     chosen = {}
-    for item in names or ALLOCATORS:
+    for item in list(names or ALLOCATORS) + list(extras or []):
+        if "=" in item:
+            name, library = extra_allocator(item)
+            chosen[name] = library
+            continue
         if item not in ALLOCATORS:
-            raise ValueError(f"unknown allocator: {item} (known: {', '.join(ALLOCATORS)})")
+            raise ValueError(f"unknown allocator: {item} (known: {', '.join(ALLOCATORS)}; "
+                             "or NAME=PATH.so)")
         library, package = ALLOCATORS[item]
         if library is None or library.exists():
             chosen[item] = library
@@ -464,7 +494,17 @@ def choose_allocators(names):
     return chosen
 
 
-EPILOG = """Tables: median wall time, peak RSS and minor page faults (ru_minflt of the program and its
+EPILOG = """allocators: mapalloc, mapalloc-secure, mapalloc-unchecked (this tree's builds), glibc,
+jemalloc, mimalloc, tcmalloc (Debian's packages); all by default. Any other allocator is
+given as NAME=PATH.so, a shared library to preload: with --extra it joins the default set (or
+the --allocators list), and --allocators accepts NAME=PATH items too. From make:
+  make bench EXTRA="mimalloc3=/opt/mimalloc/libmimalloc.so.3.4 scudo=/usr/lib/.../libscudo.so"
+  make bench-quick EXTRA=...
+examples:
+  scripts/bench.py --quick --extra mimalloc3=/opt/mimalloc/libmimalloc.so.3.4
+  scripts/bench.py --only bigbuffers xthread --allocators mapalloc glibc mi3=./libmimalloc.so
+
+Tables: median wall time, peak RSS and minor page faults (ru_minflt of the program and its
 children; the server's own for redis) per workload and allocator, 'xR' = R times mapalloc's
 figure. Summary: per baseline, geometric means of mapalloc's figure / the baseline's (below 1:
 mapalloc does better). A full run without --only is compared with the previous one of the
@@ -509,13 +549,17 @@ def main():
                         "(default: --runs, at most 3)")
     parser.add_argument("--only", nargs="*", help="workloads whose names contain these")
     parser.add_argument("--allocators", nargs="*", metavar="NAME",
-                        help="a subset of " + ", ".join(ALLOCATORS) + " (default: all)")
+                        help="a subset of " + ", ".join(ALLOCATORS) + "; NAME=PATH.so items "
+                        "add other allocators (default: all)")
+    parser.add_argument("--extra", nargs="+", action="extend", default=[], metavar="NAME=PATH",
+                        help="other allocators, each a shared library to preload, added to the "
+                        "default set or to --allocators (make bench EXTRA=\"NAME=PATH ...\")")
     parser.add_argument("--no-callgrind", action="store_true")
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     real_runs = args.real_runs or min(runs, 3)
     try:
-        allocators = choose_allocators(args.allocators)
+        allocators = choose_allocators(args.allocators, args.extra)
     except ValueError as error:
         sys.exit(f"bench.py: {error}")
 
@@ -540,6 +584,9 @@ def main():
         print(f"\n{title}\n" + render_text(header, rows))
     print()
     print("\n".join(summary))
+    extras = [f"{a}={lib}" for a, lib in allocators.items() if a not in ALLOCATORS]
+    if extras:
+        print("extra allocators: " + ", ".join(extras))
 
     mode = "quick" if args.quick else "full"
     history = OUT / f"last-{mode}.json"

@@ -25,9 +25,11 @@ stdin: every run reads --stdin FILE (--stdin -: this tool's stdin, read once), o
 stdin when it is redirected from a file (`< input`); else /dev/null.
 
 allocators: mapalloc, mapalloc-secure, mapalloc-unchecked (source tree), glibc, jemalloc,
-mimalloc, tcmalloc. Default: mapalloc glibc jemalloc mimalloc, and tcmalloc if installed.
-example:
-  mapalloc compare --runs 5 --allocators glibc mimalloc -- sqlite3 :memory: < queries.sql"""
+mimalloc, tcmalloc, or any other as NAME=PATH.so (a shared library to preload, shown as NAME).
+Default: mapalloc glibc jemalloc mimalloc, and tcmalloc if installed.
+examples:
+  mapalloc compare --runs 5 --allocators glibc mimalloc -- sqlite3 :memory: < queries.sql
+  mapalloc compare --allocators glibc mimalloc3=/opt/mimalloc/libmimalloc.so.3 -- ./prog"""
 
 MAX_GROUPS = 8  # different outputs listed one by one; a program printing random data has many
 
@@ -39,9 +41,10 @@ METRICS = [("wall time", "seconds", lambda run: run.seconds),
 
 
 def chosen_allocators(requested):
-    """The allocators to run, mapalloc first (the base of the ratios), each checked."""
+    """The allocators to run, mapalloc first (the base of the ratios), each checked; an item
+    NAME=PATH.so is another allocator, named NAME."""
     if requested:
-        names = [n for item in requested for n in item.split(",") if n]
+        names = [common.resolve_allocator(n) for item in requested for n in item.split(",") if n]
     else:
         names = common.default_allocators()
     names = ["mapalloc"] + [n for n in dict.fromkeys(names) if n != "mapalloc"]
