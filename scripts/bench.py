@@ -193,7 +193,9 @@ def workloads(quick, only):
               for name, threads in [("lifo", 0), ("fifo", 0), ("linked", 0), ("bigblock", 0),
                                     ("larson", 1), ("larson", 2), ("larson", 8),
                                     ("prodcons", 2), ("prodcons", 8),
-                                    ("churn", 1), ("churn", 2), ("churn", 8)]]
+                                    ("churn", 1), ("churn", 2), ("churn", 8),
+                                    ("bigbuffers", 0), ("xthread", 2), ("xthread", 8),
+                                    ("cachethrash", 0)]]
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
     chosen.append(Workload("python3", [python, str(ROOT / "scripts/bench/python_workload.py"),
                                        "1" if quick else "4"], kind="real"))
