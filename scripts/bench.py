@@ -183,6 +183,9 @@ def build(quick):
     with open(OUT / "big.cpp", "w") as cpp:
         subprocess.run(["python3", str(ROOT / "scripts" / "bench" / "gen_cpp.py"),
                         "12" if quick else "40"], stdout=cpp, check=True)
+    with open(OUT / "records.json", "w") as records:  # jq's input: 1.4 or 4.3 MB
+        subprocess.run(["python3", str(ROOT / "scripts" / "bench" / "gen_json.py"),
+                        "8000" if quick else "25000"], stdout=records, check=True)
 
 
 def workloads(quick, only):
@@ -197,12 +200,28 @@ def workloads(quick, only):
                                     ("bigbuffers", 0), ("xthread", 2), ("xthread", 8),
                                     ("cachethrash", 0)]]
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
-    chosen.append(Workload("python3", [python, str(ROOT / "scripts/bench/python_workload.py"),
+    bench_dir = ROOT / "scripts" / "bench"
+    chosen.append(Workload("python3", [python, str(bench_dir / "python_workload.py"),
                                        "1" if quick else "4"], kind="real"))
+    # Python with every object from malloc (not from pymalloc's arenas); a fixed hash seed so
+    # that every run makes the same calls.
+    chosen.append(Workload("python3-malloc", [python, str(bench_dir / "python_malloc_workload.py"),
+                                              "1" if quick else "2"], kind="real",
+                           env={"PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}))
     chosen.append(Workload("sqlite3", ["sqlite3", ":memory:"], kind="real",
                            stdin=OUT / "bench.sql"))
     chosen.append(Workload("g++ -O2", ["g++", "-std=c++17", "-O2", "-c", "-o", "/dev/null",
                                        str(OUT / "big.cpp")], kind="real"))
+    interpreters = [("jq", ["jq", "-c", "-f", str(bench_dir / "jq_filters.jq"),
+                            str(OUT / "records.json")]),
+                    ("lua5.4", ["lua5.4", str(bench_dir / "lua_workload.lua"),
+                                "1" if quick else "2"]),
+                    ("perl", ["perl", str(bench_dir / "perl_workload.pl"), "1" if quick else "2"])]
+    for name, argv in interpreters:
+        if shutil.which(argv[0]):
+            chosen.append(Workload(name, argv, kind="real"))
+        elif not only or any(pattern in name for pattern in only):
+            print(f"note: {argv[0]} is not installed (apt-get install {name}): no {name} row")
     if shutil.which("redis-server") and shutil.which("redis-benchmark"):
         chosen.append(Workload("redis", None, kind="real",
                                server=20000 if quick else 50000))
