@@ -387,10 +387,10 @@ static uint64_t run_bigbuffers(void) {
     sizes[slot] = bigbuffer_size(next_random(&random));
     buffers[slot] = new_bigbuffer(sizes[slot], slot + 1);
   }
-  /* Few replacements (12 per unit of scale, 180 MiB written): on the benchmark machine (a VM)
+  /* Few replacements (8 per unit of scale, 120 MiB written): on the benchmark machine (a VM)
    * a page fault costs about 18 us, so an allocator that hands each buffer back to the system
    * and faults it in again writes about 0.2 GB/s, one that reuses the pages 5-10 GB/s. */
-  for (long i = 0; i < 12 * scale; ++i) {
+  for (long i = 0; i < 8 * scale; ++i) {
     uint64_t r = next_random(&random);
     int slot = (int)(r % kBuffers);
     char* old = buffers[slot];
