@@ -2,6 +2,7 @@
 #   make              build/libmapalloc.so and build/libmapalloc.a
 #   make test         install missing test dependencies, build, run every test suite
 #   make bench        the side-by-side comparison with glibc, jemalloc and mimalloc
+#                     (EXTRA="NAME=PATH.so ...": other allocators too)
 # See README.md for the rest.
 
 CXX      ?= g++
@@ -145,11 +146,15 @@ test: all
 	@tests/run_all.sh
 
 # ---- benchmarks, stress ------------------------------------------------------------------------
+# EXTRA="NAME=PATH.so ...": other allocators to compare with, each a shared library to preload
+# (make bench EXTRA="mimalloc3=/opt/mimalloc/libmimalloc.so.3"; see scripts/bench.py --help).
+BENCH_EXTRA = $(if $(EXTRA),--extra $(EXTRA))
+
 bench: all $(BUILD)/libmapalloc-unchecked.so
-	@scripts/bench.sh
+	@scripts/bench.sh $(BENCH_EXTRA)
 
 bench-quick: all $(BUILD)/libmapalloc-unchecked.so
-	@scripts/bench.sh --quick
+	@scripts/bench.sh --quick $(BENCH_EXTRA)
 
 # The whole stress suite at full scale under every allocator, statically linked and under
 # ThreadSanitizer, then the real programs (up to ~20 minutes).

@@ -6,7 +6,8 @@ replay and trace-info) import what they need from here:
 - where things are: `LAYOUT` (source tree or installed), `mapalloc_library()`, `measure_tool()`,
   `version()`;
 - allocators: `ALLOCATOR_NAMES`, `allocator_library()`, `require_allocator()`,
-  `default_allocators()`, `preload_environment()`;
+  `resolve_allocator()` (a name or NAME=PATH.so), `default_allocators()`,
+  `preload_environment()`;
 - programs: `check_program()`, `run_inherited()` (one measured run, output passed through),
   `run_alternating()` (several measured runs per allocator, alternating, output captured);
 - output: `ToolError`, `note()`, `render_table()`, `format_cell()`, `format_bytes()`,
@@ -98,13 +99,18 @@ ALLOCATOR_NAMES = ["mapalloc", "mapalloc-secure", "mapalloc-unchecked"] + \
     [name for name in bench.ALLOCATORS if not name.startswith("mapalloc")]
 # compare's default set; tcmalloc joins it when installed.
 DEFAULT_ALLOCATORS = ["mapalloc", "glibc", "jemalloc", "mimalloc"]
+# Allocators given as NAME=PATH.so on the command line (resolve_allocator): name -> library.
+EXTRA_ALLOCATORS = {}
 
 
 def allocator_library(name):
     """The library to preload for allocator `name` (a Path; None for glibc, which needs none).
     mapalloc's builds are looked for in LAYOUT.libdir; the baselines where Debian installs them
     (bench.ALLOCATORS), or in $MAPALLOC_BASELINE_LIBDIR if set (another architecture's
-    multiarch directory, say). The file may not exist: see require_allocator()."""
+    multiarch directory, say); an allocator given as NAME=PATH.so, its PATH. The file may not
+    exist: see require_allocator()."""
+    if name in EXTRA_ALLOCATORS:
+        return EXTRA_ALLOCATORS[name]
     if name.startswith("mapalloc"):
         return LAYOUT.libdir / f"lib{name}.so"
     library = bench.ALLOCATORS[name][0]
@@ -121,8 +127,11 @@ def mapalloc_library(secure=False):
 def require_allocator(name):
     """allocator_library(name), checked: ToolError naming what to do if `name` is unknown, or
     its library is missing (the apt-get command for a baseline, `make` for mapalloc)."""
+    if name in EXTRA_ALLOCATORS:
+        return EXTRA_ALLOCATORS[name]
     if name not in ALLOCATOR_NAMES:
-        raise ToolError(f"unknown allocator: {name} (known: {', '.join(ALLOCATOR_NAMES)})")
+        raise ToolError(f"unknown allocator: {name} (known: {', '.join(ALLOCATOR_NAMES)}; "
+                        "or NAME=PATH.so)")
     library = allocator_library(name)
     if library is None or library.exists():
         return library
@@ -134,6 +143,24 @@ def require_allocator(name):
         raise ToolError(f"{library} is missing: reinstall mapalloc (make install)")
     target = "make" if name != "mapalloc-unchecked" else f"make {library}"
     raise ToolError(f"{library} is missing: run `{target}` in {LAYOUT.root}")
+
+
+def resolve_allocator(spec):
+    """The allocator name of `spec`, checked: a known name (see require_allocator), or
+    NAME=PATH.so, any other allocator as a shared library to preload, which is registered
+    under NAME for allocator_library(). ToolError (one line) if PATH is missing or cannot be
+    preloaded, or NAME is taken."""
+    if "=" not in spec:
+        require_allocator(spec)
+        return spec
+    try:
+        name, library = bench.extra_allocator(spec)
+    except ValueError as error:
+        raise ToolError(str(error)) from None
+    if EXTRA_ALLOCATORS.get(name, library) != library:
+        raise ToolError(f"{name} is given twice, as {EXTRA_ALLOCATORS[name]} and {library}")
+    EXTRA_ALLOCATORS[name] = library
+    return name
 
 
 def default_allocators():
@@ -235,10 +262,10 @@ def run_inherited(argv, preload, extra_env=None):
         with interrupts_ignored():
             status = process.wait()
         try:
-            seconds, peak_kib, user, sys_ = bench.parse_report(report.read_text())
+            seconds, peak_kib, user, sys_, faults = bench.parse_report(report.read_text())
         except (OSError, ValueError):
             raise ToolError(f"measure failed (status {status}) running {argv[0]}") from None
-    return bench.Measurement(seconds, peak_kib, user, sys_, status, None, None)
+    return bench.Measurement(seconds, peak_kib, user, sys_, status, None, None, faults)
 
 
 def run_alternating(argv, allocators, runs, stdin_path=None, extra_env=None):

@@ -13,8 +13,9 @@ from mapalloc_common import ToolError
 from mapalloc_run import command_parser, positive, program_of
 
 EPILOG = """Each run goes through the measure wrapper (wall time, CPU time = user + sys of the
-program and its children, peak RSS); allocators alternate (A B C D A B C D ...) so that a
-drift of the machine spreads over all of them. The table shows medians, and for each other
+program and its children, peak RSS, minor page faults of the program and its children);
+allocators alternate (A B C D A B C D ...) so that a drift of the machine spreads over all of
+them. The table shows medians, and for each other
 allocator 'xR' = R times mapalloc's figure (below 1: less than mapalloc).
 
 Every run's stdout and exit status are compared; if they differ the runs are listed by output
@@ -24,22 +25,26 @@ stdin: every run reads --stdin FILE (--stdin -: this tool's stdin, read once), o
 stdin when it is redirected from a file (`< input`); else /dev/null.
 
 allocators: mapalloc, mapalloc-secure, mapalloc-unchecked (source tree), glibc, jemalloc,
-mimalloc, tcmalloc. Default: mapalloc glibc jemalloc mimalloc, and tcmalloc if installed.
-example:
-  mapalloc compare --runs 5 --allocators glibc mimalloc -- sqlite3 :memory: < queries.sql"""
+mimalloc, tcmalloc, or any other as NAME=PATH.so (a shared library to preload, shown as NAME).
+Default: mapalloc glibc jemalloc mimalloc, and tcmalloc if installed.
+examples:
+  mapalloc compare --runs 5 --allocators glibc mimalloc -- sqlite3 :memory: < queries.sql
+  mapalloc compare --allocators glibc mimalloc3=/opt/mimalloc/libmimalloc.so.3 -- ./prog"""
 
 MAX_GROUPS = 8  # different outputs listed one by one; a program printing random data has many
 
 # (label, per-run value) of each table row; the cell format follows the key (see format_cell).
 METRICS = [("wall time", "seconds", lambda run: run.seconds),
            ("CPU time", "cpu_seconds", lambda run: run.user_seconds + run.sys_seconds),
-           ("peak RSS", "rss_kib", lambda run: run.peak_kib)]
+           ("peak RSS", "rss_kib", lambda run: run.peak_kib),
+           ("minor faults", "minflt", lambda run: run.minor_faults)]
 
 
 def chosen_allocators(requested):
-    """The allocators to run, mapalloc first (the base of the ratios), each checked."""
+    """The allocators to run, mapalloc first (the base of the ratios), each checked; an item
+    NAME=PATH.so is another allocator, named NAME."""
     if requested:
-        names = [n for item in requested for n in item.split(",") if n]
+        names = [common.resolve_allocator(n) for item in requested for n in item.split(",") if n]
     else:
         names = common.default_allocators()
     names = ["mapalloc"] + [n for n in dict.fromkeys(names) if n != "mapalloc"]
@@ -52,7 +57,7 @@ def compare(argv):
     """mapalloc compare [--runs N] [--allocators A B ...] [--stdin FILE] -- PROGRAM ARGS"""
     parser = command_parser("mapalloc compare",
                             "Run a program under several allocators and compare wall time, CPU "
-                            "time and peak RSS.", EPILOG)
+                            "time, peak RSS and minor page faults.", EPILOG)
     parser.add_argument("--runs", type=positive, default=3,
                         help="runs per allocator (default 3)")
     parser.add_argument("--allocators", nargs="+", metavar="NAME",
@@ -101,10 +106,13 @@ def input_file(requested, scratch):
 
 
 def table(allocators, results):
-    """(header, rows): a row per metric, a column per allocator, medians with ratios."""
+    """(header, rows): a row per metric, a column per allocator, medians with ratios. A metric
+    that some run lacks (an older measure reports no page faults) has no row."""
     header = ["metric"] + allocators
     rows = []
     for label, key, value_of in METRICS:
+        if any(value_of(run) is None for name in allocators for run in results[name]):
+            continue
         medians = {name: statistics.median(value_of(run) for run in results[name])
                    for name in allocators}
         base = medians["mapalloc"]

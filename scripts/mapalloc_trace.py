@@ -171,7 +171,8 @@ def parse_result(stdout):
 
 def choose_allocators(spec):
     """--allocator: "all" (mapalloc, glibc, jemalloc, mimalloc: those installed, the others
-    left out with a note) or comma-separated names (each must be installed)."""
+    left out with a note) or comma-separated names (each must be installed; NAME=PATH.so: any
+    other allocator, a library to preload)."""
     if spec in (None, "all"):
         chosen = []
         for name in common.DEFAULT_ALLOCATORS:
@@ -180,8 +181,8 @@ def choose_allocators(spec):
             except ToolError as error:
                 common.note(f"{error} (left out)")
         return chosen
-    return [(name, common.require_allocator(name)) for name in
-            (n.strip() for n in spec.split(",")) if name]
+    names = [common.resolve_allocator(n.strip()) for n in spec.split(",") if n.strip()]
+    return [(name, common.allocator_library(name)) for name in names]
 
 
 def ratio_rows(traces, allocators, results, key, render):
@@ -215,9 +216,9 @@ def replay_chart(traces, allocators, results, path):
             out.write("\n\n")
     script = (bench.gnuplot_histograms(path, 1100, 800) +
               "set key top left horizontal\nset grid ytics\nset yrange [0:*]\n" +
-              bench.gnuplot_two_panels(data, allocators, "mapalloc replay: the same recorded "
-                                       "calls under each allocator (lower is better)",
-                                       ["replay time (s)", "peak RSS (MiB)"]))
+              bench.gnuplot_panels(data, allocators, "mapalloc replay: the same recorded "
+                                   "calls under each allocator (lower is better)",
+                                   ["replay time (s)", "peak RSS (MiB)"]))
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
     return path
 

@@ -103,6 +103,7 @@ status=$?
 check "compare glibc/mapalloc: a table with ratios" \
   bash -c "[[ $status -eq 0 ]] && grep -q '^wall time .* x[0-9]' '$tmp/out' \
     && grep -q '^CPU time .* x[0-9]' '$tmp/out' && grep -q '^peak RSS .* x[0-9]' '$tmp/out' \
+    && grep -q '^minor faults  *[0-9][0-9]*  *[0-9][0-9]* x[0-9]' '$tmp/out' \
     && grep -q 'outputs agree' '$tmp/out'"
 "$tool" compare --runs 1 -- "$tmp/prog" >"$tmp/out" 2>/dev/null
 # (the baselines installed by `make bench`; those missing are left out with a note)
@@ -115,6 +116,14 @@ check "compare warns about a nondeterministic program (status 1, no traceback)" 
   bash -c "[[ $status -eq 1 ]] && grep -q 'WARNING: the outputs differ' '$tmp/out' \
     && grep -q 'nondeterministic' '$tmp/out' && ! grep -q Traceback '$tmp/err'"
 
+"$tool" compare --runs 1 --allocators glibc,other=build/libmapalloc-secure.so -- "$tmp/prog" \
+  >"$tmp/out" 2>/dev/null
+status=$?
+check "compare with another allocator as NAME=PATH.so" \
+  bash -c "[[ $status -eq 0 ]] && grep -q '^metric  *mapalloc  *glibc  *other *$' '$tmp/out' \
+    && grep -q '^minor faults .* x[0-9.]*  *[0-9][0-9]* x[0-9]' '$tmp/out' \
+    && grep -q 'outputs agree' '$tmp/out'"
+
 # ---- errors -------------------------------------------------------------------------------
 "$tool" run -- no-such-program-xyz 2>"$tmp/err"
 status=$?
@@ -124,6 +133,17 @@ check "missing program: one line, status 127" \
 check "unknown allocator: one line" \
   bash -c "[[ \$(wc -l <'$tmp/err') -eq 1 ]] \
     && grep -q 'unknown allocator: nosuchalloc' '$tmp/err'"
+"$tool" compare --allocators other=/nonexistent/libother.so -- true 2>"$tmp/err"
+check "NAME=PATH.so with a missing library: one line" \
+  test "$(cat "$tmp/err")" = "mapalloc: other: no such library: /nonexistent/libother.so"
+"$tool" compare --allocators other="$tmp/prog.c" -- true 2>"$tmp/err"
+check "NAME=PATH.so that cannot be preloaded: one line" \
+  bash -c "[[ \$(wc -l <'$tmp/err') -eq 1 ]] && grep -q '^mapalloc: other: cannot preload' '$tmp/err'"
+python3 scripts/bench.py --extra other=/nonexistent/libother.so >"$tmp/out" 2>"$tmp/err"
+status=$?
+check "bench.py --extra with a missing library: one line, nothing run" \
+  bash -c "[[ $status -ne 0 && ! -s '$tmp/out' ]] \
+    && [[ \$(cat '$tmp/err') == 'bench.py: other: no such library: /nonexistent/libother.so' ]]"
 MAPALLOC_BASELINE_LIBDIR=/nonexistent "$tool" compare --allocators jemalloc -- true 2>"$tmp/err"
 check "missing baseline: apt-get hint" \
   test "$(cat "$tmp/err")" = "mapalloc: jemalloc is not installed: apt-get install libjemalloc2"

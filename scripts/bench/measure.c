@@ -1,11 +1,13 @@
-/* Runs a command and reports its wall time, peak RSS and CPU time, for the benchmark driver and
- * the mapalloc command:
+/* Runs a command and reports its wall time, peak RSS, CPU time and minor page faults, for the
+ * benchmark driver and the mapalloc command:
  *   measure [--preload LIBRARY] [--report FILE] -- COMMAND ARGS...
- * prints "SECONDS PEAK_RSS_KIB USER_SECONDS SYS_SECONDS" on the last line of stderr (fd 2) after
- * the command's own output, or into FILE with --report (so that the command's stderr stays its
- * own); the exit status is the command's (128 + N if signal N killed it). Readers take the first
- * two fields, so older readers of "SECONDS PEAK_RSS_KIB" keep working. CPU times include the
- * command's waited-for children, as the time(1) command's do.
+ * prints "SECONDS PEAK_RSS_KIB USER_SECONDS SYS_SECONDS MINOR_FAULTS" on the last line of stderr
+ * (fd 2) after the command's own output, or into FILE with --report (so that the command's
+ * stderr stays its own); the exit status is the command's (128 + N if signal N killed it).
+ * Readers take the first fields they know, so older readers of "SECONDS PEAK_RSS_KIB" or of the
+ * four-field line keep working. CPU times and page faults (ru_minflt: faults served without I/O,
+ * mostly first touches of fresh anonymous pages) include the command's waited-for children, as
+ * the time(1) command's do.
  * Measuring from this small process, rather than from Python, matters for peak RSS: a forked
  * child's maximum RSS includes the parent memory it inherited before exec. LIBRARY is put in
  * LD_PRELOAD for the command only. */
@@ -69,10 +71,12 @@ int main(int argc, char** argv) {
       perror(report);
       return 2;
     }
-    fprintf(out, "%.6f %ld %.6f %.6f\n", seconds, usage.ru_maxrss, user, sys);
+    fprintf(out, "%.6f %ld %.6f %.6f %ld\n", seconds, usage.ru_maxrss, user, sys,
+            usage.ru_minflt);
     fclose(out);
   } else {
-    fprintf(stderr, "\n%.6f %ld %.6f %.6f\n", seconds, usage.ru_maxrss, user, sys);
+    fprintf(stderr, "\n%.6f %ld %.6f %.6f %ld\n", seconds, usage.ru_maxrss, user, sys,
+            usage.ru_minflt);
   }
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);

@@ -12,6 +12,14 @@
  *              thread hands its array (and the blocks in it) to a successor and exits
  * prodcons     producers allocate, consumers free: every free is remote
  * churn        random sizes 16 B .. 64 KiB with malloc/realloc/free over a bounded live set
+ * bigbuffers   16 live buffers of 1 .. 64 MiB; one at random is replaced by a new buffer of
+ *              another size, written in full (image, compression or database code)
+ * xthread      threads keep a working set of blocks of 8 B .. 16 KiB (mostly small), write
+ *              each in full, and hand one replaced block in four to another thread, which frees
+ *              it (rpmalloc-benchmark style cross-thread frees)
+ * cachethrash  Hoard's cache-thrash with one thread: a 1 .. 8-byte object written and read
+ *              byte by byte millions of times; the time is the program's own loop, which shows
+ *              where the block is placed (cache sets, 4 KiB aliasing with the stack)
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -353,9 +361,229 @@ static uint64_t run_churn(int threads) {
   return sum;
 }
 
+/* ---- big buffers replaced ----------------------------------------------------------------- */
+
+static size_t bigbuffer_size(uint64_t r) {
+  /* 1 MiB .. 64 MiB, log-uniform (as many 1-2 MiB buffers as 32-64 MiB ones; 15 MiB on
+   * average): an octave, then a size within it */
+  size_t base = (size_t)1 << (20 + r % 6);
+  return base + (size_t)(r >> 16) % base;
+}
+
+/* A buffer of `size` bytes written in full with `fill`; returns it. */
+static char* new_bigbuffer(size_t size, int fill) {
+  char* buffer = checked_malloc(size);
+  memset(buffer, fill, size);
+  return buffer;
+}
+
+static uint64_t run_bigbuffers(void) {
+  enum { kBuffers = 16 };
+  char* buffers[kBuffers];
+  size_t sizes[kBuffers];
+  uint64_t random = 0x6a09e667f3bcc909ull;
+  uint64_t sum = 0;
+  for (int slot = 0; slot < kBuffers; ++slot) {
+    sizes[slot] = bigbuffer_size(next_random(&random));
+    buffers[slot] = new_bigbuffer(sizes[slot], slot + 1);
+  }
+  /* Few replacements (8 per unit of scale, 120 MiB written): on the benchmark machine (a VM)
+   * a page fault costs about 18 us, so an allocator that hands each buffer back to the system
+   * and faults it in again writes about 0.2 GB/s, one that reuses the pages 5-10 GB/s. */
+  for (long i = 0; i < 8 * scale; ++i) {
+    uint64_t r = next_random(&random);
+    int slot = (int)(r % kBuffers);
+    char* old = buffers[slot];
+    size_t size = sizes[slot];
+    sum += (unsigned char)old[0] + (unsigned char)old[size / 2] + (unsigned char)old[size - 1];
+    free(old);
+    sizes[slot] = bigbuffer_size(next_random(&random));
+    buffers[slot] = new_bigbuffer(sizes[slot], (int)(i % 251) + 1);
+  }
+  for (int slot = 0; slot < kBuffers; ++slot) {
+    sum += (unsigned char)buffers[slot][sizes[slot] - 1];
+    free(buffers[slot]);
+  }
+  return sum;
+}
+
+/* ---- cross-thread frees -------------------------------------------------------------------- */
+
+enum { kXthreadLive = 4000, kXthreadBatch = 64 };
+
+/* Blocks handed to another thread travel in batches (themselves malloc'ed by the sender and
+ * freed by the receiver) through the receiver's lock-protected inbox. */
+struct XthreadBatch {
+  struct XthreadBatch* next;
+  int count;
+  char* blocks[kXthreadBatch];
+};
+
+struct XthreadInbox {
+  pthread_mutex_t lock;
+  struct XthreadBatch* head;
+} __attribute__((aligned(64)));
+
+struct XthreadState {
+  int index;
+  uint64_t random;
+  long ops;
+  uint64_t sum;
+};
+
+static struct XthreadInbox xthread_inboxes[64];
+static int xthread_count;
+static pthread_barrier_t xthread_barrier;
+
+static size_t xthread_size(uint64_t r) {
+  /* 8 B .. 16 KiB: the octave is the smaller of two uniform picks, so small sizes dominate
+   * (an octave of 8-16 B 21 times as likely as 8-16 KiB); uniform within the octave. */
+  unsigned first = (unsigned)(r % 11), second = (unsigned)((r >> 8) % 11);
+  size_t base = (size_t)8 << (first < second ? first : second);
+  return base + (size_t)(r >> 16) % base;
+}
+
+static void xthread_send(int target, struct XthreadBatch* batch) {
+  struct XthreadInbox* inbox = &xthread_inboxes[target];
+  pthread_mutex_lock(&inbox->lock);
+  batch->next = inbox->head;
+  inbox->head = batch;
+  pthread_mutex_unlock(&inbox->lock);
+}
+
+/* Frees every block other threads handed to thread `index`; returns their checksum. */
+static uint64_t xthread_drain(int index) {
+  struct XthreadInbox* inbox = &xthread_inboxes[index];
+  pthread_mutex_lock(&inbox->lock);
+  struct XthreadBatch* batch = inbox->head;
+  inbox->head = NULL;
+  pthread_mutex_unlock(&inbox->lock);
+  uint64_t sum = 0;
+  while (batch != NULL) {
+    struct XthreadBatch* next = batch->next;
+    for (int i = 0; i < batch->count; ++i) {
+      sum += (unsigned char)batch->blocks[i][0];
+      free(batch->blocks[i]);
+    }
+    free(batch);
+    batch = next;
+  }
+  return sum;
+}
+
+static struct XthreadBatch* xthread_new_batch(void) {
+  struct XthreadBatch* batch = checked_malloc(sizeof *batch);
+  batch->count = 0;
+  return batch;
+}
+
+static void* xthread_thread(void* argument) {
+  enum { kRound = 4096 };
+  struct XthreadState* state = argument;
+  char** live = calloc(kXthreadLive, sizeof *live);
+  struct XthreadBatch* outgoing = xthread_new_batch();
+  /* Rounds of kRound operations end with a barrier, after which every thread frees what the
+   * others handed it in the round: the threads stay in step, so that a thread the scheduler
+   * leaves waiting does not pile up the others' blocks (peak RSS and time would depend on
+   * the scheduler). In each round blocks go to one other thread, the next round to the next. */
+  for (long done = 0, round = 0; done < state->ops; done += kRound, ++round) {
+    int target = (int)((state->index + 1 + round % (xthread_count - 1)) % xthread_count);
+    for (long op = done; op < done + kRound && op < state->ops; ++op) {
+      uint64_t r = next_random(&state->random);
+      int slot = (int)((r >> 24) % kXthreadLive);
+      char* old = live[slot];
+      if (old != NULL) {
+        state->sum += (unsigned char)old[0];
+        if (r % 4 == 0) { /* one in four goes to another thread, which frees it */
+          outgoing->blocks[outgoing->count++] = old;
+          if (outgoing->count == kXthreadBatch) {
+            xthread_send(target, outgoing);
+            outgoing = xthread_new_batch();
+          }
+        } else {
+          free(old);
+        }
+      }
+      size_t size = xthread_size(next_random(&state->random));
+      char* block = checked_malloc(size);
+      memset(block, (int)(size & 0xff), size);
+      live[slot] = block;
+    }
+    if (outgoing->count > 0) {
+      xthread_send(target, outgoing);
+      outgoing = xthread_new_batch();
+    }
+    pthread_barrier_wait(&xthread_barrier); /* this round's blocks are all in the inboxes */
+    state->sum += xthread_drain(state->index);
+  }
+  free(outgoing);
+  for (int slot = 0; slot < kXthreadLive; ++slot) free(live[slot]);
+  free(live);
+  return NULL;
+}
+
+static uint64_t run_xthread(int threads) {
+  if (threads < 2) threads = 2; /* frees need another thread */
+  xthread_count = threads;
+  pthread_barrier_init(&xthread_barrier, NULL, (unsigned)threads);
+  pthread_t ids[64];
+  struct XthreadState states[64];
+  for (int t = 0; t < threads; ++t) {
+    pthread_mutex_init(&xthread_inboxes[t].lock, NULL);
+    states[t] = (struct XthreadState){t, 0xc2b2ae3d27d4eb4full * (uint64_t)(t + 1),
+                                      1500000 * scale / threads, 0};
+    pthread_create(&ids[t], NULL, xthread_thread, &states[t]);
+  }
+  uint64_t sum = 0;
+  for (int t = 0; t < threads; ++t) {
+    pthread_join(ids[t], NULL);
+    sum += states[t].sum;
+  }
+  pthread_barrier_destroy(&xthread_barrier);
+  return sum;
+}
+
+/* ---- cache thrash (one thread) ------------------------------------------------------------- */
+
+/* Hoard's cache-thrash loop run by one thread: objects of 1 .. 8 bytes, each written and read
+ * byte by byte `repetitions` times, through a volatile pointer and a volatile stack variable
+ * so that every access happens. */
+static __attribute__((noinline)) uint64_t cachethrash_loop(long repetitions) {
+  enum { kObjects = 8 };
+  uint64_t sum = 0;
+  for (int j = 0; j < kObjects; ++j) {
+    size_t size = 1 + (size_t)j % 8;
+    volatile char* object = checked_malloc(size);
+    for (long k = 0; k < repetitions; ++k) {
+      for (size_t i = 0; i < size; ++i) {
+        object[i] = (char)(i + (size_t)j + (size_t)k);
+        volatile char ch = object[i];
+        ch++;
+      }
+    }
+    for (size_t i = 0; i < size; ++i) sum += (unsigned char)object[i];
+    free((void*)object);
+  }
+  return sum;
+}
+
+static uint64_t run_cachethrash(void) {
+  /* The stack's offset within its page is random (the kernel's stack randomization, and the
+   * environment's size, LD_PRELOAD included), and whether the loop's stack variable shares
+   * the object's address bits 0-11 (4 KiB aliasing) changed the time from run to run. Padding
+   * the stack to a fixed page offset makes the time a function of where the allocator put
+   * the object alone. */
+  uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+  volatile char* pad = __builtin_alloca((frame & 4095) + 256);
+  pad[0] = 0;
+  return cachethrash_loop(4000000 * scale) + pad[0];
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s lifo|fifo|linked|bigblock|larson|prodcons|churn [THREADS] [SCALE]\n",
+    fprintf(stderr,
+            "usage: %s lifo|fifo|linked|bigblock|larson|prodcons|churn|bigbuffers|xthread|"
+            "cachethrash [THREADS] [SCALE]\n",
             argv[0]);
     return 2;
   }
@@ -372,6 +600,9 @@ int main(int argc, char** argv) {
   else if (strcmp(name, "larson") == 0) sum = run_larson(threads);
   else if (strcmp(name, "prodcons") == 0) sum = run_prodcons(threads);
   else if (strcmp(name, "churn") == 0) sum = run_churn(threads);
+  else if (strcmp(name, "bigbuffers") == 0) sum = run_bigbuffers();
+  else if (strcmp(name, "xthread") == 0) sum = run_xthread(threads);
+  else if (strcmp(name, "cachethrash") == 0) sum = run_cachethrash();
   else {
     fprintf(stderr, "unknown workload %s\n", name);
     return 2;
