@@ -497,9 +497,12 @@ def choose_allocators(names, extras):
     `extras`. A missing baseline of ALLOCATORS is left out with a note; a bad NAME=PATH or an
     unknown name is a ValueError."""
     chosen = {}
-    for item in list(names or ALLOCATORS) + list(extras or []):
-        if "=" in item:
-            name, library = extra_allocator(item)
+    items = list(names or ALLOCATORS) + list(extras or [])
+    # The extra allocators are checked first: a bad one stops everything, before any note.
+    checked = {item: extra_allocator(item) for item in items if "=" in item}
+    for item in items:
+        if item in checked:
+            name, library = checked[item]
             chosen[name] = library
             continue
         if item not in ALLOCATORS:
@@ -509,7 +512,9 @@ def choose_allocators(names, extras):
         if library is None or library.exists():
             chosen[item] = library
         else:
-            print(f"note: {item} is missing ({library}); install the Debian package {package}")
+            remedy = (f"install the Debian package {package}" if package
+                      else f"make {library.relative_to(ROOT)}")
+            print(f"note: {item} is missing ({library}); {remedy}")
     if "mapalloc" not in chosen:
         chosen = dict(mapalloc=ALLOCATORS["mapalloc"][0], **chosen)
     return chosen

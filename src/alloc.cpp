@@ -26,8 +26,9 @@ Heap* heap_for_slow_path() {
 // Address space may be exhausted (RLIMIT_AS) by what the caches and empty arenas hold: releases
 // them all. Returns the bytes released (0: retrying is pointless).
 size_t release_for_retry() {
-  uint64_t unused_deadline_ms = 0;
-  return segment_cache_release_all() + arena_purge(os_now_ms(), true, &unused_deadline_ms);
+  uint64_t now_ms = os_now_ms(), unused_deadline_ms = 0;
+  return segment_cache_release_all() + arena_purge(now_ms, true, &unused_deadline_ms) +
+         large_cache_purge(now_ms, true, &unused_deadline_ms);
 }
 
 void* class_alloc(Heap* heap, unsigned size_class) {
@@ -55,7 +56,7 @@ void* allocate_large(size_t size, size_t alignment, bool zero, LargePlace place)
   if (place == LargePlace::kAny && arena_serves(size, alignment)) {
     if (void* block = arena_alloc(size, alignment, zero)) return block;
   }
-  return large_alloc(size, alignment);  // fresh pages: already zero
+  return large_alloc(size, alignment, zero);
 }
 
 void* large_malloc(size_t size, size_t alignment, bool zero, LargePlace place = LargePlace::kAny) {
@@ -124,7 +125,7 @@ BlockRef locate(const void* pointer, const char* operation) {
             "allocated by mapalloc)",
             operation, pointer);
       }
-      if (header->state != LargeState::kLive) {
+      if (header->state != LargeState::kLive) {  // (cached: the secure build)
         report_freed(operation, pointer, "large block", large_usable_bytes(header));
       }
       return {BlockKind::kOwnMapping, nullptr, header, large_usable_bytes(header)};

@@ -33,7 +33,6 @@ constexpr uint32_t head_pages(uint32_t head) { return head >> 2; }
 struct Arena {
   Arena* next;  // every arena, newest first
   size_t bytes;
-  bool huge_pages;  // serves blocks of kHugePageBlockBytes and more (see arena_alloc)
   uint32_t page_count;
   uint32_t first_usable_page;
   uint32_t committed_pages;
@@ -102,7 +101,7 @@ struct Demand {
 struct ArenaSet {
   SpinLock lock;
   Arena* first = nullptr;  // published by one store (a forked child sees a consistent list)
-  size_t next_bytes[2] = {kArenaFirstBytes, kArenaFirstBytes};  // by huge_pages
+  size_t next_bytes = kArenaFirstBytes;
   size_t arenas = 0;
   size_t reserved_bytes = 0;
   size_t live_blocks = 0;
@@ -273,8 +272,9 @@ size_t power_of_two_at_least(size_t value) {
 // Reserves a new arena for a block of `pages` aligned to `align_pages`: the next size in the
 // doubling sequence, or enough for four such blocks; smaller ones (down to the least that holds
 // the block) when address space is short. Outside the lock: the reservation is a system call.
-Arena* reserve_arena(size_t pages, size_t align_pages, size_t wanted_bytes, bool huge_pages) {
-  size_t block_bytes = (pages + align_pages) * kPageBytes + 4 * kPageBytes;  // with metadata
+Arena* reserve_arena(size_t pages, size_t align_pages, size_t wanted_bytes) {
+  // (with room for the metadata: a huge page where arenas have them)
+  size_t block_bytes = (pages + align_pages) * kPageBytes + kHugePageBytes;
   size_t least = power_of_two_at_least(block_bytes);
   if (least < kArenaMinBytes) least = kArenaMinBytes;
   size_t bytes = power_of_two_at_least(4 * pages * kPageBytes);
@@ -289,12 +289,16 @@ Arena* reserve_arena(size_t pages, size_t align_pages, size_t wanted_bytes, bool
       os_unmap(base, bytes);
       continue;
     }
-    // Not the first huge page, where the metadata is: a huge page there would be resident for
-    // the sake of a few records.
-    if (huge_pages)
-      os_advise_huge_pages(static_cast<char*>(base) + kHugePageBytes, bytes - kHugePageBytes);
     Arena* arena = arena_at(base, bytes);
-    arena->huge_pages = huge_pages;
+    if (options().transparent_huge_pages != 0 && bytes >= kArenaFirstBytes) {
+      // Transparent huge pages: a 2 MiB page faulted in at once (on the benchmark machine, a
+      // VM, a 4 KiB fault costs 12-18 us) and one TLB entry. Blocks start at the second huge
+      // page: the first holds the metadata, in normal pages, where a huge page would be
+      // resident for the sake of a few records. (Arenas smaller than kArenaFirstBytes, made when
+      // address space is short, keep normal pages and that room.)
+      os_advise_huge_pages(static_cast<char*>(base) + kHugePageBytes, bytes - kHugePageBytes);
+      arena->first_usable_page = kHugePageBytes / kPageBytes;
+    }
     arena->committed_pages = static_cast<uint32_t>(
         (metadata < kCommitStepBytes ? kCommitStepBytes : metadata) / kPageBytes);
     arena->free_pages = arena->page_count - arena->first_usable_page;
@@ -312,8 +316,8 @@ void publish_arena(Arena* arena, uint64_t now_ms) {
   __atomic_store_n(&arena_set.first, arena, __ATOMIC_RELEASE);
   arena_set.arenas++;
   arena_set.reserved_bytes += arena->bytes;
-  size_t& next_bytes = arena_set.next_bytes[arena->huge_pages];
-  if (arena->bytes >= next_bytes && next_bytes < kArenaMaxBytes) next_bytes = arena->bytes * 2;
+  if (arena->bytes >= arena_set.next_bytes && arena_set.next_bytes < kArenaMaxBytes)
+    arena_set.next_bytes = arena->bytes * 2;
 }
 
 // --- lookup -----------------------------------------------------------------------------------
@@ -349,11 +353,10 @@ namespace {
 
 // Takes the best place for a block over all arenas (lock held); nullptr if none has room, or if
 // the place could not be committed.
-char* take_best(size_t pages, uint32_t align_pages, bool huge_pages, uint64_t now_ms,
-                StaleRuns* stale_runs) {
+char* take_best(size_t pages, uint32_t align_pages, uint64_t now_ms, StaleRuns* stale_runs) {
   Placement best;
   for (Arena* arena = arena_set.first; arena != nullptr; arena = arena->next) {
-    if (arena->huge_pages != huge_pages || arena->free_pages < pages) continue;
+    if (arena->free_pages < pages) continue;
     consider_arena(arena, static_cast<uint32_t>(pages), align_pages, &best);
     if (best.clean_pages == 0 && best.run_pages == pages) break;
   }
@@ -377,10 +380,6 @@ void* arena_alloc(size_t size, size_t alignment, bool zero) {
   size_t pages = pages_for(size == 0 ? 1 : size);
   uint32_t align_pages =
       alignment <= kPageBytes ? 1u : static_cast<uint32_t>(alignment / kPageBytes);
-  // Big blocks live in arenas backed by transparent huge pages (MADV_HUGEPAGE): 512 times fewer
-  // page faults and TLB entries for buffers written in full. Smaller ones stay apart, where one
-  // touched block cannot make a whole 2 MiB page resident.
-  bool huge_pages = size >= kHugePageBlockBytes && options().transparent_huge_pages != 0;
   uint64_t now_ms = os_now_ms();
   StaleRuns stale_runs;
   StaleRuns* stale_wanted = zero ? &stale_runs : nullptr;
@@ -388,15 +387,15 @@ void* arena_alloc(size_t size, size_t alignment, bool zero) {
   size_t next_bytes;
   {
     SpinLockGuard guard(arena_set.lock);
-    block = take_best(pages, align_pages, huge_pages, now_ms, stale_wanted);
-    next_bytes = arena_set.next_bytes[huge_pages];
+    block = take_best(pages, align_pages, now_ms, stale_wanted);
+    next_bytes = arena_set.next_bytes;
   }
   if (block == nullptr) {
-    Arena* fresh = reserve_arena(pages, align_pages, next_bytes, huge_pages);
+    Arena* fresh = reserve_arena(pages, align_pages, next_bytes);
     if (fresh == nullptr) return nullptr;
     SpinLockGuard guard(arena_set.lock);
     publish_arena(fresh, now_ms);
-    block = take_best(pages, align_pages, huge_pages, now_ms, stale_wanted);
+    block = take_best(pages, align_pages, now_ms, stale_wanted);
     if (block == nullptr) return nullptr;
   }
   if (zero) {

@@ -21,9 +21,6 @@ constexpr size_t kArenaMaxBytes = kSegmentBytes << (kArenaSizeSteps - 1);  // 1 
 constexpr size_t kArenaFirstBytes = 64 * kMiB;  // later arenas double, up to kArenaMaxBytes
 constexpr size_t kArenaMaxBlockBytes = 128 * kMiB;
 constexpr size_t kArenaMaxAlignBytes = kArenaMinBytes;  // every arena is at least this aligned
-// Blocks of this size and more go to arenas backed by transparent huge pages (unless
-// MAPALLOC_THP=0), smaller ones to arenas of normal pages.
-constexpr size_t kHugePageBlockBytes = 2 * kMiB;
 
 // Whether a request of `size` bytes aligned to `alignment` is served by an arena.
 constexpr bool arena_serves(size_t size, size_t alignment) {

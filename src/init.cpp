@@ -4,6 +4,7 @@
 
 #include "alloc.h"
 #include "arena.h"
+#include "large.h"
 #include "options.h"
 #include "purge.h"
 #include "stats.h"
@@ -75,6 +76,7 @@ void thread_exit() {
 void after_fork_child() {
   segment_cache_after_fork_child();
   arena_after_fork_child();
+  large_after_fork_child();
   purge_after_fork_child();
 }
 

@@ -3,15 +3,16 @@
 // mapping starts kSegmentBytes-aligned with a header there, the block at `header + offset`. The
 // offset is one OS page, or the alignment when larger; from kSegmentBytes alignment on it is
 // kSegmentBytes and the block's unit is marked kUnitLargeBelow (its header is one unit lower).
-// realloc moves pages with mremap instead of copying them; a freed mapping is unmapped at once
-// (blocks that are replaced over and over are the arenas' business).
+// realloc moves pages with mremap instead of copying them. A freed mapping is unmapped at once
+// (blocks that are replaced over and over are the arenas' business), except in the secure
+// build, where it is kept a while to serve a later block (see large.cpp).
 #pragma once
 
 #include "segment.h"
 
 namespace mapalloc {
 
-enum class LargeState : uint32_t { kLive = 0x4c495645 };
+enum class LargeState : uint32_t { kLive = 0x4c495645, kCached = 0x43414348 };
 
 struct LargeHeader {
   uintptr_t check;       // address of the block XOR the process secret: a header we wrote
@@ -19,15 +20,17 @@ struct LargeHeader {
   size_t mapping_bytes;  // the whole mapping, header included
   size_t alignment;      // alignment of `block` (>= kOsPageBytes)
   LargeState state;
+  bool purged;            // cached, and its block's pages given back to the OS
+  uint64_t cached_at_ms;  // when it entered the secure build's cache of freed mappings
 };
 
-// A new large block of at least `size` bytes aligned to `alignment` (a power of two), zeroed.
-// nullptr when the OS refuses.
-void* large_alloc(size_t size, size_t alignment);
+// A new large block of at least `size` bytes aligned to `alignment` (a power of two), zeroed if
+// `zero` (a new mapping always is). nullptr when the OS refuses.
+void* large_alloc(size_t size, size_t alignment, bool zero);
 
 // The header of the large block starting exactly at `pointer`, or nullptr if `pointer` is not
-// the start of a live large block of ours. `unit` is unit_entry(pointer), kUnitLarge
-// or kUnitLargeBelow.
+// the start of a live (or, in the secure build, cached) large block of ours. `unit` is
+// unit_entry(pointer), kUnitLarge or kUnitLargeBelow.
 LargeHeader* large_header_of(const void* pointer, unsigned unit);
 
 // The secure build puts an inaccessible page right before each large block and one after it.
@@ -49,5 +52,13 @@ struct LargeCounters {
   std::atomic<size_t> live_bytes{0};  // their mappings
 };
 extern LargeCounters large_counters;
+
+// The secure build's cache of freed mappings: their bytes; purge of those cached longer than the
+// purge delay and unmapping of those cached longer than the unmap delay (all of them with
+// `force`), returning the bytes released and lowering `*next_deadline_ms` to the next due time.
+// (Always empty in the default build.)
+size_t large_cache_bytes();
+size_t large_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms);
+void large_after_fork_child();
 
 }  // namespace mapalloc

@@ -19,8 +19,8 @@ struct Options {
   uint32_t unmap_delay_ms = 1000;
   // Secure build: overwrite blocks with zeroes when they are freed.
   bool zero_on_free = false;
-  // Transparent huge pages (madvise MADV_HUGEPAGE): 0 never; 1 for the arenas of large blocks
-  // of 1 MiB and more; 2 for segments too (fewer TLB misses, coarser memory return).
+  // Transparent huge pages (madvise MADV_HUGEPAGE): 0 never; 1 for large-block arenas; 2 for
+  // segments too (fewer page faults and TLB misses, coarser memory return).
   uint32_t transparent_huge_pages = 1;
   // Print the statistics table at exit (to stats_file, or stderr).
   bool stats_at_exit = false;

@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include "arena.h"
+#include "large.h"
 #include "options.h"
 
 namespace mapalloc {
@@ -17,6 +18,7 @@ size_t purge_process(uint64_t now_ms, bool force) {
   uint64_t next_deadline_ms = 0;
   size_t released = segment_cache_purge(now_ms, force, &next_deadline_ms);
   released += arena_purge(now_ms, force, &next_deadline_ms);
+  released += large_cache_purge(now_ms, force, &next_deadline_ms);
   // Abandoned heaps belong to no thread: their remote frees are collected, their empty pages
   // retired and their free pages purged here.
   heap_for_each_abandoned([&](Heap* heap) {

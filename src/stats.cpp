@@ -148,7 +148,7 @@ void stats_collect(mapalloc_stats_t* stats) {
       large_counters.live_bytes.load(std::memory_order_relaxed) + arenas.live_bytes;
   stats->in_use_blocks += stats->large_blocks;
   stats->in_use_bytes += stats->large_bytes;
-  stats->cached_large_bytes = arenas.dirty_bytes;
+  stats->cached_large_bytes = arenas.dirty_bytes + large_cache_bytes();
   stats->arenas = arenas.arenas;
   stats->arena_reserved_bytes = arenas.reserved_bytes;
   SegmentCacheCounters cache = segment_cache_counters();

@@ -74,6 +74,27 @@ TEST_CASE("blocks above the class limit are page runs of an arena, or their own 
   free(huge);
 }
 
+TEST_CASE("the secure build keeps freed mappings for later blocks, and malloc_trim unmaps them") {
+  if (!kSecure) return;  // (the default build's large blocks are arena runs: see below)
+  expect_child_passes([] {
+    char* block = static_cast<char*>(malloc(runtime(3 << 20)));
+    opaque_memset(block, 1, 3 << 20);
+    auto address = reinterpret_cast<uintptr_t>(block);
+    free(block);
+    size_t maps_before = os_counters.mmap_calls.load();
+    char* again = static_cast<char*>(malloc(runtime((3 << 20) - 5000)));
+    require(reinterpret_cast<uintptr_t>(again) == address, "the freed mapping was not reused");
+    require(os_counters.mmap_calls.load() == maps_before, "a new mapping was made");
+    free(again);
+    mapalloc_stats_t stats;
+    mapalloc_stats_get(&stats);
+    require(stats.cached_large_bytes >= (3u << 20), "the freed mapping was not kept");
+    require(malloc_trim(0) == 1, "malloc_trim reported nothing released");
+    mapalloc_stats_get(&stats);
+    require(stats.cached_large_bytes == 0, "a freed mapping stayed after malloc_trim");
+  });
+}
+
 TEST_CASE("a freed run serves a smaller request, and what is left serves the next") {
   if (kSecure) return;  // (the secure build has no arenas)
   expect_child_passes([] {
