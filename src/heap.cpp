@@ -174,8 +174,32 @@ Block* append_blocks(Block* front, Block* back) {
 // malloc per millisecond still reaches a slow path every quarter of a second.
 constexpr unsigned kPendingRefillBlocks = 256;
 
+// The working set's buckets (see Heap::used_pages), one purge delay long.
+void note_used_pages(Heap* heap, uint64_t now_ms) {
+  uint64_t bucket_ms = uint64_t{options().purge_delay_ms} + 1;
+  if (now_ms >= heap->bucket_start_ms + bucket_ms) {
+    // A whole bucket without a look forgets the previous peak as well.
+    bool skipped = now_ms >= heap->bucket_start_ms + 2 * bucket_ms;
+    heap->peak_used_pages[0] = skipped ? heap->used_pages : heap->peak_used_pages[1];
+    heap->peak_used_pages[1] = heap->used_pages;
+    heap->bucket_start_ms = now_ms;
+  }
+  if (heap->used_pages > heap->peak_used_pages[1]) heap->peak_used_pages[1] = heap->used_pages;
+}
+
+// A span was taken: counted in the working set.
+Page* counted_span(Heap* heap, Page* page) {
+  if (page == nullptr) return nullptr;
+  uint64_t now_ms = os_now_ms();
+  heap->used_pages += page->span_pages;
+  heap->last_span_ms = now_ms;
+  note_used_pages(heap, now_ms);
+  return page;
+}
+
 void retire(Heap* heap, Page* page) {
   uint64_t now_ms = os_now_ms();
+  heap->used_pages -= page->span_pages;
   span_free(heap->segments, page, now_ms);
   lower_deadline(&heap->purge_deadline_ms, now_ms + options().purge_delay_ms);
 }
@@ -202,13 +226,13 @@ uint8_t map_entry_of(const Heap* heap) {
 Page* new_page_in_own_segments(Heap* heap, unsigned size_class) {
   Page* page = span_alloc_in_list(heap->segments, class_span_pages(size_class));
   if (page != nullptr) page_init(page, heap, size_class);
-  return page;
+  return counted_span(heap, page);
 }
 
 Page* new_page(Heap* heap, unsigned size_class) {
   Page* page = span_alloc(heap->segments, heap, map_entry_of(heap), class_span_pages(size_class));
   if (page != nullptr) page_init(page, heap, size_class);
-  return page;
+  return counted_span(heap, page);
 }
 
 // Delivers a block that claimed its full page's kFullFlag to the owner's delayed list.
@@ -290,6 +314,8 @@ void reclaim(Heap* into, Heap* from) {
   // reclaiming heap wants pages with blocks to reuse, not more empty segments.
   segment_list_release_empty(from->segments, 0, false, os_now_ms());
   lower_deadline(&into->purge_deadline_ms, from->purge_deadline_ms);
+  into->used_pages += from->used_pages;  // (its spans still in use, after the collection)
+  from->used_pages = 0;
   uint8_t entry = map_entry_of(into);
   while (Segment* segment = from->segments.first) {
     from->segments.first = segment->next;
@@ -460,15 +486,13 @@ size_t dirty_pages_over_budget(const Heap* heap) {
   return dirty_pages > budget_pages ? dirty_pages - budget_pages : 0;
 }
 
-}  // namespace
-
-size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
-  // Oldest first: each pass purges pages free for at least `age_ms`, until within the budget
-  // (within a segment the highest pages, which span allocation reuses last).
-  static constexpr uint64_t kAgesMs[] = {50, 20, 10, 5, 2, 1, 0};
-  size_t excess_pages = dirty_pages_over_budget(heap);
+// Purges up to `excess_pages` free resident pages, the longest free first: each pass takes the
+// pages free for at least its age (within a segment the highest pages, which span allocation
+// reuses last). Returns the bytes purged.
+size_t purge_longest_free(Heap* heap, uint64_t now_ms, size_t excess_pages,
+                          const uint64_t (&ages_ms)[7]) {
   size_t purged = 0;
-  for (uint64_t age_ms : kAgesMs) {
+  for (uint64_t age_ms : ages_ms) {
     uint64_t unused_deadline_ms = 0;
     for (Segment* segment = heap->segments.first; segment != nullptr && excess_pages != 0;
          segment = segment->next) {
@@ -480,6 +504,26 @@ size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
     }
   }
   return purged;
+}
+
+// Free resident pages the heap keeps past the purge delay: those its recent peak needed beyond
+// what it uses now, while it keeps taking spans (a program whose memory comes and goes in waves
+// reuses them instead of faulting them in again); none once it has taken no span for two
+// buckets, nor with a delay of 0.
+size_t working_set_keep_pages(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
+  if (delay_ms == 0) return 0;
+  note_used_pages(heap, now_ms);
+  if (now_ms >= heap->last_span_ms + 2 * (delay_ms + 1)) return 0;
+  size_t peak = heap->peak_used_pages[0] > heap->peak_used_pages[1] ? heap->peak_used_pages[0]
+                                                                    : heap->peak_used_pages[1];
+  return peak > heap->used_pages ? peak - heap->used_pages : 0;
+}
+
+}  // namespace
+
+size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
+  static constexpr uint64_t kAgesMs[] = {50, 20, 10, 5, 2, 1, 0};
+  return purge_longest_free(heap, now_ms, dirty_pages_over_budget(heap), kAgesMs);
 }
 
 size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
@@ -494,8 +538,17 @@ size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
   }
   uint64_t next_deadline_ms = 0;
   size_t purged = 0;
-  for (Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
-    purged += segment_purge(segment, now_ms, delay_ms, &next_deadline_ms);
+  size_t keep_pages = working_set_keep_pages(heap, now_ms, delay_ms);
+  if (keep_pages == 0) {
+    for (Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next)
+      purged += segment_purge(segment, now_ms, delay_ms, &next_deadline_ms);
+  } else {
+    size_t dirty_pages = dirty_pages_of(heap);
+    const uint64_t kAgesMs[] = {8 * delay_ms, 4 * delay_ms, 2 * delay_ms, delay_ms,
+                                delay_ms,     delay_ms,     delay_ms};
+    if (dirty_pages > keep_pages)
+      purged += purge_longest_free(heap, now_ms, dirty_pages - keep_pages, kAgesMs);
+    lower_deadline(&next_deadline_ms, now_ms + delay_ms + 1);  // the working set may shrink
   }
   // Empty segments whose pages are purged go back to the process (a live heap keeps one).
   purged +=

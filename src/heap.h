@@ -40,6 +40,13 @@ struct Heap {
   uint64_t remote_frees = 0;  // frees this heap's thread made into other heaps' pages
   // When free pages of this heap's segments fall due for purging (0: none are waiting).
   uint64_t purge_deadline_ms = 0;
+  // The working set of spans (owner only): pages of the spans in use, the most in use in the
+  // previous and the current bucket of one purge delay, and when a span was last taken. Free
+  // pages the recent peak needed stay resident past the purge delay (see heap_purge).
+  size_t used_pages = 0;
+  size_t peak_used_pages[2] = {};
+  uint64_t bucket_start_ms = 0;
+  uint64_t last_span_ms = 0;
   // Set by another thread's malloc_trim: purge everything at the next slow path.
   std::atomic<bool> purge_requested{false};
   uint64_t next_remote_collect_ms = 0;  // remote frees are collected at most once per delay
@@ -112,8 +119,9 @@ unsigned heap_collect_remote(Heap* heap);
 size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms);
 
 // Retires this heap's empty pages (collecting remote frees first) and purges the free pages of
-// its segments that have been free for `delay_ms` (all of them for 0). Owner only. Returns
-// the bytes purged and resets the heap's purge deadline.
+// its segments that have been free for `delay_ms` (all of them for 0), except, while the heap
+// keeps taking spans, as many as its recent peak needed beyond what it uses now (the longest
+// free go first). Owner only. Returns the bytes purged and resets the heap's purge deadline.
 size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms);
 
 // Calls `visit` for every heap ever created (live, abandoned, or orphaned by fork).

@@ -9,6 +9,8 @@ namespace mapalloc {
 
 enum class PurgeMethod : int;  // os.h
 
+constexpr size_t kThpSegmentsFromBytes = 4 * kMiB;
+
 struct Options {
   // Free memory is given back to the OS once it has stayed unused this long (0: at once).
   uint32_t purge_delay_ms = 100;
@@ -19,8 +21,10 @@ struct Options {
   uint32_t unmap_delay_ms = 1000;
   // Secure build: overwrite blocks with zeroes when they are freed.
   bool zero_on_free = false;
-  // Transparent huge pages (madvise MADV_HUGEPAGE): 0 never; 1 for large-block arenas; 2 for
-  // segments too (fewer page faults and TLB misses, coarser memory return).
+  // Transparent huge pages (madvise MADV_HUGEPAGE): far fewer page faults and TLB misses,
+  // coarser memory return. 0: never; 1: large-block arenas, and the segments mapped once the
+  // process has kThpSegmentsFromBytes of segments (a small program keeps 4 KiB pages); 2:
+  // arenas and every segment.
   uint32_t transparent_huge_pages = 1;
   // Print the statistics table at exit (to stats_file, or stderr).
   bool stats_at_exit = false;

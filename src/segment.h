@@ -149,6 +149,13 @@ struct Segment {
   uint64_t purged_pages;   // bit i set: page i is free and not resident (purged, or never used)
   uint64_t cached_at_ms;   // when it entered the process cache of free segments
   Segment* registry_next;  // every mapped segment, for statistics (segment_registry_walk)
+  // Advised MADV_HUGEPAGE: the first touch of a 2 MiB region none of whose pages is resident
+  // makes the whole region resident (a huge page), so taking a span there marks the region's
+  // other free pages dirty, and untouched: those are not purged while the region has a span in
+  // use (that would split the huge page, and the next spans there would fault 4 KiB pages one
+  // at a time). Pages freed by a span are purged after the delay as always.
+  bool huge_pages;
+  uint64_t untouched_pages;
 };
 static_assert(sizeof(Segment) <= kPageBytes);
 

@@ -164,6 +164,31 @@ TEST_CASE("memory reused at once is not purged (no refault churn)") {
   });
 }
 
+TEST_CASE("memory reused in waves a little longer apart than the purge delay stays resident") {
+  // The working set: a heap that keeps taking spans keeps the free pages its recent peak needed
+  // past the purge delay, instead of purging them and faulting them in again for the next wave.
+  in_child([] {
+    REQUIRE(mapalloc_option_set("transparent_huge_pages", 0) == 0);
+    REQUIRE(mapalloc_option_set("purge_delay_ms", 300) == 0);
+    malloc_trim(0);
+    size_t start = resident_mib();
+    auto blocks = allocate(8 * kMiB, Sizes::kSmall);
+    free_all(blocks);
+    size_t purged_before = mapalloc::os_counters.purged_bytes.load();
+    struct timespec pause = {0, 400 * 1000000};  // past one delay, within two
+    nanosleep(&pause, nullptr);
+    blocks = allocate(8 * kMiB, Sizes::kSmall);
+    size_t purged = mapalloc::os_counters.purged_bytes.load() - purged_before;
+    if (purged > 1 * kMiB) {
+      fprintf(stderr, "the next wave found %zu KiB purged\n", purged / 1024);
+      _exit(5);
+    }
+    free_all(blocks);
+    // Once the waves stop, the same memory still goes back.
+    expect_back_with_light_activity(start, "after the last wave");
+  });
+}
+
 TEST_CASE("pages other threads emptied are purged beyond a small budget, long before the delay") {
   // A producer's heap whose blocks were consumed elsewhere must not keep its old peak resident
   // for the purge delay (10 s here): only its budget may stay, 1 MiB or a quarter of the pages
