@@ -17,14 +17,19 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
   -falign-functions=64 \
   -fno-exceptions -fno-rtti -fno-threadsafe-statics -fasynchronous-unwind-tables \
   -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc \
-  -ftls-model=initial-exec -Wall -Wextra -Werror $(EXTRA_CXXFLAGS)
+  -ftls-model=initial-exec -Wall -Wextra -Werror -Isrc -Iinclude $(EXTRA_CXXFLAGS)
 
-# One layer per file, lowest first (see README.md, "Layout of src/").
-CORE_SOURCES := diag options os segment arena page large heap purge stats init alloc secure api cxx_runtime
-OVERRIDE_SOURCES := override override_new
+# The layers, lowest first (README.md, "Design"; scripts/check_layers.py keeps them): each
+# folder of src/ includes only itself and the folders before it here.
+PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process
+CORE_LAYER_SOURCES := core/segment core/arena core/page core/large core/heap core/heap_remote \
+  core/heap_pool core/heap_purge core/purge core/stats
+API_SOURCES := api/init api/alloc api/secure api/entry api/glibc_rules api/api api/cxx_runtime
+CORE_SOURCES := $(PLATFORM_SOURCES) $(CORE_LAYER_SOURCES) $(API_SOURCES)
+OVERRIDE_SOURCES := override/override override/override_new
 CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
 OVERRIDE_OBJECTS := $(OVERRIDE_SOURCES:%=$(BUILD)/obj/%.o)
-HEADERS := $(wildcard src/*.h) include/mapalloc.h
+HEADERS := $(wildcard src/*/*.h) include/mapalloc.h
 
 .PHONY: all test bench bench-quick stress format clean install uninstall check-format \
   check-sanitize
@@ -40,7 +45,7 @@ $(BUILD)/$(1)/%.o: src/%.cpp $(HEADERS) Makefile
 	@$(2) -c $$< -o $$@
 endef
 # Recipes: a shared library linked with the C driver (the library needs libc alone at run
-# time; also used by scripts/trace.mk), and an archive.
+# time; also used by scripts/make/trace.mk), and an archive.
 link_shared_library = $(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,$(notdir $@) -lpthread
 make_archive = @rm -f $@ && ar rcs $@ $^
 
@@ -164,7 +169,7 @@ stress: all $(BUILD)/tsan/libmapalloc-prefixed.a
 	stress/real_programs.sh
 
 # ---- housekeeping ------------------------------------------------------------------------------
-FORMAT_FILES := $(wildcard src/*.cpp src/*.h include/*.h tests/*.cpp tests/*.h stress/*.cpp stress/*.c \
+FORMAT_FILES := $(wildcard src/*/*.cpp src/*/*.h include/*.h tests/*.cpp tests/*.h stress/*.cpp stress/*.c \
   scripts/replay/*.cpp scripts/replay/*.h)
 format:
 	clang-format -i $(FORMAT_FILES)
@@ -174,11 +179,11 @@ check-format:
 
 # make install / make uninstall (PREFIX, DESTDIR): the libraries, header, pkg-config file and
 # the mapalloc command.
-include scripts/install.mk
+include scripts/make/install.mk
 
 # make trace-tools (the tracing library, replay, trace-info) and make fuzz / fuzz-quick.
-include scripts/trace.mk
-include tests/fuzz.mk
+include scripts/make/trace.mk
+include scripts/make/fuzz.mk
 
 clean:
 	rm -rf $(BUILD)

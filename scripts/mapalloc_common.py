@@ -16,7 +16,7 @@ replay and trace-info) import what they need from here:
 The measuring engine itself is the benchmark driver's (scripts/bench.py, installed next to these
 modules): its allocator table, its `measure` wrapper runner and its table renderer.
 
-File layout (see scripts/install.mk):
+File layout (see scripts/make/install.mk):
   source tree  scripts/mapalloc, scripts/mapalloc_*.py, scripts/bench.py; libraries in build/
                (or $MAPALLOC_BUILD); measure compiled on demand into build/bench/measure
   installed    PREFIX/bin/mapalloc; PREFIX/lib/libmapalloc*.so; PREFIX/include/mapalloc.h;

@@ -68,7 +68,7 @@ def ensure_tools():
                 raise ToolError(f"{path} is missing: reinstall mapalloc (make install)")
         return
     makefile = (LAYOUT.root / "Makefile").read_text()
-    files = [] if "scripts/trace.mk" in makefile else ["-f", "Makefile", "-f", "scripts/trace.mk"]
+    files = [] if "scripts/make/trace.mk" in makefile else ["-f", "Makefile", "-f", "scripts/make/trace.mk"]
     build = [] if LAYOUT.libdir == LAYOUT.root / "build" else [f"BUILD={LAYOUT.libdir}"]
     result = subprocess.run(["make", "--no-print-directory", "-C", str(LAYOUT.root)] + files +
                             build + ["trace-tools"], capture_output=True, text=True)

@@ -33,7 +33,7 @@
 #include <vector>
 
 #include "mapalloc.h"
-#include "os.h"  // mapalloc::os_fail_mmap_after, the library's fault injection
+#include "platform/os.h"  // mapalloc::os_fail_mmap_after, the library's fault injection
 
 namespace {
 

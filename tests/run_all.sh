@@ -51,6 +51,7 @@ run_checks() {
   [[ $f -ne 0 ]] && failed_names+=("$name")
 }
 
+run_checks "layers of src/ (scripts/check_layers.py)" tests/layers_test.sh
 run_doctest "unit tests" build/tests/unit
 run_doctest "unit tests, secure build" build/tests/unit-secure
 run_checks "preloaded real programs" tests/preload_smoke.sh

@@ -11,8 +11,8 @@
 #include <set>
 #include <vector>
 
-#include "config.h"
 #include "mapalloc.h"
+#include "platform/config.h"
 
 namespace {
 
@@ -165,7 +165,8 @@ TEST_CASE("posix_memalign serves every power-of-two alignment up to 1 GiB") {
   }
 }
 
-TEST_CASE("posix_memalign rejects bad alignments with EINVAL and leaves the result alone") {
+TEST_CASE(
+    "posix_memalign: EINVAL for bad alignments, ENOMEM (returned and in errno) without memory") {
   void* sentinel = reinterpret_cast<void*>(0x1234);
   for (size_t alignment : {size_t{0}, size_t{3}, size_t{4}, size_t{24}, size_t{100}}) {
     void* result = sentinel;
@@ -174,9 +175,15 @@ TEST_CASE("posix_memalign rejects bad alignments with EINVAL and leaves the resu
     CHECK(result == sentinel);
     CHECK(errno == 0);  // reported through the return value
   }
+  // Out of memory: ENOMEM returned and, as glibc does, in errno too.
   void* result = sentinel;
+  errno = 0;
   CHECK(posix_memalign(&result, 64, runtime(SIZE_MAX / 2)) == ENOMEM);
   CHECK(result == sentinel);
+  CHECK(errno == ENOMEM);
+  errno = 0;
+  CHECK(posix_memalign(&result, 4096, runtime(SIZE_MAX - 100)) == ENOMEM);
+  CHECK(errno == ENOMEM);
 }
 
 TEST_CASE("aligned_alloc, memalign, valloc and pvalloc") {

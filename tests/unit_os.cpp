@@ -6,7 +6,7 @@
 #include <sys/resource.h>
 #include <initializer_list>
 
-#include "os.h"
+#include "platform/os.h"
 #include "test_support.h"
 
 using namespace mapalloc;

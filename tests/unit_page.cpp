@@ -6,7 +6,7 @@
 #include <thread>
 #include <vector>
 
-#include "page.h"
+#include "core/page.h"
 
 using namespace mapalloc;
 

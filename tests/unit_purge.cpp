@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "mapalloc.h"
-#include "options.h"
-#include "os.h"
+#include "platform/options.h"
+#include "platform/os.h"
 #include "test_support.h"
 
 using mapalloc::kMiB;

@@ -4,7 +4,7 @@
 
 #include <initializer_list>
 
-#include "size_class.h"
+#include "core/size_class.h"
 
 using namespace mapalloc;
 

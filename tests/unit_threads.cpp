@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "alloc.h"
+#include "api/entry.h"
 #include "mapalloc.h"
 #include "test_support.h"
 

@@ -15,7 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "trace.h"
+#include "trace/trace.h"
 
 namespace tracefile {
 

@@ -1,0 +1,248 @@
+#include "api/alloc.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "api/init.h"
+#include "core/purge.h"
+#include "platform/diag.h"
+
+namespace mapalloc {
+
+void* out_of_memory() {
+  errno = ENOMEM;
+  return nullptr;
+}
+
+namespace {
+
+// The calling thread's heap, set up on first use; nullptr if no heap could be made.
+Heap* heap_for_slow_path() {
+  Heap* heap = tls_heap;
+  if (MAPALLOC_UNLIKELY(heap == &empty_heap)) heap = thread_init();
+  return heap;
+}
+
+// Address space may be exhausted (RLIMIT_AS) by what the caches and empty arenas hold: releases
+// them all. Returns the bytes released (0: retrying is pointless).
+size_t release_for_retry() {
+  uint64_t now_ms = os_now_ms(), unused_deadline_ms = 0;
+  return segment_cache_release_all() + arena_purge(now_ms, true, &unused_deadline_ms) +
+         large_cache_purge(now_ms, true, &unused_deadline_ms);
+}
+
+void* class_alloc(Heap* heap, unsigned size_class) {
+  Block* block = heap->free[size_class];
+  if (block == nullptr) {
+    purge_if_due_soon(heap);
+    block = heap_refill(heap, size_class);
+    if (block == nullptr && release_for_retry() != 0) block = heap_refill(heap, size_class);
+    if (block == nullptr) return out_of_memory();
+  }
+  heap->free[size_class] = block_next(block);
+  block->free_key = 0;
+  return block;
+}
+
+// Blocks that outgrow their arena run by realloc past this size move to their own mapping,
+// where later growth moves pages with mremap instead of copying them.
+constexpr size_t kGrowIntoOwnMappingBytes = 1 * kMiB;
+
+enum class LargePlace { kAny, kOwnMapping };
+
+// A run of an arena when one serves the request and has (or can reserve) room, else its own
+// mapping (which a request may still get when address space is too short for an arena).
+void* allocate_large(size_t size, size_t alignment, bool zero, LargePlace place) {
+  if (place == LargePlace::kAny && arena_serves(size, alignment)) {
+    if (void* block = arena_alloc(size, alignment, zero)) return block;
+  }
+  return large_alloc(size, alignment, zero);
+}
+
+void* large_malloc(size_t size, size_t alignment, bool zero, LargePlace place = LargePlace::kAny) {
+  if (size > kMaxRequestBytes) return out_of_memory();
+  purge_if_due_soon(tls_heap);
+  void* block = allocate_large(size, alignment, zero, place);
+  if (block == nullptr) {
+    if (release_for_retry() == 0) return out_of_memory();
+    block = allocate_large(size, alignment, zero, place);
+  }
+  return block != nullptr ? block : out_of_memory();
+}
+
+[[noreturn]] MAPALLOC_COLD void report_freed(const char* operation, const void* pointer,
+                                             const char* what, size_t bytes) {
+  if (strcmp(operation, "free") == 0)
+    fatal("double free of %p (%s, %zu bytes)", pointer, what, bytes);
+  fatal("%s of freed block %p (%s, %zu bytes)", operation, pointer, what, bytes);
+}
+
+}  // namespace
+
+BlockRef locate(const void* pointer, const char* operation) {
+  switch (unit_kind(pointer)) {
+    case kUnitSegment: {
+      Page* entry = page_entry_of(pointer);
+      Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
+      Heap* owner = head->owner;
+      if (owner == nullptr) {
+        fatal("%s of %p: not a block of mapalloc (no span in use there)", operation, pointer);
+      }
+      if (!page_is_block_start(head, pointer)) {
+        fatal(
+            "%s of %p: not the start of a block (interior or misaligned pointer; size class "
+            "%zu bytes)",
+            operation, pointer, size_t{head->block_bytes});
+      }
+      auto* block = static_cast<Block*>(const_cast<void*>(pointer));
+      // The key is random per heap: a match is a double free, except in the rare case of user
+      // data that equals it, which the owner can rule out by looking through its lists (the
+      // secure build, whose quarantine such a search would miss, trusts the key).
+      if (kFreeChecks && block->free_key == head->free_key &&
+          (kSecure || owner != tls_heap || heap_block_is_free(owner, head, block))) {
+        report_freed(operation, pointer, "size class", head->block_bytes);
+      }
+      return {BlockKind::kClass, head, nullptr, head->block_bytes};
+    }
+    case kUnitArena: {
+      ArenaBlock block = arena_locate(pointer);
+      if (block.state == ArenaBlockState::kFreed)
+        report_freed(operation, pointer, "large block", block.usable_bytes);
+      if (block.state != ArenaBlockState::kLive) {
+        fatal(
+            "%s of %p: not the start of a block (interior pointer into a large block, or not "
+            "allocated by mapalloc)",
+            operation, pointer);
+      }
+      return {BlockKind::kArena, nullptr, nullptr, block.usable_bytes};
+    }
+    case kUnitLarge:
+    case kUnitLargeBelow: {
+      LargeHeader* header = large_header_of(pointer, unit_kind(pointer));
+      if (header == nullptr) {
+        fatal(
+            "%s of %p: not the start of a block (interior pointer into a large block, or not "
+            "allocated by mapalloc)",
+            operation, pointer);
+      }
+      if (header->state != LargeState::kLive) {  // (cached: the secure build)
+        report_freed(operation, pointer, "large block", large_usable_bytes(header));
+      }
+      return {BlockKind::kOwnMapping, nullptr, header, large_usable_bytes(header)};
+    }
+    default:
+      fatal("%s of %p: not allocated by mapalloc (or already returned to the OS)", operation,
+            pointer);
+  }
+}
+
+void free_located(const BlockRef& ref, void* pointer) {
+  if (ref.kind == BlockKind::kArena) return arena_free(pointer);
+  if (ref.kind == BlockKind::kOwnMapping) return large_free(ref.large);
+  auto* block = static_cast<Block*>(pointer);
+  Heap* heap = tls_heap;
+  if (ref.page->owner == heap) {
+    heap_free_local(heap, ref.page, block);
+  } else {
+    if (heap != &empty_heap) heap->remote_frees++;
+    heap_free_remote(ref.page, block);
+  }
+}
+
+void* malloc_slow(size_t size, Heap* heap) {
+  if (MAPALLOC_UNLIKELY(heap == &empty_heap)) {
+    heap = thread_init();
+    if (heap == nullptr) return out_of_memory();
+  }
+  if (size <= kClassMaxBytes) return class_alloc(heap, size_class_of(size == 0 ? 1 : size));
+  return large_malloc(size, kMinAlignBytes, false);
+}
+
+void free_slow(void* pointer) {
+  if (pointer == nullptr) return;
+  free_located(locate(pointer, "free"), pointer);
+}
+
+void* default_calloc(size_t total) {
+  if (total <= kClassMaxBytes) {
+    void* block = default_malloc(total);
+    if (block != nullptr) memset(block, 0, total);
+    return block;
+  }
+  Heap* heap = heap_for_slow_path();
+  if (heap == nullptr) return out_of_memory();
+  return large_malloc(total, kMinAlignBytes, true);
+}
+
+void* default_realloc(void* pointer, size_t size) {
+  BlockRef ref = locate(pointer, "realloc");
+  if (size > kMaxRequestBytes) return out_of_memory();
+  if (ref.kind == BlockKind::kOwnMapping && size > kClassMaxBytes) {
+    if (void* resized = large_resize(ref.large, size)) return resized;
+  } else if (ref.kind == BlockKind::kArena && size > kClassMaxBytes &&
+             arena_resize_in_place(pointer, size)) {
+    return pointer;
+  } else if (size <= ref.usable_bytes && size >= ref.usable_bytes / 2) {
+    return pointer;  // fits, and moving would not save much
+  }
+  bool outgrown =
+      ref.kind == BlockKind::kArena && size > ref.usable_bytes && size >= kGrowIntoOwnMappingBytes;
+  void* moved = outgrown ? large_malloc(size, kMinAlignBytes, false, LargePlace::kOwnMapping)
+                         : default_malloc(size);
+  if (moved == nullptr) return nullptr;
+  memcpy(moved, pointer, size < ref.usable_bytes ? size : ref.usable_bytes);
+  free_located(ref, pointer);
+  return moved;
+}
+
+void* default_aligned_alloc(size_t alignment, size_t size) {
+  if (alignment <= kMinAlignBytes) return default_malloc(size);
+  if (size > kMaxRequestBytes) return out_of_memory();
+  Heap* heap = heap_for_slow_path();
+  if (heap == nullptr) return out_of_memory();
+  if (alignment <= kPageBytes) {
+    // Spans start kPageBytes-aligned, so every block of a class whose size is a multiple of
+    // `alignment` is aligned.
+    size_t rounded = align_up(size == 0 ? 1 : size, alignment);
+    if (rounded <= kClassMaxBytes) {
+      unsigned size_class = size_class_of(rounded);
+      while (size_class < kClassCount && class_block_bytes(size_class) % alignment != 0) {
+        ++size_class;
+      }
+      if (size_class < kClassCount) return class_alloc(heap, size_class);
+    }
+  }
+  return large_malloc(size, alignment, false);
+}
+
+bool owns_impl(const void* pointer) {
+  switch (unit_kind(pointer)) {
+    case kUnitSegment: {
+      Page* entry = page_entry_of(pointer);
+      Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
+      if (head->owner == nullptr || !page_is_block_start(head, pointer)) return false;
+      // Live unless it carries the free key (exact for the owner; by the key for others).
+      auto* block = static_cast<Block*>(const_cast<void*>(pointer));
+      if (!kFreeChecks || block->free_key != head->free_key) return true;
+      return !kSecure && head->owner == tls_heap && !heap_block_is_free(head->owner, head, block);
+    }
+    case kUnitArena:
+      return arena_locate(pointer).state == ArenaBlockState::kLive;
+    case kUnitLarge:
+    case kUnitLargeBelow: {
+      LargeHeader* header = large_header_of(pointer, unit_kind(pointer));
+      return header != nullptr && header->state == LargeState::kLive;
+    }
+    default:
+      return false;
+  }
+}
+
+int trim_impl(size_t) {
+  if constexpr (kSecure) {
+    if (tls_heap != &empty_heap) heap_flush_quarantine(tls_heap);
+  }
+  return purge_all_now(tls_heap) != 0 ? 1 : 0;
+}
+
+}  // namespace mapalloc

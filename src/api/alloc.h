@@ -1,0 +1,87 @@
+// The default build's allocation operations: the two fast paths (inline, read top to bottom)
+// and the general operations built on them. The secure build wraps these (secure.h); entry.h
+// picks one or the other for every exported entry point.
+#pragma once
+
+#include "core/arena.h"
+#include "core/heap.h"
+#include "core/large.h"
+
+namespace mapalloc {
+
+MAPALLOC_NOINLINE void* malloc_slow(size_t size, Heap* heap);
+MAPALLOC_NOINLINE void free_slow(void* pointer);
+
+// malloc: sizes up to kSmallMaxBytes pop the heap's free list of their class. Everything else
+// (bigger sizes, an empty list, a thread's first call) goes to malloc_slow.
+MAPALLOC_INLINE void* default_malloc(size_t size) {
+  Heap* heap = tls_heap;
+  if (MAPALLOC_LIKELY(size <= kSmallMaxBytes)) {
+    unsigned size_class =
+        heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes];
+    Block* block = heap->free[size_class];
+    if (MAPALLOC_LIKELY(block != nullptr)) {
+      heap->free[size_class] = block_next(block);
+      if constexpr (kFreeChecks) block->free_key = 0;  // a live block never carries the key
+      return block;
+    }
+  }
+  return malloc_slow(size, heap);
+}
+
+// free: a block in a segment this thread owns (one compare against the segment map), at the
+// start of a carved block of a span's first page (one multiply and compare), not already free
+// (the free key), goes on the page's local free list. Everything else (NULL, large blocks,
+// remote frees, span tails, pages emptying or leaving the full state, and all misuse) goes to
+// free_slow or the countdown path.
+MAPALLOC_INLINE void default_free(void* pointer) {
+  Heap* heap = tls_heap;
+  uintptr_t unit = unit_of(pointer);
+  if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag)) {  // NULL's entry is 0
+    Page* page = page_entry_in_unit(unit, pointer);
+    auto* block = static_cast<Block*>(pointer);
+    uint64_t offset = reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1);
+    if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
+                        (!kFreeChecks || block->free_key != page->free_key))) {
+      if constexpr (kFreeChecks) block->free_key = page->free_key;
+      set_block_next(block, page->local_free);
+      page->local_free = block;
+      if (MAPALLOC_LIKELY(--page->countdown != 0)) return;
+      return heap_page_countdown_zero(heap, page);
+    }
+  }
+  free_slow(pointer);
+}
+
+// What a pointer handed to free/realloc/malloc_usable_size refers to, after validation.
+enum class BlockKind { kClass, kArena, kOwnMapping };
+struct BlockRef {
+  BlockKind kind;
+  Page* page;          // the span's head record, for size-class blocks
+  LargeHeader* large;  // for blocks of their own mapping
+  size_t usable_bytes;
+};
+
+// Validates `pointer` (never NULL) for `operation`; every misuse ends in a one-line diagnostic
+// and abort(), so callers only ever see blocks that are live and ours.
+BlockRef locate(const void* pointer, const char* operation);
+
+// Frees a block that locate() accepted.
+void free_located(const BlockRef& ref, void* pointer);
+
+// calloc of `total` bytes (the product already checked).
+void* default_calloc(size_t total);
+// realloc of a block that is not NULL to a size that is not 0.
+void* default_realloc(void* pointer, size_t size);
+// `alignment` must be a power of two; returns nullptr with errno = ENOMEM on failure.
+void* default_aligned_alloc(size_t alignment, size_t size);
+// Returns 1 if memory was given back to the OS.
+int trim_impl(size_t pad);
+
+// Whether `pointer` is the start of a live block of ours (never aborts).
+bool owns_impl(const void* pointer);
+
+// NULL with errno = ENOMEM.
+MAPALLOC_COLD void* out_of_memory();
+
+}  // namespace mapalloc

@@ -1,0 +1,37 @@
+// The operations every exported entry point calls (override.cpp, override_new.cpp, api.cpp and
+// the tracing library): the default build's (alloc.h) or the secure build's (secure.h), chosen
+// at compile time, after the checks common to both (NULL, size 0, overflowing products).
+#pragma once
+
+#include "api/alloc.h"
+#include "api/secure.h"
+
+namespace mapalloc {
+
+MAPALLOC_INLINE void* malloc_fast(size_t size) {
+  if constexpr (kSecure)
+    return secure_malloc(size);
+  else
+    return default_malloc(size);
+}
+
+MAPALLOC_INLINE void free_fast(void* pointer) {
+  if constexpr (kSecure)
+    secure_free(pointer);
+  else
+    default_free(pointer);
+}
+
+// NULL with errno = ENOMEM when count * size overflows.
+void* calloc_impl(size_t count, size_t size);
+
+// glibc's realloc: NULL allocates, size 0 frees and returns NULL; on failure the block stays.
+void* realloc_impl(void* pointer, size_t size);
+
+// `alignment` must be a power of two; returns nullptr with errno = ENOMEM on failure.
+void* aligned_alloc_impl(size_t alignment, size_t size);
+
+// 0 for NULL; aborts with a diagnostic for pointers that are not live blocks of ours.
+size_t usable_size_impl(const void* pointer);
+
+}  // namespace mapalloc

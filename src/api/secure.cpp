@@ -1,0 +1,199 @@
+// The secure build's allocation API (compiled into libmapalloc-secure; the default build never
+// calls it). On top of the default build's checks:
+//   - a trailer in every block: the requested size (encoded) in the block's last 8 bytes and an
+//     8-byte canary right after the requested bytes, checked on free, realloc and
+//     malloc_usable_size (a one-byte overflow is caught);
+//   - a quarantine: freed blocks up to 4 KiB wait in a random slot of the freeing thread's
+//     ring before they can be reused;
+//   - optional zeroing on free (MAPALLOC_ZERO_ON_FREE=1).
+// Encoded free lists, guard pages and randomised carving live in the lower layers (kSecure).
+#include <errno.h>
+#include <string.h>
+
+#include "api/secure.h"
+#include "platform/diag.h"
+#include "platform/options.h"
+
+namespace mapalloc {
+
+namespace {
+
+// Encoded size (8 bytes) plus an 8-byte canary after every block.
+constexpr size_t kTrailerBytes = 16;
+
+// options().zero_on_free, read on the first free (the fast path should not call out for it).
+// The fast path tests only for kZeroOff: the other two states take an out-of-line path, so
+// that it saves no registers for a call it almost never makes.
+enum class ZeroOnFree : uint8_t { kUnread, kOff, kOn };
+ZeroOnFree zero_on_free = ZeroOnFree::kUnread;
+
+// Blocks bigger than this skip the quarantine: each waiting block keeps its whole span in use.
+constexpr size_t kQuarantineMaxBlockBytes = 4 * kKiB;
+
+uint64_t size_mask(const void* block) { return block_link_mask(static_cast<const Block*>(block)); }
+// The canary's first byte (the one right after the requested bytes) is never zero, so the
+// commonest overflow, a string's terminating NUL written one past the end, is always caught;
+// any other single byte goes unnoticed with probability 1/255.
+uint64_t canary_of(const void* block) {
+  uint64_t canary = size_mask(block) * 0xff51afd7ed558ccdull;
+  return (canary & 0xff) == 0 ? canary | 0x5a : canary;
+}
+
+void write_trailer(void* block, size_t total, size_t size) {
+  auto* bytes = static_cast<uint8_t*>(block);
+  uint64_t encoded = size ^ size_mask(block);
+  uint64_t canary = canary_of(block);
+  memcpy(bytes + total - 8, &encoded, 8);
+  memcpy(bytes + size, &canary, 8);  // total >= size + 16: the two never overlap
+}
+
+[[noreturn]] MAPALLOC_COLD void report_overflow(const void* block, uint64_t size, uint64_t canary,
+                                                uint64_t expected, const char* operation) {
+  size_t first = 0;
+  while (((canary ^ expected) >> (8 * first) & 0xff) == 0) ++first;
+  fatal("%s of %p: heap overflow detected %zu bytes past the %zu-byte block", operation, block,
+        first, static_cast<size_t>(size));
+}
+
+// The requested size, after checking the trailer; an overwritten one ends the program.
+MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char* operation) {
+  const auto* bytes = static_cast<const uint8_t*>(block);
+  uint64_t encoded;
+  memcpy(&encoded, bytes + total - 8, 8);
+  uint64_t size = encoded ^ size_mask(block);
+  if (MAPALLOC_UNLIKELY(size > total - kTrailerBytes)) {
+    fatal("%s of %p: heap overflow detected (the block's size field was overwritten)", operation,
+          block);
+  }
+  uint64_t canary;
+  memcpy(&canary, bytes + size, 8);
+  uint64_t expected = canary_of(block);
+  if (MAPALLOC_UNLIKELY(canary != expected))
+    report_overflow(block, size, canary, expected, operation);
+  return size;
+}
+
+// The bytes a just-allocated block can hold (no validation needed).
+size_t new_block_total_bytes(const void* block) {
+  unsigned kind = unit_kind(block);
+  if (kind == kUnitSegment) return span_head(page_entry_of(block))->block_bytes;
+  return large_usable_bytes(large_header_of(block, kind));
+}
+
+void* secure_allocate(size_t size, size_t alignment, bool zero) {
+  size_t inner;
+  if (size > kMaxRequestBytes || __builtin_add_overflow(size, kTrailerBytes, &inner)) {
+    return out_of_memory();
+  }
+  void* block = default_aligned_alloc(alignment, inner);
+  if (block == nullptr) return nullptr;
+  write_trailer(block, new_block_total_bytes(block), size);
+  if (zero) memset(block, 0, size);
+  return block;
+}
+
+// Frees a block evicted from the quarantine: at most 4 KiB, so its span is one page and its
+// page record is page_entry_of's; this thread's own blocks take the default fast path's push.
+MAPALLOC_INLINE void free_evicted(Heap* heap, Block* block) {
+  Page* page = page_entry_of(block);
+  if (page->owner != heap) return heap_free_any(heap, block);
+  set_block_next(block, page->local_free);
+  page->local_free = block;
+  if (MAPALLOC_UNLIKELY(--page->countdown == 0)) heap_page_countdown_zero(heap, page);
+}
+
+// A checked block of `total` bytes: held in quarantine, or freed.
+MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, size_t total) {
+  // (A thread without a heap frees remotely: no page is ever owned by empty_heap.)
+  if (total > kQuarantineMaxBlockBytes || heap == &empty_heap) return heap_free_any(heap, block);
+  // Marked free now (a second free is caught at once); it waits in a random slot.
+  block->free_key = page->free_key;
+  Block*& slot =
+      heap->quarantine[os_next_random(&heap->quarantine_random) % Heap::kQuarantineSlots];
+  Block* evicted = slot;
+  slot = block;
+  if (evicted != nullptr) free_evicted(heap, evicted);
+}
+
+// release() when zeroing on free is on, or not read yet.
+MAPALLOC_NOINLINE void release_zeroing(Heap* heap, Page* page, Block* block, size_t total) {
+  if (zero_on_free == ZeroOnFree::kUnread)
+    zero_on_free = options().zero_on_free ? ZeroOnFree::kOn : ZeroOnFree::kOff;
+  size_t size = check_trailer(block, total, "free");
+  if (zero_on_free == ZeroOnFree::kOn) memset(block, 0, size);
+  quarantine_or_free(heap, page, block, total);
+}
+
+// A block that passed validation: checked, optionally zeroed, then held in quarantine or freed.
+MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total) {
+  if (MAPALLOC_UNLIKELY(zero_on_free != ZeroOnFree::kOff))
+    return release_zeroing(heap, page, block, total);
+  check_trailer(block, total, "free");
+  quarantine_or_free(heap, page, block, total);
+}
+
+// secure_free for everything but this thread's own small blocks: null, other threads' blocks,
+// large blocks, and pointers that are not blocks (reported).
+MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer) {
+  if (pointer == nullptr) return;
+  BlockRef ref = locate(pointer, "free");
+  if (ref.large != nullptr) {
+    check_trailer(pointer, ref.usable_bytes, "free");
+    return free_located(ref, pointer);
+  }
+  release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes);
+}
+
+}  // namespace
+
+void* secure_malloc(size_t size) {
+  // Small sizes: the default fast path, the block size straight from the class table.
+  if (MAPALLOC_LIKELY(size <= kSmallMaxBytes - kTrailerBytes)) {
+    size_t inner = size + kTrailerBytes;
+    void* block = default_malloc(inner);
+    if (MAPALLOC_UNLIKELY(block == nullptr)) return nullptr;
+    unsigned size_class = kSmallClassTable.class_of[(inner + kMinAlignBytes - 1) / kMinAlignBytes];
+    write_trailer(block, kClassBlockBytes.bytes[size_class], size);
+    return block;
+  }
+  return secure_allocate(size, kMinAlignBytes, false);
+}
+
+void* secure_calloc(size_t total) { return secure_allocate(total, kMinAlignBytes, true); }
+
+void* secure_aligned_alloc(size_t alignment, size_t size) {
+  return secure_allocate(size, alignment, false);
+}
+
+void secure_free(void* pointer) {
+  // The default fast path's checks first (segment of this heap, block start, not yet free).
+  Heap* heap = tls_heap;
+  uintptr_t unit = unit_of(pointer);
+  if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag)) {
+    Page* page = page_entry_in_unit(unit, pointer);
+    auto* block = static_cast<Block*>(pointer);
+    uint64_t offset = reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1);
+    if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
+                        block->free_key != page->free_key)) {
+      return release(heap, page, block, page->block_bytes);
+    }
+  }
+  free_elsewhere(heap, pointer);
+}
+
+void* secure_realloc(void* pointer, size_t size) {
+  BlockRef ref = locate(pointer, "realloc");
+  size_t old_size = check_trailer(pointer, ref.usable_bytes, "realloc");
+  void* moved = secure_allocate(size, kMinAlignBytes, false);
+  if (moved == nullptr) return nullptr;
+  memcpy(moved, pointer, old_size < size ? old_size : size);
+  secure_free(pointer);
+  return moved;
+}
+
+size_t secure_usable_size(const void* pointer) {
+  BlockRef ref = locate(pointer, "malloc_usable_size");
+  return check_trailer(pointer, ref.usable_bytes, "malloc_usable_size");
+}
+
+}  // namespace mapalloc

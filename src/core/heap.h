@@ -1,0 +1,151 @@
+// Thread-local heaps. Each thread allocates from its own heap: per size class a free list of
+// blocks of the class's current page, a queue of pages with free blocks, and the segments those
+// pages live in. The common malloc and free touch only the heap and the page record: no lock,
+// no atomic read-modify-write.
+//
+// Ownership: a page belongs to one heap for its whole life in a span, and a heap is never freed.
+// When a thread exits, its heap (pages, segments and all) is abandoned to a pool, and the next
+// new thread adopts it whole; meanwhile frees into it from other threads keep working, because
+// remote frees only need the page record and the (immortal) owner heap. That is how thread exit
+// hands memory back without any page changing owner under a concurrent free.
+#pragma once
+
+#include <atomic>
+
+#include "core/page.h"
+#include "core/page_queue.h"
+#include "core/purge_deadline.h"
+
+namespace mapalloc {
+
+struct Heap {
+  // Fast path: free[c] holds free blocks of current[c] only (they count as used by that page).
+  Block* free[kClassCount] = {};
+  SmallClassTable small_classes = kSmallClassTable;
+  // This heap's segments' entry in the segment map. kNoHeapTag matches no segment: the empty
+  // heap's frees, and those of heaps beyond the tag supply, all take the slow path.
+  uint8_t segment_tag = kNoHeapTag;
+  Page* current[kClassCount] = {};
+  PageQueue available[kClassCount] = {};
+  // Blocks freed by other threads into full pages (see kFullFlag); drained by the owner.
+  std::atomic<Block*> delayed_free{nullptr};
+  SegmentList segments;
+  Heap* pool_next = nullptr;  // in the abandoned pool
+  Heap* all_next = nullptr;   // in the list of every heap ever made
+  uint64_t slow_calls = 0;    // refills and slow frees
+  uint64_t remote_frees = 0;  // frees this heap's thread made into other heaps' pages
+  // When free pages of this heap's segments fall due for purging (0: none are waiting).
+  uint64_t purge_deadline_ms = 0;
+  // The working set of spans (owner only): pages of the spans in use, the most in use in the
+  // previous and the current bucket of one purge delay, and when a span was last taken. Free
+  // pages the recent peak needed stay resident past the purge delay (see heap_purge).
+  size_t used_pages = 0;
+  size_t peak_used_pages[2] = {};
+  uint64_t bucket_start_ms = 0;
+  uint64_t last_span_ms = 0;
+  // Set by another thread's malloc_trim: purge everything at the next slow path.
+  std::atomic<bool> purge_requested{false};
+  uint64_t next_remote_collect_ms = 0;  // remote frees are collected at most once per delay
+  uint64_t next_purge_check_ticks = 0;  // the clock is read at most once per kTicksPerCheck
+  std::atomic<bool> abandoned{false};   // in the pool (read by remote frees)
+  // Held by a thread purging this heap while it is abandoned (see heap_try_claim).
+  std::atomic<bool> purge_claimed{false};
+  // While abandoned: its free resident pages, as counted in the allowance all abandoned heaps
+  // share (heap.cpp, kAbandonedDirtyBytes).
+  size_t counted_dirty_pages = 0;
+  // Secure build: blocks this thread freed, held back from reuse for a while (secure.cpp).
+  static constexpr unsigned kQuarantineSlots = kSecure ? 256 : 1;
+  Block* quarantine[kQuarantineSlots] = {};
+  uint64_t quarantine_random = 0;
+  // Set by other threads' frees into this heap's pages (written only when clear, and on a line
+  // of its own, so that remote frees do not keep taking the owner's cache lines away).
+  alignas(64) std::atomic<bool> remote_frees_pending{false};
+};
+
+// The calling thread's heap. Starts as `empty_heap`, whose lists are all empty, so a thread's
+// first malloc falls into the slow path and sets the thread up there: the fast path needs no
+// "initialised?" test. initial-exec: no __tls_get_addr (which may itself allocate).
+extern constinit Heap empty_heap;
+extern __thread Heap* tls_heap __attribute__((tls_model("initial-exec")));
+
+// Slow paths of the fast paths in alloc.h.
+MAPALLOC_NOINLINE Block* heap_refill(Heap* heap, unsigned size_class);  // nullptr: out of memory
+MAPALLOC_NOINLINE void heap_page_countdown_zero(Heap* heap, Page* page);
+
+// Owner: frees `block` of `page` (the page's head record) outside the fast path.
+void heap_free_local(Heap* heap, Page* page, Block* block);
+// Any thread but the owner: frees `block` into its owner's page.
+void heap_free_remote(Page* page, Block* block);
+
+// Whether a block whose word 1 equals its owner's free key really is free (local owner only;
+// a remote thread cannot walk the owner's lists safely and trusts the 64-bit key).
+bool heap_block_is_free(Heap* owner, Page* page, Block* block);
+
+// Thread life cycle. heap_acquire gives the heap for a new thread (adopting an abandoned one
+// when there is one); nullptr when no memory is left for a new heap.
+Heap* heap_acquire();
+void heap_abandon(Heap* heap);
+
+// Returns every page with no block in use to its segment, and free segments to the cache.
+// `heap` must be owned by the caller (its thread's heap, or one taken from the pool).
+void heap_collect(Heap* heap);
+
+// Purge work is waiting (this heap's, the process's, or requested by malloc_trim): refills
+// then hand out short batches so that even light allocation soon reaches the slow path.
+inline bool heap_purge_pending(Heap* heap) {
+  return heap->purge_deadline_ms != 0 ||
+         global_purge_deadline_ms.load(std::memory_order_relaxed) != 0 ||
+         heap->purge_requested.load(std::memory_order_relaxed) ||
+         heap->remote_frees_pending.load(std::memory_order_relaxed);
+}
+
+// Frees a block of any heap from the calling thread, whose heap is `heap` (local or remote).
+void heap_free_any(Heap* heap, Block* block);
+
+// Secure build: really frees every block waiting in the heap's quarantine.
+void heap_flush_quarantine(Heap* heap);
+
+// Takes in the blocks other threads freed into this heap's pages (delayed list and the pages'
+// thread_free lists) and retires pages left empty. Owner only. Returns the pages retired.
+unsigned heap_collect_remote(Heap* heap);
+
+// Purges free pages, the longest-free first, until the heap keeps no more than its budget of
+// free resident pages (1 MiB, or a quarter of its pages in use if more). Owner only. Returns
+// the bytes purged.
+size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms);
+
+// Retires this heap's empty pages (collecting remote frees first) and purges the free pages of
+// its segments that have been free for `delay_ms` (all of them for 0), except, while the heap
+// keeps taking spans, as many as its recent peak needed beyond what it uses now (the longest
+// free go first). Owner only. Returns the bytes purged and resets the heap's purge deadline.
+size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms);
+
+// Calls `visit` for every heap ever created (live, abandoned, or orphaned by fork).
+template <typename Visit>
+void heap_for_each(Visit visit);
+Heap* heap_list_first();
+
+template <typename Visit>
+void heap_for_each(Visit visit) {
+  for (Heap* heap = heap_list_first(); heap != nullptr; heap = heap->all_next) visit(heap);
+}
+
+// Abandoned heaps are purged in place, without leaving the pool (a thread that finds the pool
+// empty would create a new heap instead). heap_try_claim gives the caller the owner's rights on
+// an abandoned heap until heap_unclaim; a thread taking the heap from the pool waits for that.
+bool heap_try_claim(Heap* heap);
+void heap_unclaim(Heap* heap);
+
+template <typename Work>
+void heap_for_each_abandoned(Work work) {
+  heap_for_each([&work](Heap* heap) {
+    if (!heap->abandoned.load(std::memory_order_relaxed) || !heap_try_claim(heap)) return;
+    work(heap);
+    heap_unclaim(heap);
+  });
+}
+
+// In a forked child: no thread holds a claim any more.
+void heap_after_fork_child();
+
+}  // namespace mapalloc

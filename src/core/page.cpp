@@ -1,0 +1,164 @@
+#include "core/page.h"
+
+namespace mapalloc {
+
+namespace {
+
+// Secure build: links `count` blocks in a random order (index i visited at (start + i * stride)
+// mod count, the stride prime to count), so that neighbours in memory are not handed out one
+// after the other.
+[[maybe_unused]] Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* then,
+                                      uintptr_t key) {
+  static thread_local uint64_t random_state = 0;
+  uint64_t random = os_next_random(&random_state);
+  unsigned start = static_cast<unsigned>(random % count);
+  // A stride in [2, count - 1] (stride 1 would keep the address order); count - 1 is always
+  // prime to count, so the search below ends.
+  unsigned stride = count > 2 ? 2 + static_cast<unsigned>((random >> 32) % (count - 2)) : 1;
+  auto coprime = [](unsigned a, unsigned b) {
+    while (b != 0) {
+      unsigned rest = a % b;
+      a = b;
+      b = rest;
+    }
+    return a == 1;
+  };
+  while (!coprime(stride, count)) ++stride;
+  Block* head = then;  // built backwards from the last visited index
+  for (unsigned i = count; i-- > 0;) {
+    auto* block =
+        reinterpret_cast<Block*>(first + ((start + uint64_t{i} * stride) % count) * block_bytes);
+    set_block_next(block, head);
+    block->free_key = key;
+    head = block;
+  }
+  return head;
+}
+
+}  // namespace
+
+void page_init(Page* head, Heap* owner, unsigned size_class) {
+  size_t block_bytes = class_block_bytes(size_class);
+  head->owner = owner;
+  head->local_free = nullptr;
+  head->countdown = 0;
+  head->synced_used = 0;
+  head->free_key = page_free_key(head);
+  head->block_magic = block_start_magic(block_bytes);
+  head->start_limit = 0;
+  head->block_bytes = static_cast<uint32_t>(block_bytes);
+  head->capacity = static_cast<uint16_t>(head->span_pages * kPageBytes / block_bytes);
+  head->carved = 0;
+  head->size_class = static_cast<uint8_t>(size_class);
+  head->queue_next = nullptr;
+  head->queue_prev = nullptr;
+  head->thread_free.store(0, std::memory_order_relaxed);
+}
+
+Block* page_carve(Page* page, Block* then) {
+  unsigned remaining = page->capacity - page->carved;
+  if (remaining == 0) return then;
+  size_t block_bytes = page->block_bytes;
+  unsigned batch = page_carve_batch(page);
+  unsigned count = batch < remaining ? batch : remaining;
+  char* first = page_start(page) + size_t{page->carved} * block_bytes;
+  page->carved = static_cast<uint16_t>(page->carved + count);
+  page->start_limit = page->carved * block_start_step(block_bytes);
+  page->synced_used += count;
+  page->countdown += count;
+  if constexpr (kSecure) return link_shuffled(first, block_bytes, count, then, page->free_key);
+  char* block = first;
+  for (unsigned i = 1; i < count; ++i, block += block_bytes) {
+    set_block_next(reinterpret_cast<Block*>(block), reinterpret_cast<Block*>(block + block_bytes));
+    reinterpret_cast<Block*>(block)->free_key = page->free_key;
+  }
+  set_block_next(reinterpret_cast<Block*>(block), then);
+  reinterpret_cast<Block*>(block)->free_key = page->free_key;
+  return reinterpret_cast<Block*>(first);
+}
+
+Block* page_take_local_free(Page* page, unsigned limit) {
+  Block* blocks = page->local_free;
+  if (limit >= page_local_free_count(page)) {
+    page->local_free = nullptr;
+    page->countdown = page->synced_used;
+    return blocks;
+  }
+  if (limit == 0) return nullptr;
+  Block* last = blocks;
+  for (unsigned i = 1; i < limit; ++i) last = block_next(last);
+  page->local_free = block_next(last);
+  set_block_next(last, nullptr);
+  page->countdown += limit;
+  return blocks;
+}
+
+Block* page_take_thread_free(Page* page) {
+  if (page->thread_free.load(std::memory_order_relaxed) == 0) return nullptr;
+  uintptr_t taken = page->thread_free.exchange(0, std::memory_order_acquire);
+  return reinterpret_cast<Block*>(taken & ~kFullFlag);
+}
+
+bool page_try_mark_full(Page* page) {
+  uintptr_t expected = 0;
+  if (!page->thread_free.compare_exchange_strong(expected, kFullFlag, std::memory_order_acq_rel)) {
+    return false;
+  }
+  page->countdown = 1;
+  page->synced_used = 1;
+  return true;
+}
+
+void page_leave_full(Page* page) {
+  // One local free happened: every other block is still out (held, or in thread_free).
+  page->synced_used = page->capacity;
+  page->countdown = page->capacity - 1u;
+  uintptr_t expected = kFullFlag;
+  page->thread_free.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+}
+
+void page_return_blocks(Page* page, Block* blocks) {
+  if (blocks == nullptr) return;
+  unsigned count = 1;
+  Block* last = blocks;
+  for (Block* next = block_next(last); next != nullptr; next = block_next(last)) {
+    last = next;
+    ++count;
+  }
+  set_block_next(last, page->local_free);
+  page->local_free = blocks;
+  page->countdown -= count;
+}
+
+void page_collect_remote(Page* page) {
+  Block* blocks = page_take_thread_free(page);
+  page_return_blocks(page, blocks);
+}
+
+bool page_remote_free(Page* page, Block* block) {
+  uintptr_t old = page->thread_free.load(std::memory_order_relaxed);
+  for (;;) {
+    if (old == kFullFlag) {
+      // The page is full and its owner is not looking at it: claim the flag and deliver this
+      // block through the owner's delayed list, which the owner drains in its slow path.
+      if (page->thread_free.compare_exchange_weak(old, 0, std::memory_order_seq_cst)) return true;
+      continue;
+    }
+    set_block_next(block, reinterpret_cast<Block*>(old));
+    // seq_cst: pairs with heap_collect_remote's clear of remote_frees_pending (see there).
+    if (page->thread_free.compare_exchange_weak(old, reinterpret_cast<uintptr_t>(block),
+                                                std::memory_order_seq_cst,
+                                                std::memory_order_relaxed)) {
+      return false;
+    }
+  }
+}
+
+bool block_list_contains(const Block* list, const Block* block) {
+  for (; list != nullptr; list = block_next_any(list)) {
+    if (list == block) return true;
+  }
+  return false;
+}
+
+}  // namespace mapalloc

@@ -1,0 +1,76 @@
+// The process services the allocator uses besides memory (os.h): the environment, output to
+// file descriptors, /proc, the clocks, sleeping and yielding, background threads, thread-exit
+// keys, fork handlers, the random seed and the program break. With os.h this is the one place
+// that calls the OS or libc's services: a port to another OS (or to musl) changes these two
+// files and nothing above them (scripts/check_layers.py keeps it so).
+//
+// None of these allocates, except os_start_thread (the thread's stack and glibc's thread
+// record) and, for high key numbers, os_thread_key_set.
+#pragma once
+
+#include "platform/config.h"
+
+namespace mapalloc {
+
+// ---- the environment and files ---------------------------------------------------------------
+
+// getenv, before and after main (NULL: not set).
+const char* os_getenv(const char* name);
+
+constexpr int kStderrFd = 2;
+
+// Writes the whole buffer (short writes retried; gives up on an error).
+void os_write_all(int fd, const char* text, size_t length);
+
+// A file opened for writing, truncated and appended to (created 0644); -1 on failure.
+int os_open_for_append(const char* path);
+
+// A close-on-exec copy of stderr numbered 3 or higher; -1 on failure. (GNU coreutils close
+// stderr before exit handlers run; a copy still reaches the terminal.)
+int os_duplicate_stderr();
+
+// Reads up to `capacity - 1` bytes of a (small) file such as /proc/self/status into `buffer`,
+// NUL-terminated. Returns the length read, 0 on failure.
+size_t os_read_small_file(const char* path, char* buffer, size_t capacity);
+
+int os_process_id();
+
+// ---- clocks and waiting -----------------------------------------------------------------------
+
+// Milliseconds of the coarse monotonic clock (a few ms resolution, no system call on x86-64):
+// the allocator's clock for purge deadlines.
+uint64_t os_now_ms();
+
+// Milliseconds of the precise monotonic clock (for reports and samples).
+uint64_t os_precise_now_ms();
+
+void os_sleep_ms(uint32_t milliseconds);
+
+// Gives the processor to another thread (spin locks and waits for another thread's purge).
+void os_yield();
+
+// ---- threads and fork --------------------------------------------------------------------------
+
+// Starts a detached thread running `main(nullptr)`; false if it could not start.
+bool os_start_thread(void* (*main)(void*));
+
+// Runs `init` exactly once per process, whichever thread gets here first; the others wait.
+void os_run_once(void (*init)());
+
+// A thread-exit key: `on_exit(value)` runs when a thread whose value is set exits. Creating it
+// does not allocate (glibc stores keys below 32 inline). False if no key is left.
+bool os_thread_exit_key_create(void (*on_exit)(void*));
+void os_thread_exit_key_set(void* value);
+
+// pthread_atfork: `child` runs in the child after each fork (it may allocate the first time).
+void os_at_fork_child(void (*child)());
+
+// ---- randomness and the break ---------------------------------------------------------------
+
+// 64 unpredictable bits: the kernel's AT_RANDOM bytes, mixed with the clock.
+uint64_t os_random_seed();
+
+// sbrk: the previous break, or NULL when the break cannot move.
+void* os_move_break(intptr_t increment);
+
+}  // namespace mapalloc
