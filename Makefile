@@ -61,7 +61,7 @@ $(BUILD)/libmapalloc.a: $(CORE_OBJECTS) $(OVERRIDE_OBJECTS)
 $(BUILD)/libmapalloc-prefixed.a: $(CORE_OBJECTS)
 	$(make_archive)
 
-# The secure build: the same sources with MAPALLOC_SECURE=1 (see src/secure.cpp).
+# The secure build: the same sources with MAPALLOC_SECURE=1 (see src/api/secure.cpp).
 SECURE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/secure/%.o) $(OVERRIDE_SOURCES:%=$(BUILD)/secure/%.o)
 $(eval $(call library_objects,secure,$(CXX) $(LIB_CXXFLAGS) -DMAPALLOC_SECURE=1, (secure)))
 

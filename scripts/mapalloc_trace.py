@@ -7,7 +7,7 @@
 
 `scripts/mapalloc` calls record(argv), replay(argv) and trace_info(argv) here (argv: the
 arguments after the subcommand; each returns an exit status); `python3 scripts/mapalloc_trace.py
-SUBCOMMAND ARGS...` does the same. The trace format is described in src/trace.h; the heavy
+SUBCOMMAND ARGS...` does the same. The trace format is described in src/trace/trace.h; the heavy
 lifting is done by the C++ tools replay and trace-info (scripts/replay/, built by
 `make trace-tools` next to libmapalloc-trace.so). Measuring and table rendering are
 mapalloc_common's and bench.py's. Only the Python standard library is used; charts are drawn by
@@ -67,8 +67,7 @@ def ensure_tools():
             if not path.exists():
                 raise ToolError(f"{path} is missing: reinstall mapalloc (make install)")
         return
-    makefile = (LAYOUT.root / "Makefile").read_text()
-    files = [] if "scripts/make/trace.mk" in makefile else ["-f", "Makefile", "-f", "scripts/make/trace.mk"]
+    files = []  # the Makefile includes scripts/make/trace.mk
     build = [] if LAYOUT.libdir == LAYOUT.root / "build" else [f"BUILD={LAYOUT.libdir}"]
     result = subprocess.run(["make", "--no-print-directory", "-C", str(LAYOUT.root)] + files +
                             build + ["trace-tools"], capture_output=True, text=True)

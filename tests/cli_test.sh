@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tests of the `mapalloc` command (scripts/mapalloc) and of make install / uninstall
-# (scripts/install.mk). One line per check, "ok <what>" or "FAIL <what>"; exit status 0 iff all
+# (scripts/make/install.mk). One line per check, "ok <what>" or "FAIL <what>"; exit status 0 iff all
 # passed. About 15 s on 2 cores: compare runs a fast program once per allocator.
 # Needs gnuplot-nox, pkg-config and file besides the build tools.
 set -uo pipefail
@@ -163,9 +163,7 @@ else
 fi
 
 # ---- make install / uninstall -------------------------------------------------------------
-# Until the Makefile includes scripts/install.mk, read the fragment after it.
-makefiles=(-f Makefile)
-grep -q '^include scripts/install.mk' Makefile || makefiles+=(-f scripts/install.mk)
+makefiles=(-f Makefile)  # (it includes scripts/make/install.mk)
 prefix=$tmp/prefix
 make -s "${makefiles[@]}" install PREFIX="$prefix" >"$tmp/install.log" 2>&1
 status=$?

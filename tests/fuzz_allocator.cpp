@@ -1,4 +1,4 @@
-// libFuzzer target for mapalloc (built by tests/fuzz.mk: make fuzz, make fuzz-quick).
+// libFuzzer target for mapalloc (built by scripts/make/fuzz.mk: make fuzz, make fuzz-quick).
 //
 // The input is decoded into calls of the mapalloc_* API (include/mapalloc.h): malloc, calloc,
 // realloc, aligned_alloc, free, usable_size, owns, trim, option get/set, plus the library's

@@ -10,9 +10,8 @@ trap 'rm -rf "$work"' EXIT
 ok() { echo "ok $*"; }
 fail() { echo "FAIL $*"; }
 
-# The tools: `make trace-tools` once the Makefile includes scripts/trace.mk.
+# The tools: `make trace-tools` (scripts/make/trace.mk).
 makefiles=()
-grep -q 'scripts/trace.mk' Makefile || makefiles=(-f Makefile -f scripts/trace.mk)
 if ! make --no-print-directory "${makefiles[@]}" trace-tools >"$work/make.log" 2>&1; then
   fail "make trace-tools"; tail -20 "$work/make.log"; exit 1
 fi
@@ -308,7 +307,7 @@ import sys
 data, out = open(sys.argv[1], "rb").read(), sys.argv[2]
 header = int.from_bytes(data[10:12], "little")
 def write(name, content): open(f"{out}/{name}.trace", "wb").write(content)
-def checksum(payload):  # as src/trace.h, so that the decoder itself must find the damage
+def checksum(payload):  # as src/trace/trace.h, so that the decoder itself must find the damage
     M = (1 << 64) - 1
     h = (0x9e3779b97f4a7c15 ^ len(payload)) & M
     for i in range(0, len(payload), 8):

@@ -1,4 +1,4 @@
-// Reading mapalloc allocation traces (format: src/trace.h), for build/replay and
+// Reading mapalloc allocation traces (format: src/trace/trace.h), for build/replay and
 // build/trace-info. Every problem in a file -- truncation, a wrong magic or version, a record
 // that does not decode, a checksum mismatch -- is a TraceError carrying the byte offset where it
 // was found; nothing in a trace can make a reader read out of bounds.
