@@ -189,6 +189,33 @@ TEST_CASE("memory reused in waves a little longer apart than the purge delay sta
   });
 }
 
+TEST_CASE("a busy heap keeps its peak of the last several purge delays resident") {
+  // An interpreter's collector: a big wave, then half a second of small work that still takes
+  // spans, then the big wave again. The peak of the last 8 delays stays resident meanwhile.
+  in_child([] {
+    REQUIRE(mapalloc_option_set("transparent_huge_pages", 0) == 0);
+    REQUIRE(mapalloc_option_set("purge_delay_ms", 100) == 0);
+    malloc_trim(0);
+    auto blocks = allocate(8 * kMiB, Sizes::kSmall);
+    free_all(blocks);
+    size_t purged_before = mapalloc::os_counters.purged_bytes.load();
+    struct timespec pause = {0, 60 * 1000000};
+    for (int i = 0; i < 8; ++i) {  // about 500 ms, taking spans of a class the wave did not use
+      std::vector<void*> small;
+      for (int j = 0; j < 40; ++j) small.push_back(malloc(runtime(3000)));
+      for (void* block : small) free(block);
+      nanosleep(&pause, nullptr);
+    }
+    blocks = allocate(8 * kMiB, Sizes::kSmall);
+    size_t purged = mapalloc::os_counters.purged_bytes.load() - purged_before;
+    if (purged > 1 * kMiB) {
+      fprintf(stderr, "the second wave found %zu KiB purged\n", purged / 1024);
+      _exit(5);
+    }
+    free_all(blocks);
+  });
+}
+
 TEST_CASE("pages other threads emptied are purged beyond a small budget, long before the delay") {
   // A producer's heap whose blocks were consumed elsewhere must not keep its old peak resident
   // for the purge delay (10 s here): only its budget may stay, 1 MiB or a quarter of the pages

@@ -49,17 +49,21 @@ Page* new_page(Heap* heap, unsigned size_class) {
 
 }  // namespace
 
-// The working set's buckets (see Heap::used_pages), one purge delay long.
+// The working set's buckets (see Heap::used_pages), one purge delay long. Buckets passed
+// without a look held no more than the pages in use now.
 void note_used_pages(Heap* heap, uint64_t now_ms) {
   uint64_t bucket_ms = uint64_t{options().purge_delay_ms} + 1;
   if (now_ms >= heap->bucket_start_ms + bucket_ms) {
-    // A whole bucket without a look forgets the previous peak as well.
-    bool skipped = now_ms >= heap->bucket_start_ms + 2 * bucket_ms;
-    heap->peak_used_pages[0] = skipped ? heap->used_pages : heap->peak_used_pages[1];
-    heap->peak_used_pages[1] = heap->used_pages;
+    uint64_t passed = (now_ms - heap->bucket_start_ms) / bucket_ms;
+    if (passed > Heap::kWorkingSetBuckets) passed = Heap::kWorkingSetBuckets;
+    for (uint64_t i = 0; i < passed; ++i) {
+      heap->bucket_index = (heap->bucket_index + 1) % Heap::kWorkingSetBuckets;
+      heap->peak_used_pages[heap->bucket_index] = heap->used_pages;
+    }
     heap->bucket_start_ms = now_ms;
   }
-  if (heap->used_pages > heap->peak_used_pages[1]) heap->peak_used_pages[1] = heap->used_pages;
+  size_t& current = heap->peak_used_pages[heap->bucket_index];
+  if (heap->used_pages > current) current = heap->used_pages;
 }
 
 void retire(Heap* heap, Page* page) {

@@ -36,11 +36,14 @@ struct Heap {
   uint64_t remote_frees = 0;  // frees this heap's thread made into other heaps' pages
   // When free pages of this heap's segments fall due for purging (0: none are waiting).
   uint64_t purge_deadline_ms = 0;
-  // The working set of spans (owner only): pages of the spans in use, the most in use in the
-  // previous and the current bucket of one purge delay, and when a span was last taken. Free
-  // pages the recent peak needed stay resident past the purge delay (see heap_purge).
+  // The working set of spans (owner only): pages of the spans in use, the most in use in each
+  // of the last kWorkingSetBuckets buckets of one purge delay (a ring; bucket_index is the
+  // current one), and when a span was last taken. Free pages the recent peak needed stay
+  // resident past the purge delay while spans are being taken (see heap_purge).
+  static constexpr unsigned kWorkingSetBuckets = 8;
   size_t used_pages = 0;
-  size_t peak_used_pages[2] = {};
+  size_t peak_used_pages[kWorkingSetBuckets] = {};
+  unsigned bucket_index = 0;
   uint64_t bucket_start_ms = 0;
   uint64_t last_span_ms = 0;
   // Set by another thread's malloc_trim: purge everything at the next slow path.

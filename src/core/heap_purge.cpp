@@ -53,16 +53,17 @@ size_t purge_longest_free(Heap* heap, uint64_t now_ms, size_t excess_pages,
   return purged;
 }
 
-// Free resident pages the heap keeps past the purge delay: those its recent peak needed beyond
-// what it uses now, while it keeps taking spans (a program whose memory comes and goes in waves
-// reuses them instead of faulting them in again); none once it has taken no span for two
-// buckets, nor with a delay of 0.
+// Free resident pages the heap keeps past the purge delay: those its peak of the last
+// kWorkingSetBuckets delays needed beyond what it uses now, while it keeps taking spans (a
+// program whose memory comes and goes in waves, such as an interpreter's collector, reuses
+// them instead of faulting them in again); none once it has taken no span for two delays,
+// nor with a delay of 0.
 size_t working_set_keep_pages(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
   if (delay_ms == 0) return 0;
   note_used_pages(heap, now_ms);
   if (now_ms >= heap->last_span_ms + 2 * (delay_ms + 1)) return 0;
-  size_t peak = heap->peak_used_pages[0] > heap->peak_used_pages[1] ? heap->peak_used_pages[0]
-                                                                    : heap->peak_used_pages[1];
+  size_t peak = 0;
+  for (size_t pages : heap->peak_used_pages) peak = pages > peak ? pages : peak;
   return peak > heap->used_pages ? peak - heap->used_pages : 0;
 }
 
