@@ -95,7 +95,7 @@ BlockRef locate(const void* pointer, const char* operation) {
             operation, pointer, size_t{head->block_bytes});
       }
       auto* block = static_cast<Block*>(const_cast<void*>(pointer));
-      // The key is random per heap: a match is a double free, except in the rare case of user
+      // The key is random per page: a match is a double free, except in the rare case of user
       // data that equals it, which the owner can rule out by looking through its lists (the
       // secure build, whose quarantine such a search would miss, trusts the key).
       if (kFreeChecks && block->free_key == head->free_key &&

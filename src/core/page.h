@@ -37,7 +37,7 @@ Block* page_take_local_free(Page* page, unsigned limit = ~0u);
 Block* page_take_thread_free(Page* page);
 
 // Owner: for a page with no free block anywhere, sets kFullFlag. Fails (returns false) if a
-// remote free arrived meanwhile: take_thread_free then has blocks.
+// remote free arrived meanwhile: page_take_thread_free then has blocks.
 bool page_try_mark_full(Page* page);
 
 // Owner: a full page got a local free (countdown reached zero): restores true accounting and

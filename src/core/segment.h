@@ -96,7 +96,9 @@ enum class PageState : uint8_t {
 // every block is back in local_free or was never carved, so the span can be retired.
 struct alignas(128) Page {
   // First cache line: what the owner's malloc and free touch.
-  Block* local_free;  // blocks freed by the owner since the page was last refilled from
+  // Blocks freed by the owner (and remote frees it collected) since the heap last took this
+  // page's free blocks into heap->free[c].
+  Block* local_free;
   uint32_t countdown;
   uint32_t synced_used;
   // Block-start test (size_class.h): offset * block_magic < start_limit exactly for the start of

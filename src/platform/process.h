@@ -5,7 +5,7 @@
 // files and nothing above them (scripts/check_layers.py keeps it so).
 //
 // None of these allocates, except os_start_thread (the thread's stack and glibc's thread
-// record) and, for high key numbers, os_thread_key_set.
+// record) and, for high key numbers, os_thread_exit_key_set.
 #pragma once
 
 #include "platform/config.h"
