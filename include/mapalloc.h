@@ -85,9 +85,10 @@ void mapalloc_stats_print(mapalloc_writer_t writer, void* context);
 /* ---- options ------------------------------------------------------------------------------- */
 
 /* Options by name: "purge_delay_ms", "unmap_delay_ms", "purge_method" (0 dontneed, 1 free),
- * "zero_on_free" (secure build), "transparent_huge_pages", "stats_at_exit", "verbose".
- * They start from the MAPALLOC_* environment variables (see README). Both return 0, or EINVAL
- * for an unknown name or a value out of range. */
+ * "transparent_huge_pages", "stats_at_exit", "verbose", "zero_on_free" (secure build); and,
+ * read-only since they act at start, "sample_ms", "fault_mmap", "fault_mmap_from". They start
+ * from the MAPALLOC_* environment variables (README, "Options"). Both return 0, or EINVAL for
+ * an unknown name, a value out of range, or setting a read-only option. */
 int mapalloc_option_get(const char* name, long* value);
 int mapalloc_option_set(const char* name, long value);
 

@@ -1,15 +1,19 @@
-// Helpers shared by the unit tests: running code in a child process (for aborts and fork), and
-// reading the process's resident and virtual memory.
+// Helpers shared by the unit tests: running code in a child process (for aborts and fork),
+// running build/tests/options_probe, and reading the process's resident and virtual memory.
 #pragma once
 
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace test_support {
 
@@ -45,6 +49,39 @@ inline ChildResult run_in_child(const std::function<void()>& body) {
   if (result.exited) result.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
   return result;
+}
+
+struct Output {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs build/tests/options_probe with libmapalloc preloaded and extra environment variables:
+// it allocates for `milliseconds`, printing "name=value" for each option of `names` (default:
+// the probe's own list).
+inline Output run_probe(const std::vector<std::string>& environment,
+                        const char* milliseconds = "0",
+                        const std::vector<std::string>& names = {}) {
+  std::string out_path = "/tmp/mapalloc-probe-out." + std::to_string(getpid());
+  std::string err_path = "/tmp/mapalloc-probe-err." + std::to_string(getpid());
+  std::string command = "env";
+  for (const std::string& variable : environment) command += " '" + variable + "'";
+  command += " LD_PRELOAD=build/libmapalloc.so build/tests/options_probe " +
+             std::string(milliseconds);
+  for (const std::string& name : names) command += " " + name;
+  command += " >" + out_path + " 2>" + err_path;
+  Output output;
+  output.status = system(command.c_str());
+  std::ifstream out(out_path), err(err_path);
+  std::stringstream out_text, err_text;
+  out_text << out.rdbuf();
+  err_text << err.rdbuf();
+  output.out = out_text.str();
+  output.err = err_text.str();
+  unlink(out_path.c_str());
+  unlink(err_path.c_str());
+  return output;
 }
 
 inline size_t statm_field(int index) {

@@ -26,32 +26,8 @@ constexpr bool MAPALLOC_SECURE_BUILD = false;
 volatile size_t opaque_zero = 0;
 size_t runtime(size_t value) { return value + opaque_zero; }
 
-struct Output {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-// Runs build/tests/options_probe with libmapalloc preloaded and extra environment variables.
-Output run_probe(const std::vector<std::string>& environment, const char* milliseconds = "0") {
-  std::string out_path = "/tmp/mapalloc-probe-out." + std::to_string(getpid());
-  std::string err_path = "/tmp/mapalloc-probe-err." + std::to_string(getpid());
-  std::string command = "env";
-  for (const std::string& variable : environment) command += " '" + variable + "'";
-  command += " LD_PRELOAD=build/libmapalloc.so build/tests/options_probe " +
-             std::string(milliseconds) + " >" + out_path + " 2>" + err_path;
-  Output output;
-  output.status = system(command.c_str());
-  std::ifstream out(out_path), err(err_path);
-  std::stringstream out_text, err_text;
-  out_text << out.rdbuf();
-  err_text << err.rdbuf();
-  output.out = out_text.str();
-  output.err = err_text.str();
-  unlink(out_path.c_str());
-  unlink(err_path.c_str());
-  return output;
-}
+using test_support::Output;
+using test_support::run_probe;
 
 }  // namespace
 
@@ -82,7 +58,8 @@ TEST_CASE("a bad value warns once, names the variable and the accepted values, k
 
 TEST_CASE("MAPALLOC_VERBOSE=1 prints the options in force") {
   Output output = run_probe({"MAPALLOC_VERBOSE=1", "MAPALLOC_PURGE_DELAY_MS=7"});
-  CHECK(output.err.find("mapalloc: options: purge_delay_ms=7 ") != std::string::npos);
+  CHECK(output.err.find("mapalloc: options: purge_delay_ms=7 unmap_delay_ms=1000 ") !=
+        std::string::npos);
 }
 
 TEST_CASE("options can be read and changed at run time") {

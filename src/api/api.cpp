@@ -37,10 +37,12 @@ MAPALLOC_EXPORT int mapalloc_stats_get(mapalloc_stats_t* stats) {
   return 0;
 }
 
-static void write_line_to_stderr(void*, const char* line) { diag_write("%s", line); }
-
 MAPALLOC_EXPORT void mapalloc_stats_print(mapalloc_writer_t writer, void* context) {
-  stats_print(writer != nullptr ? writer : write_line_to_stderr, context);
+  if (writer == nullptr) {
+    writer = diag_line_writer;
+    context = diag_fd_context(kStderrFd);
+  }
+  stats_print(writer, context);
 }
 
 MAPALLOC_EXPORT int mapalloc_option_get(const char* name, long* value) {

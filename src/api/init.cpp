@@ -26,8 +26,7 @@ void apply_options() {
 
 void process_init() {
   apply_options();
-  page_key_secret = os_random_seed();
-  if constexpr (kSecure) block_link_secret = os_random_seed();
+  os_draw_secrets();
   os_thread_exit_key_create(on_thread_exit);
 }
 

@@ -12,20 +12,6 @@ LargeCounters large_counters;
 
 namespace {
 
-uint64_t secret() {
-  static uint64_t value = 0;  // written once; a racing first use writes the same kind of value
-  uint64_t current = __atomic_load_n(&value, __ATOMIC_RELAXED);
-  if (current == 0) {
-    current = os_random_seed() | 1;
-    uint64_t expected = 0;
-    if (!__atomic_compare_exchange_n(&value, &expected, current, false, __ATOMIC_RELAXED,
-                                     __ATOMIC_RELAXED)) {
-      current = expected;
-    }
-  }
-  return current;
-}
-
 // Secure build: the header page, then a guard page, then the block.
 constexpr size_t kMinHeaderOffset = kSecure ? 2 * kOsPageBytes : kOsPageBytes;
 
@@ -66,7 +52,8 @@ void count_live(const LargeHeader* header, bool live) {
 void publish(LargeHeader* header, size_t alignment) {
   header->alignment = alignment;
   header->block = reinterpret_cast<char*>(header) + header_offset(alignment);
-  header->check = reinterpret_cast<uintptr_t>(header->block) ^ secret();
+  os_draw_secrets();
+  header->check = reinterpret_cast<uintptr_t>(header->block) ^ process_secrets.large_check;
   header->state = LargeState::kLive;
   mark_unit(header, true);
 }
@@ -193,7 +180,9 @@ LargeHeader* large_header_of(const void* pointer, unsigned unit) {
   auto* header = reinterpret_cast<LargeHeader*>(unit == kUnitLargeBelow ? unit_start - kSegmentBytes
                                                                         : unit_start);
   if (header->block != pointer) return nullptr;
-  if (header->check != (reinterpret_cast<uintptr_t>(pointer) ^ secret())) return nullptr;
+  // (Before any large block, the secret is 0 and no map entry leads here.)
+  if (header->check != (reinterpret_cast<uintptr_t>(pointer) ^ process_secrets.large_check))
+    return nullptr;
   return header;
 }
 

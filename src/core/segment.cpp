@@ -8,8 +8,6 @@
 namespace mapalloc {
 
 uint8_t segment_map[kUnitCount];
-uint64_t block_link_secret = 0;
-uint64_t page_key_secret = 0;
 
 void report_corrupt_link(const Block* block) {
   fatal(

@@ -202,20 +202,21 @@ inline Page* span_head(Page* entry) { return &segment_of(entry)->pages[entry->he
 
 // --- free-list links ----------------------------------------------------------------------------
 
-// In the secure build a link is stored XOR-ed with a process secret mixed with the block's own
-// address, so that a heap overflow cannot plant a pointer the allocator would follow; a decoded
-// link that leaves the block's segment is reported as corruption. (The delayed list, which
-// links blocks of many segments, uses block_next_any.)
-extern uint64_t block_link_secret;
+// In the secure build a link is stored XOR-ed with a process secret (process_secrets.block_link)
+// mixed with the block's own address, so that a heap overflow cannot plant a pointer the
+// allocator would follow; a decoded link that leaves the block's segment is reported as
+// corruption. (The delayed list, which links blocks of many segments, uses block_next_any.)
 
-// Random per process; page free keys are derived from it (set before the first heap exists).
-extern uint64_t page_key_secret;
+// A page's free key: the process secret process_secrets.page_key mixed with the page's address
+// (drawn before the first heap exists).
 inline uintptr_t page_free_key(const Page* page) {
-  return page_key_secret ^ ((reinterpret_cast<uintptr_t>(page) >> 7) * 0xd6e8feb86659fd93ull);
+  return process_secrets.page_key ^
+         ((reinterpret_cast<uintptr_t>(page) >> 7) * 0xd6e8feb86659fd93ull);
 }
 
 MAPALLOC_INLINE uintptr_t block_link_mask(const Block* block) {
-  return block_link_secret ^ ((reinterpret_cast<uintptr_t>(block) >> 4) * 0x9e3779b97f4a7c15ull);
+  return process_secrets.block_link ^
+         ((reinterpret_cast<uintptr_t>(block) >> 4) * 0x9e3779b97f4a7c15ull);
 }
 
 [[noreturn]] void report_corrupt_link(const Block* block);

@@ -50,12 +50,6 @@ struct LineWriter {
   }
 };
 
-void write_to_fd(void* context, const char* line) {
-  int fd = static_cast<int>(reinterpret_cast<intptr_t>(context));
-  os_write_all(fd, line, strlen(line));
-  os_write_all(fd, "\n", 1);
-}
-
 // "12.3 MiB"-style text for a byte count.
 const char* human(size_t bytes, char* buffer) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -92,8 +86,7 @@ uint32_t sample_ms = 0;
 
 void* sampler_main(void*) {
   uint64_t start_ms = os_precise_now_ms();
-  write_to_fd(reinterpret_cast<void*>(intptr_t{report_fd}),
-              "time_ms,in_use_bytes,mapped_bytes,resident_bytes");
+  diag_put_line(report_fd, "time_ms,in_use_bytes,mapped_bytes,resident_bytes");
   while (!sampler_stop.load(std::memory_order_relaxed)) {
     mapalloc_stats_t stats;
     stats_collect(&stats);
@@ -101,7 +94,7 @@ void* sampler_main(void*) {
     diag_snprintf(line, sizeof(line), "%zu,%zu,%zu,%zu", size_t(os_precise_now_ms() - start_ms),
                   stats.in_use_bytes, stats.mapped_bytes, stats.resident_bytes);
     if (sampler_stop.load(std::memory_order_relaxed)) break;
-    write_to_fd(reinterpret_cast<void*>(intptr_t{report_fd}), line);
+    diag_put_line(report_fd, line);
     os_sleep_ms(sample_ms);
   }
   return nullptr;
@@ -234,7 +227,7 @@ void stats_start_sampler_if_asked() {
 void stats_report_at_exit() {
   sampler_stop.store(true, std::memory_order_relaxed);
   if (!options().stats_at_exit) return;
-  stats_print(write_to_fd, reinterpret_cast<void*>(intptr_t{report_fd}));
+  stats_print(diag_line_writer, diag_fd_context(report_fd));
 }
 
 }  // namespace mapalloc

@@ -83,7 +83,7 @@ MAPALLOC_EXPORT struct mallinfo mallinfo(void) __THROW {
 }
 
 MAPALLOC_EXPORT void malloc_stats(void) __THROW {
-  stats_print([](void*, const char* line) { diag_write("%s", line); }, nullptr);
+  stats_print(diag_line_writer, diag_fd_context(kStderrFd));
 }
 
 MAPALLOC_EXPORT int malloc_info(int options, FILE* stream) __THROW {

@@ -105,27 +105,46 @@ size_t diag_snprintf(char* buffer, size_t capacity, const char* fmt, ...) {
   return length;
 }
 
-void diag_write(const char* fmt, ...) {
+void diag_put_line(int fd, const char* line) {
+  size_t length = 0;
+  while (line[length] != '\0') ++length;
+  char buffer[1024];
+  if (length < sizeof(buffer)) {
+    __builtin_memcpy(buffer, line, length);
+    buffer[length] = '\n';
+    os_write_all(fd, buffer, length + 1);
+  } else {
+    os_write_all(fd, line, length);
+    os_write_all(fd, "\n", 1);
+  }
+}
+
+void diag_line_writer(void* context, const char* line) {
+  diag_put_line(static_cast<int>(reinterpret_cast<intptr_t>(context)), line);
+}
+
+namespace {
+// "<prefix><formatted message>" on stderr, truncated at 255 bytes.
+void write_formatted(const char* prefix, const char* fmt, va_list args) {
   char line[256];
+  size_t length = diag_snprintf(line, sizeof(line), "%s", prefix);
+  diag_format(line + length, sizeof(line) - length, fmt, args);
+  diag_put_line(kStderrFd, line);
+}
+}  // namespace
+
+void diag_write(const char* fmt, ...) {
   va_list args;
   va_start(args, fmt);
-  size_t length = diag_format(line, sizeof(line) - 1, fmt, args);
+  write_formatted("", fmt, args);
   va_end(args);
-  line[length++] = '\n';
-  os_write_all(kStderrFd, line, length);
 }
 
 void fatal(const char* fmt, ...) {
-  char line[256];
-  const char prefix[] = "mapalloc: ";
-  size_t length = sizeof(prefix) - 1;
-  __builtin_memcpy(line, prefix, length);
   va_list args;
   va_start(args, fmt);
-  length += diag_format(line + length, sizeof(line) - length - 1, fmt, args);
+  write_formatted("mapalloc: ", fmt, args);
   va_end(args);
-  line[length++] = '\n';
-  os_write_all(kStderrFd, line, length);
   abort();
 }
 

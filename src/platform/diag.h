@@ -1,10 +1,21 @@
-// Diagnostics that never allocate: formatted with a fixed stack buffer and written with write(2).
+// Diagnostics that never allocate: formatted with a fixed stack buffer and written with one
+// write(2) (diag_put_line).
 // Heap misuse ends in `fatal`, which prints one line and calls abort().
 #pragma once
 
 #include "platform/config.h"
 
 namespace mapalloc {
+
+// The one way mapalloc's own output reaches a file descriptor (stderr, or the statistics file):
+// `line` and a newline, in a single write(2) when it fits in 1 KiB, so that lines written at
+// once by several threads or processes do not interleave.
+void diag_put_line(int fd, const char* line);
+
+// diag_put_line as a mapalloc_writer_t (for the statistics table): `context` is
+// diag_fd_context(fd).
+void diag_line_writer(void* context, const char* line);
+inline void* diag_fd_context(int fd) { return reinterpret_cast<void*>(intptr_t{fd}); }
 
 // A tiny formatter: %s (C string), %p (pointer), %zu (size_t), %d (int), %%, each with an
 // optional width (right-aligned; "-" aligns left), e.g. %8zu, %-12s.

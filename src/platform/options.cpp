@@ -1,6 +1,5 @@
 #include "platform/options.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "platform/diag.h"
@@ -10,22 +9,153 @@ namespace mapalloc {
 
 namespace {
 
-Options current_options;
-bool initialised = false;
+constexpr long kMaxMilliseconds = 3600 * 1000;  // an hour
+const char* const kPurgeMethodWords[] = {"dontneed", "free"};
 
-void warn(const char* name, const char* value, const char* accepted) {
-  diag_write("mapalloc: ignoring %s=%s (accepted: %s); using the default", name, value, accepted);
+// A row whose value lives in Options::field.
+#define MAPALLOC_OPTION_FIELD(field)                                                     \
+  [](const Options& values) { return static_cast<long>(values.field); },                 \
+      [](Options& values, long value) {                                                  \
+        values.field = static_cast<decltype(Options::field)>(value);                     \
+      }
+
+}  // namespace
+
+// The README's table of options lists these rows in this order, with these variables, defaults
+// and descriptions (tests/unit_options.cpp compares them).
+constexpr OptionRow kOptionTable[kOptionCount] = {
+    {"purge_delay_ms", "MAPALLOC_PURGE_DELAY_MS", OptionKind::kMilliseconds, true, 100,
+     kMaxMilliseconds, nullptr, "free memory goes back to the OS after staying free this long",
+     MAPALLOC_OPTION_FIELD(purge_delay_ms)},
+    {"unmap_delay_ms", "MAPALLOC_UNMAP_DELAY_MS", OptionKind::kMilliseconds, true, 1000,
+     kMaxMilliseconds, nullptr,
+     "empty segments and empty large-block arenas are unmapped after this",
+     MAPALLOC_OPTION_FIELD(unmap_delay_ms)},
+    {"purge_method", "MAPALLOC_PURGE_METHOD", OptionKind::kWord, true, 0, 1, kPurgeMethodWords,
+     "or `free` (MADV_FREE: cheaper, RSS drops only under memory pressure)",
+     MAPALLOC_OPTION_FIELD(purge_method)},
+    {"transparent_huge_pages", "MAPALLOC_THP", OptionKind::kChoice, true, 1, 2, nullptr,
+     "transparent huge pages (MADV_HUGEPAGE): 0 never, 1 for large-block arenas and for "
+     "segments once the process holds 4 MiB of them, 2 for every segment too",
+     MAPALLOC_OPTION_FIELD(transparent_huge_pages)},
+    {"stats_at_exit", "MAPALLOC_STATS", OptionKind::kChoice, true, 0, 1, nullptr,
+     "1: print the statistics table at exit", MAPALLOC_OPTION_FIELD(stats_at_exit)},
+    {"stats_file", "MAPALLOC_STATS_FILE", OptionKind::kPath, false, 0, 0, nullptr,
+     "where the table (and samples) go; `%p` stands for the process id", nullptr, nullptr},
+    {"sample_ms", "MAPALLOC_SAMPLE_MS", OptionKind::kMilliseconds, false, 0, kMaxMilliseconds,
+     nullptr,
+     "append `time_ms,in_use_bytes,mapped_bytes,resident_bytes` to the stats file every N ms (a "
+     "sampler thread)",
+     MAPALLOC_OPTION_FIELD(sample_ms)},
+    {"verbose", "MAPALLOC_VERBOSE", OptionKind::kChoice, true, 0, 1, nullptr,
+     "1: print the options in force at start, and failed mappings",
+     MAPALLOC_OPTION_FIELD(verbose)},
+    {"zero_on_free", "MAPALLOC_ZERO_ON_FREE", OptionKind::kChoice, true, 0, 1, nullptr,
+     "secure build: 1 zeroes blocks when freed", MAPALLOC_OPTION_FIELD(zero_on_free)},
+    {"fault_mmap", "MAPALLOC_FAULT_MMAP", OptionKind::kRequestNumber, false, 0, 1 << 30, nullptr,
+     "tests: fail the Nth request for memory from the OS", MAPALLOC_OPTION_FIELD(fault_mmap)},
+    {"fault_mmap_from", "MAPALLOC_FAULT_MMAP_FROM", OptionKind::kRequestNumber, false, 0,
+     1 << 30, nullptr, "tests: fail the Nth request for memory from the OS and every later one",
+     MAPALLOC_OPTION_FIELD(fault_mmap_from)},
+};
+
+#undef MAPALLOC_OPTION_FIELD
+
+namespace {
+
+constexpr Options default_options() {
+  Options values{};
+  for (const OptionRow& row : kOptionTable) {
+    if (row.set != nullptr) row.set(values, row.default_value);
+  }
+  return values;
 }
 
-// Milliseconds up to one hour.
-void read_milliseconds(const char* name, uint32_t* field) {
-  const char* text = os_getenv(name);
+constinit Options current_options = default_options();
+bool initialised = false;
+
+// The accepted values of `row`, for a warning.
+void describe_accepted(const OptionRow& row, char* buffer, size_t capacity) {
+  switch (row.kind) {
+    case OptionKind::kMilliseconds:
+      diag_snprintf(buffer, capacity, "milliseconds, 0..%zu", size_t(row.max));
+      return;
+    case OptionKind::kRequestNumber:
+      diag_snprintf(buffer, capacity, "a request number, 1 or more");
+      return;
+    case OptionKind::kPath:
+      diag_snprintf(buffer, capacity, "a path shorter than %zu bytes",
+                    sizeof(current_options.stats_file));
+      return;
+    case OptionKind::kChoice:
+    case OptionKind::kWord: {
+      size_t length = 0;
+      for (long choice = 0; choice <= row.max; ++choice) {
+        const char* separator = choice == 0 ? "" : ", ";
+        if (row.kind == OptionKind::kWord)
+          length += diag_snprintf(buffer + length, capacity - length, "%s%s", separator,
+                                  row.words[choice]);
+        else
+          length +=
+              diag_snprintf(buffer + length, capacity - length, "%s%d", separator, int(choice));
+      }
+      return;
+    }
+  }
+}
+
+// Parses the text of `row`'s variable into a value; false if it is not one the row accepts.
+bool parse_value(const OptionRow& row, const char* text, long* value) {
+  uint64_t number = 0;
+  switch (row.kind) {
+    case OptionKind::kMilliseconds:
+      if (!parse_unsigned(text, static_cast<uint64_t>(row.max), &number)) return false;
+      break;
+    case OptionKind::kChoice:  // one digit
+      if (!parse_unsigned(text, static_cast<uint64_t>(row.max), &number) || text[1] != '\0')
+        return false;
+      break;
+    case OptionKind::kRequestNumber:
+      if (!parse_unsigned(text, static_cast<uint64_t>(row.max), &number) || number == 0)
+        return false;
+      break;
+    case OptionKind::kWord:
+      for (long word = 0; word <= row.max; ++word) {
+        if (strcmp(text, row.words[word]) == 0) {
+          *value = word;
+          return true;
+        }
+      }
+      return false;
+    case OptionKind::kPath:
+      return false;
+  }
+  *value = static_cast<long>(number);
+  return true;
+}
+
+// Reads `row`'s variable, if set, into current_options (or warns).
+void read_variable(const OptionRow& row) {
+  const char* text = os_getenv(row.variable);
   if (text == nullptr) return;
-  uint64_t value;
-  if (parse_unsigned(text, 3600 * 1000, &value))
-    *field = static_cast<uint32_t>(value);
-  else
-    warn(name, text, "milliseconds, 0..3600000");
+  const char* shown = text;
+  if (row.kind == OptionKind::kPath) {
+    if (strlen(text) < sizeof(current_options.stats_file)) {
+      strcpy(current_options.stats_file, text);
+      return;
+    }
+    shown = "(too long)";
+  } else {
+    long value;
+    if (parse_value(row, text, &value)) {
+      row.set(current_options, value);
+      return;
+    }
+  }
+  char accepted[64];
+  describe_accepted(row, accepted, sizeof(accepted));
+  diag_write("mapalloc: ignoring %s=%s (accepted: %s); using the default", row.variable, shown,
+             accepted);
 }
 
 }  // namespace
@@ -44,127 +174,53 @@ bool parse_unsigned(const char* text, uint64_t max, uint64_t* value) {
 
 const Options& options() { return current_options; }
 
-namespace {
-
-// A positive request number (fault injection).
-void read_request_number(const char* name, uint32_t* field) {
-  const char* text = os_getenv(name);
-  if (text == nullptr) return;
-  uint64_t value;
-  if (parse_unsigned(text, 1u << 30, &value) && value != 0)
-    *field = static_cast<uint32_t>(value);
-  else
-    warn(name, text, "a request number, 1 or more");
-}
-
-// "0" or "1".
-void read_flag(const char* name, bool* field) {
-  const char* text = os_getenv(name);
-  if (text == nullptr) return;
-  if (strcmp(text, "0") == 0 || strcmp(text, "1") == 0)
-    *field = text[0] == '1';
-  else
-    warn(name, text, "0, 1");
-}
-
-// A small number 0..max ("0", "1", ...).
-void read_choice(const char* name, uint32_t max, uint32_t* field) {
-  const char* text = os_getenv(name);
-  if (text == nullptr) return;
-  uint64_t value;
-  if (parse_unsigned(text, max, &value) && text[1] == '\0') {
-    *field = static_cast<uint32_t>(value);
-    return;
-  }
-  char accepted[32] = "0";
-  size_t length = 1;
-  for (uint32_t choice = 1; choice <= max && choice < 10; ++choice)
-    length += diag_snprintf(accepted + length, sizeof(accepted) - length, ", %d", int(choice));
-  warn(name, text, accepted);
-}
-
-struct NamedOption {
-  const char* name;
-  long max;
-  long (*get)();
-  void (*set)(long);
-};
-
-#define MAPALLOC_OPTION(field, limit)                                     \
-  NamedOption {                                                           \
-#field, limit, [] { return static_cast<long>(current_options.field); }, \
-        [](long value) { current_options.field = static_cast<decltype(current_options.field)>(value); } \
-  }
-
-const NamedOption named_options[] = {
-    MAPALLOC_OPTION(purge_delay_ms, 3600 * 1000),
-    MAPALLOC_OPTION(unmap_delay_ms, 3600 * 1000),
-    MAPALLOC_OPTION(purge_method, 1),
-    MAPALLOC_OPTION(zero_on_free, 1),
-    MAPALLOC_OPTION(transparent_huge_pages, 2),
-    MAPALLOC_OPTION(stats_at_exit, 1),
-    MAPALLOC_OPTION(verbose, 1),
-};
-
-const NamedOption* find_option(const char* name) {
-  for (const NamedOption& option : named_options) {
-    if (name != nullptr && strcmp(option.name, name) == 0) return &option;
+const OptionRow* option_find(const char* name) {
+  if (name == nullptr) return nullptr;
+  for (const OptionRow& row : kOptionTable) {
+    if (strcmp(row.name, name) == 0) return &row;
   }
   return nullptr;
 }
 
-}  // namespace
+size_t option_format(const OptionRow& row, const Options& values, char* buffer, size_t capacity) {
+  if (row.kind == OptionKind::kPath)
+    return diag_snprintf(buffer, capacity, "%s",
+                         values.stats_file[0] != '\0' ? values.stats_file : "stderr");
+  long value = row.get(values);
+  if (row.kind == OptionKind::kWord) return diag_snprintf(buffer, capacity, "%s", row.words[value]);
+  if (row.kind == OptionKind::kRequestNumber && value == 0)
+    return diag_snprintf(buffer, capacity, "off");
+  return diag_snprintf(buffer, capacity, "%zu", size_t(value));
+}
 
 bool option_set(const char* name, long value) {
-  const NamedOption* option = find_option(name);
-  if (option == nullptr || value < 0 || value > option->max) return false;
-  option->set(value);
+  const OptionRow* row = option_find(name);
+  if (row == nullptr || !row->settable || value < 0 || value > row->max) return false;
+  row->set(current_options, value);
   return true;
 }
 
 bool option_get(const char* name, long* value) {
-  const NamedOption* option = find_option(name);
-  if (option == nullptr) return false;
-  *value = option->get();
+  const OptionRow* row = option_find(name);
+  if (row == nullptr || row->get == nullptr) return false;
+  *value = row->get(current_options);
   return true;
 }
 
 void options_init() {
   if (initialised) return;
   initialised = true;
-  read_milliseconds("MAPALLOC_PURGE_DELAY_MS", &current_options.purge_delay_ms);
-  read_milliseconds("MAPALLOC_UNMAP_DELAY_MS", &current_options.unmap_delay_ms);
-  read_milliseconds("MAPALLOC_SAMPLE_MS", &current_options.sample_ms);
-  read_flag("MAPALLOC_ZERO_ON_FREE", &current_options.zero_on_free);
-  read_choice("MAPALLOC_THP", 2, &current_options.transparent_huge_pages);
-  read_flag("MAPALLOC_STATS", &current_options.stats_at_exit);
-  read_flag("MAPALLOC_VERBOSE", &current_options.verbose);
-  read_request_number("MAPALLOC_FAULT_MMAP", &current_options.fault_mmap);
-  read_request_number("MAPALLOC_FAULT_MMAP_FROM", &current_options.fault_mmap_from);
-  if (const char* method = os_getenv("MAPALLOC_PURGE_METHOD")) {
-    if (strcmp(method, "dontneed") == 0)
-      current_options.purge_method = 0;
-    else if (strcmp(method, "free") == 0)
-      current_options.purge_method = 1;
-    else
-      warn("MAPALLOC_PURGE_METHOD", method, "dontneed, free");
+  for (const OptionRow& row : kOptionTable) read_variable(row);
+  if (!current_options.verbose) return;
+  // "mapalloc: options: purge_delay_ms=100 unmap_delay_ms=1000 ...", one line.
+  char line[1024];
+  size_t length = diag_snprintf(line, sizeof(line), "mapalloc: options:");
+  for (const OptionRow& row : kOptionTable) {
+    char value[sizeof(current_options.stats_file)];
+    option_format(row, current_options, value, sizeof(value));
+    length += diag_snprintf(line + length, sizeof(line) - length, " %s=%s", row.name, value);
   }
-  if (const char* file = os_getenv("MAPALLOC_STATS_FILE")) {
-    if (strlen(file) < sizeof(current_options.stats_file))
-      strcpy(current_options.stats_file, file);
-    else
-      warn("MAPALLOC_STATS_FILE", "(too long)", "a path shorter than 256 bytes");
-  }
-  if (current_options.verbose) {
-    diag_write(
-        "mapalloc: options: purge_delay_ms=%zu unmap_delay_ms=%zu purge_method=%s thp=%d "
-        "stats=%d sample_ms=%zu stats_file=%s",
-        size_t{current_options.purge_delay_ms}, size_t{current_options.unmap_delay_ms},
-        current_options.purge_method == 0 ? "dontneed" : "free",
-        static_cast<int>(current_options.transparent_huge_pages),
-        current_options.stats_at_exit ? 1 : 0, size_t{current_options.sample_ms},
-        current_options.stats_file[0] != '\0' ? current_options.stats_file : "(stderr)");
-  }
+  diag_put_line(kStderrFd, line);
 }
 
 }  // namespace mapalloc

@@ -1,6 +1,11 @@
-// Run-time options, read once from MAPALLOC_* environment variables without allocating.
-// A bad value prints one warning naming the variable and its accepted values, and the default
-// stays in force: an option never stops the program.
+// Run-time options. One table (kOptionTable) names each option and drives everything about it:
+// reading its MAPALLOC_* environment variable once (without allocating), mapalloc_option_get/set
+// by name, the listing MAPALLOC_VERBOSE=1 prints at start, and the README's table of options
+// (tests/unit_options.cpp checks that the README matches). A bad value prints one warning naming
+// the variable and its accepted values, and the default stays in force: an option never stops
+// the program.
+//
+// A new option: a field in Options, a row in kOptionTable (options.cpp), a row in the README.
 #pragma once
 
 #include "platform/config.h"
@@ -11,43 +16,81 @@ enum class PurgeMethod : int;  // os.h
 
 constexpr size_t kThpSegmentsFromBytes = 4 * kMiB;
 
+// The values in force, read by the layers above with options().field. Their defaults are the
+// table's.
 struct Options {
   // Free memory is given back to the OS once it has stayed unused this long (0: at once).
-  uint32_t purge_delay_ms = 100;
+  uint32_t purge_delay_ms;
   // MADV_DONTNEED (resident memory drops at once) or MADV_FREE (the kernel takes pages lazily;
   // cheaper, but they keep counting as resident until memory is short).
-  int purge_method = 0;  // PurgeMethod::kDontNeed
+  int purge_method;  // a PurgeMethod
   // Empty segments and cached large mappings are unmapped after this long.
-  uint32_t unmap_delay_ms = 1000;
+  uint32_t unmap_delay_ms;
   // Secure build: overwrite blocks with zeroes when they are freed.
-  bool zero_on_free = false;
+  bool zero_on_free;
   // Transparent huge pages (madvise MADV_HUGEPAGE): far fewer page faults and TLB misses,
   // coarser memory return. 0: never; 1: large-block arenas, and the segments mapped once the
   // process has kThpSegmentsFromBytes of segments (a small program keeps 4 KiB pages); 2:
   // arenas and every segment.
-  uint32_t transparent_huge_pages = 1;
+  uint32_t transparent_huge_pages;
   // Print the statistics table at exit (to stats_file, or stderr).
-  bool stats_at_exit = false;
+  bool stats_at_exit;
   // Append a CSV sample (time, in use, mapped, resident) to stats_file every this many ms.
-  uint32_t sample_ms = 0;
-  char stats_file[256] = {};  // "%p" in it stands for the process id
+  uint32_t sample_ms;
+  char stats_file[256];  // "%p" in it stands for the process id; empty: stderr
   // Print the options in force at start, and OS failures as they happen.
-  bool verbose = false;
+  bool verbose;
   // Fault injection for tests: fail the Nth request for memory from the OS (and, for
   // fault_mmap_from, every later one); 0: off.
-  uint32_t fault_mmap = 0;
-  uint32_t fault_mmap_from = 0;
+  uint32_t fault_mmap;
+  uint32_t fault_mmap_from;
 };
 
-// Changes an option at run time by name ("purge_delay_ms", ...); false for an unknown name or
-// a value out of range.
+enum class OptionKind : uint8_t {
+  kMilliseconds,   // 0..max
+  kChoice,         // one digit, 0..max (0/1 for a switch)
+  kWord,           // one of `words`; the value is its index
+  kRequestNumber,  // 1..max; 0 (the default) is off
+  kPath,           // text; not a number, so not reachable by mapalloc_option_get/set
+};
+
+struct OptionRow {
+  const char* name;      // for mapalloc_option_get/set and the verbose listing
+  const char* variable;  // the environment variable
+  OptionKind kind;
+  // false: the option acts only at start (its variable is read before anything else happens),
+  // so mapalloc_option_set refuses it; mapalloc_option_get still reads it.
+  bool settable;
+  long default_value;
+  long max;
+  const char* const* words;  // kWord: the accepted words, max + 1 of them
+  const char* description;   // the README table's "meaning" column, word for word
+  // The field in Options (null for kPath, whose field is stats_file).
+  long (*get)(const Options&);
+  void (*set)(Options&, long);
+};
+
+constexpr size_t kOptionCount = 11;
+extern const OptionRow kOptionTable[kOptionCount];
+
+// The row named `name` (as mapalloc_option_get/set take it); nullptr if there is none.
+const OptionRow* option_find(const char* name);
+
+// The value of `row` in `values` as the README's table and the verbose listing show it (a
+// number, the word, "off" for an unset request number, the path or "stderr"), into `buffer`
+// (NUL-terminated). Returns its length.
+size_t option_format(const OptionRow& row, const Options& values, char* buffer, size_t capacity);
+
+// Changes an option at run time by name ("purge_delay_ms", ...); false for an unknown name, an
+// option that acts only at start, or a value out of range.
 bool option_set(const char* name, long value);
 bool option_get(const char* name, long* value);
 
-// The options in force (defaults until options_init has run).
+// The options in force (the defaults until options_init has run).
 const Options& options();
 
-// Reads the environment. Idempotent; called on the first allocation of the process.
+// Reads the environment. Idempotent; called on the first allocation of the process. With
+// MAPALLOC_VERBOSE=1, prints every option in force on one line.
 void options_init();
 
 // Parses `text` as a decimal number in [0, max]; false if it is not one.

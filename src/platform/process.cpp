@@ -41,16 +41,17 @@ size_t os_read_small_file(const char* path, char* buffer, size_t capacity) {
 
 int os_process_id() { return static_cast<int>(getpid()); }
 
-namespace {
-uint64_t clock_ms(clockid_t clock) {
+uint64_t os_clock_ns(OsClock clock) {
   struct timespec now;
-  clock_gettime(clock, &now);
-  return static_cast<uint64_t>(now.tv_sec) * 1000u + static_cast<uint64_t>(now.tv_nsec) / 1000000u;
+  clock_gettime(clock == OsClock::kCoarse    ? CLOCK_MONOTONIC_COARSE
+                : clock == OsClock::kPrecise ? CLOCK_MONOTONIC
+                                             : CLOCK_REALTIME,
+                &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000000000u + static_cast<uint64_t>(now.tv_nsec);
 }
-}  // namespace
 
-uint64_t os_now_ms() { return clock_ms(CLOCK_MONOTONIC_COARSE); }
-uint64_t os_precise_now_ms() { return clock_ms(CLOCK_MONOTONIC); }
+uint64_t os_now_ms() { return os_clock_ns(OsClock::kCoarse) / 1000000u; }
+uint64_t os_precise_now_ms() { return os_clock_ns(OsClock::kPrecise) / 1000000u; }
 
 void os_sleep_ms(uint32_t milliseconds) {
   struct timespec pause = {static_cast<time_t>(milliseconds / 1000),
@@ -94,14 +95,26 @@ uint64_t os_random_seed() {
     __builtin_memcpy(words, random_bytes, sizeof(words));
     seed ^= words[0] * 0xbf58476d1ce4e5b9ull ^ words[1];
   }
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  seed ^= (static_cast<uint64_t>(now.tv_nsec) << 20) ^ static_cast<uint64_t>(now.tv_sec);
+  uint64_t now_ns = os_clock_ns(OsClock::kPrecise);
+  seed ^= (now_ns % 1000000000u << 20) ^ now_ns / 1000000000u;
   // splitmix64 finaliser
   seed = (seed ^ (seed >> 30)) * 0xbf58476d1ce4e5b9ull;
   seed = (seed ^ (seed >> 27)) * 0x94d049bb133111ebull;
   return seed ^ (seed >> 31);
 }
+
+ProcessSecrets process_secrets;
+
+namespace {
+pthread_once_t secrets_once = PTHREAD_ONCE_INIT;
+void draw_secrets() {
+  process_secrets.page_key = os_random_seed() | 1;
+  process_secrets.block_link = os_random_seed() | 1;
+  process_secrets.large_check = os_random_seed() | 1;
+}
+}  // namespace
+
+void os_draw_secrets() { pthread_once(&secrets_once, draw_secrets); }
 
 void* os_move_break(intptr_t increment) {
   void* previous = sbrk(increment);

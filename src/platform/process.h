@@ -1,6 +1,6 @@
 // The process services the allocator uses besides memory (os.h): the environment, output to
 // file descriptors, /proc, the clocks, sleeping and yielding, background threads, thread-exit
-// keys, fork handlers, the random seed and the program break. With os.h this is the one place
+// keys, fork handlers, the random seed and the process secrets, and the program break. With os.h this is the one place
 // that calls the OS or libc's services: a port to another OS (or to musl) changes these two
 // files and nothing above them (scripts/check_layers.py keeps it so).
 //
@@ -37,11 +37,15 @@ int os_process_id();
 
 // ---- clocks and waiting -----------------------------------------------------------------------
 
-// Milliseconds of the coarse monotonic clock (a few ms resolution, no system call on x86-64):
-// the allocator's clock for purge deadlines.
-uint64_t os_now_ms();
+// The one clock reader; everything else asks it. kCoarse: the monotonic clock at a few ms
+// resolution, no system call on x86-64 (the allocator's clock for purge deadlines); kPrecise:
+// the monotonic clock (reports, samples, the seed, trace times); kWall: the time of day, since
+// 1970 (trace headers).
+enum class OsClock { kCoarse, kPrecise, kWall };
+uint64_t os_clock_ns(OsClock clock);
 
-// Milliseconds of the precise monotonic clock (for reports and samples).
+// Milliseconds of the coarse and of the precise monotonic clock.
+uint64_t os_now_ms();
 uint64_t os_precise_now_ms();
 
 void os_sleep_ms(uint32_t milliseconds);
@@ -65,10 +69,25 @@ void os_thread_exit_key_set(void* value);
 // pthread_atfork: `child` runs in the child after each fork (it may allocate the first time).
 void os_at_fork_child(void (*child)());
 
-// ---- randomness and the break ---------------------------------------------------------------
+// ---- randomness, the process secrets and the break --------------------------------------------
 
 // 64 unpredictable bits: the kernel's AT_RANDOM bytes, mixed with the clock.
 uint64_t os_random_seed();
+
+// The process's secrets, all in one place: random values that neither another process nor a
+// stray write can know, drawn together once and kept for the life of the process (a fork child
+// keeps them). Read the fields directly (the secure build's fast paths read block_link).
+struct ProcessSecrets {
+  uint64_t page_key;     // page free keys derive from it (segment.h, page_free_key)
+  uint64_t block_link;   // secure build: free-list links are XOR-ed with it (block_link_mask)
+  uint64_t large_check;  // a large block's header holds the block's address XOR-ed with it
+};
+extern ProcessSecrets process_secrets;
+
+// Draws the secrets from os_random_seed the first time (whichever thread comes first; the others
+// wait), and does nothing after that. None is ever 0. Called by process set-up, before the first
+// heap exists, and before each large block's header is written (large blocks need no heap).
+void os_draw_secrets();
 
 // sbrk: the previous break, or NULL when the break cannot move.
 void* os_move_break(intptr_t increment);

@@ -83,11 +83,7 @@ struct BusyGuard {
   ~BusyGuard() { tls_busy = saved; }
 };
 
-uint64_t monotonic_ns() {
-  timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<uint64_t>(now.tv_sec) * 1000000000u + static_cast<uint64_t>(now.tv_nsec);
-}
+uint64_t monotonic_ns() { return os_clock_ns(OsClock::kPrecise); }
 
 // ---- the address -> block id map ----------------------------------------------------------------
 // A two-level table indexed by address, like a sanitizer's shadow memory: for each 64 MiB of
@@ -393,9 +389,7 @@ bool open_trace() {
       readlink("/proc/self/exe", reinterpret_cast<char*>(header) + tr::kHeaderFixedBytes,
                tr::kMaxProgramBytes);
   if (name_bytes < 0) name_bytes = 0;
-  timespec wall;
-  clock_gettime(CLOCK_REALTIME, &wall);
-  uint64_t unix_ns = static_cast<uint64_t>(wall.tv_sec) * 1000000000u + wall.tv_nsec;
+  uint64_t unix_ns = os_clock_ns(OsClock::kWall);
   size_t bytes = tr::put_header(header, static_cast<uint32_t>(getpid()), unix_ns, flags,
                                 static_cast<size_t>(name_bytes));
   // (Recording is published by start_tracing once everything here is in place.)

@@ -1,5 +1,6 @@
-/* Prints the options mapalloc read from the environment (run with libmapalloc preloaded), then
- * allocates and frees for `argv[1]` milliseconds (default 0). */
+/* Prints the options mapalloc read from the environment (run with libmapalloc preloaded): those
+ * named by argv[2...], or by default the ones below, as "name=value" (nothing for a name that
+ * mapalloc_option_get refuses). Then allocates and frees for `argv[1]` milliseconds (default 0). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
@@ -16,9 +17,15 @@ int main(int argc, char** argv) {
     fprintf(stderr, "mapalloc is not loaded\n");
     return 1;
   }
-  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); ++i) {
+  const char* const* asked = names;
+  size_t count = sizeof(names) / sizeof(names[0]);
+  if (argc > 2) {
+    asked = (const char* const*)argv + 2;
+    count = (size_t)argc - 2;
+  }
+  for (size_t i = 0; i < count; ++i) {
     long value = -1;
-    if (option_get(names[i], &value) == 0) printf("%s=%ld\n", names[i], value);
+    if (option_get(asked[i], &value) == 0) printf("%s=%ld\n", asked[i], value);
   }
   long milliseconds = argc > 1 ? atol(argv[1]) : 0;
   struct timespec one_ms = {0, 1000000};
