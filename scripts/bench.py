@@ -205,8 +205,8 @@ def workloads(quick, only):
                                        "1" if quick else "4"], kind="real"))
     # Python with every object from malloc (not from pymalloc's arenas); a fixed hash seed so
     # that every run makes the same calls.
-    chosen.append(Workload("python3-malloc", [python, str(bench_dir / "python_malloc_workload.py"),
-                                              "1" if quick else "2"], kind="real",
+    chosen.append(Workload("python3-malloc", [python, str(bench_dir / "python_workload.py"),
+                                              "--mode", "json", "1" if quick else "2"], kind="real",
                            env={"PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}))
     chosen.append(Workload("sqlite3", ["sqlite3", ":memory:"], kind="real",
                            stdin=OUT / "bench.sql"))

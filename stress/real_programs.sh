@@ -7,7 +7,7 @@
 #
 #   stress/real_programs.sh [--quick]
 #
-#   python3   stress/py_churn.py (dicts, lists, strings, big ints, json)
+#   python3   scripts/bench/python_workload.py --mode mixed (dicts, lists, strings, big ints, json)
 #   g++       -O2 -S of a generated file with hundreds of template instantiations
 #   sqlite3   inserts, indexes, updates, deletes, group-by queries, integrity check
 #   perl      hash and string churn
@@ -87,7 +87,8 @@ compare() {
 }
 
 # ---- python3 -----------------------------------------------------------------------------------
-compare python3 /usr/bin/python3 "$here/py_churn.py" "$([[ $quick -eq 1 ]] && echo 0.3 || echo 2)"
+compare python3 /usr/bin/python3 "$root/scripts/bench/python_workload.py" --mode mixed \
+  "$([[ $quick -eq 1 ]] && echo 0.3 || echo 2)"
 
 # ---- g++ ---------------------------------------------------------------------------------------
 modules=$([[ $quick -eq 1 ]] && echo 16 || echo 100)

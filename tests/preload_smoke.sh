@@ -24,7 +24,8 @@ expect_success() {  # expect_success NAME COMMAND...
   if output=$("$@" 2>&1); then echo "ok $name"; else echo "FAIL $name"; echo "$output" | tail -5; fi
 }
 
-check "python3 dict/list/string churn" python3 tests/programs/churn.py
+check "python3 dict/list/string/big int/json churn" \
+  python3 scripts/bench/python_workload.py --mode mixed 0.3
 seq 200000 | awk '{ printf "%d %s\n", ($1 * 7919) % 100003, substr("abcdefghij", $1 % 10 + 1) }' \
   >"$work/unsorted.txt"
 check "sort of 200000 lines" sort "$work/unsorted.txt"
