@@ -185,5 +185,8 @@ include scripts/make/install.mk
 include scripts/make/trace.mk
 include scripts/make/fuzz.mk
 
+# make memory-return (the README's memory-return table).
+include scripts/make/bench_extra.mk
+
 clean:
 	rm -rf $(BUILD)
