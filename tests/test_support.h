@@ -60,15 +60,14 @@ struct Output {
 // Runs build/tests/options_probe with libmapalloc preloaded and extra environment variables:
 // it allocates for `milliseconds`, printing "name=value" for each option of `names` (default:
 // the probe's own list).
-inline Output run_probe(const std::vector<std::string>& environment,
-                        const char* milliseconds = "0",
+inline Output run_probe(const std::vector<std::string>& environment, const char* milliseconds = "0",
                         const std::vector<std::string>& names = {}) {
   std::string out_path = "/tmp/mapalloc-probe-out." + std::to_string(getpid());
   std::string err_path = "/tmp/mapalloc-probe-err." + std::to_string(getpid());
   std::string command = "env";
   for (const std::string& variable : environment) command += " '" + variable + "'";
-  command += " LD_PRELOAD=build/libmapalloc.so build/tests/options_probe " +
-             std::string(milliseconds);
+  command +=
+      " LD_PRELOAD=build/libmapalloc.so build/tests/options_probe " + std::string(milliseconds);
   for (const std::string& name : names) command += " " + name;
   command += " >" + out_path + " 2>" + err_path;
   Output output;

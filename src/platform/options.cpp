@@ -13,10 +13,10 @@ constexpr long kMaxMilliseconds = 3600 * 1000;  // an hour
 const char* const kPurgeMethodWords[] = {"dontneed", "free"};
 
 // A row whose value lives in Options::field.
-#define MAPALLOC_OPTION_FIELD(field)                                                     \
-  [](const Options& values) { return static_cast<long>(values.field); },                 \
-      [](Options& values, long value) {                                                  \
-        values.field = static_cast<decltype(Options::field)>(value);                     \
+#define MAPALLOC_OPTION_FIELD(field)                                     \
+  [](const Options& values) { return static_cast<long>(values.field); }, \
+      [](Options& values, long value) {                                  \
+        values.field = static_cast<decltype(Options::field)>(value);     \
       }
 
 }  // namespace
@@ -48,14 +48,13 @@ constexpr OptionRow kOptionTable[kOptionCount] = {
      "sampler thread)",
      MAPALLOC_OPTION_FIELD(sample_ms)},
     {"verbose", "MAPALLOC_VERBOSE", OptionKind::kChoice, true, 0, 1, nullptr,
-     "1: print the options in force at start, and failed mappings",
-     MAPALLOC_OPTION_FIELD(verbose)},
+     "1: print the options in force at start, and failed mappings", MAPALLOC_OPTION_FIELD(verbose)},
     {"zero_on_free", "MAPALLOC_ZERO_ON_FREE", OptionKind::kChoice, true, 0, 1, nullptr,
      "secure build: 1 zeroes blocks when freed", MAPALLOC_OPTION_FIELD(zero_on_free)},
     {"fault_mmap", "MAPALLOC_FAULT_MMAP", OptionKind::kRequestNumber, false, 0, 1 << 30, nullptr,
      "tests: fail the Nth request for memory from the OS", MAPALLOC_OPTION_FIELD(fault_mmap)},
-    {"fault_mmap_from", "MAPALLOC_FAULT_MMAP_FROM", OptionKind::kRequestNumber, false, 0,
-     1 << 30, nullptr, "tests: fail the Nth request for memory from the OS and every later one",
+    {"fault_mmap_from", "MAPALLOC_FAULT_MMAP_FROM", OptionKind::kRequestNumber, false, 0, 1 << 30,
+     nullptr, "tests: fail the Nth request for memory from the OS and every later one",
      MAPALLOC_OPTION_FIELD(fault_mmap_from)},
 };
 

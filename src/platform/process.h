@@ -1,8 +1,8 @@
 // The process services the allocator uses besides memory (os.h): the environment, output to
 // file descriptors, /proc, the clocks, sleeping and yielding, background threads, thread-exit
-// keys, fork handlers, the random seed and the process secrets, and the program break. With os.h this is the one place
-// that calls the OS or libc's services: a port to another OS (or to musl) changes these two
-// files and nothing above them (scripts/check_layers.py keeps it so).
+// keys, fork handlers, the random seed and the process secrets, and the program break. With os.h
+// this is the one place that calls the OS or libc's services: a port to another OS (or to musl)
+// changes these two files and nothing above them (scripts/check_layers.py keeps it so).
 //
 // None of these allocates, except os_start_thread (the thread's stack and glibc's thread
 // record) and, for high key numbers, os_thread_exit_key_set.
