@@ -65,7 +65,7 @@ namespace {
 constexpr Options default_options() {
   Options values{};
   for (const OptionRow& row : kOptionTable) {
-    if (row.set != nullptr) row.set(values, row.default_value);
+    if (row.kind != OptionKind::kPath) row.set(values, row.default_value);
   }
   return values;
 }
