@@ -23,9 +23,9 @@ void* realloc_impl(void* pointer, size_t size) {
     return default_realloc(pointer, size);
 }
 
-void* aligned_alloc_impl(size_t alignment, size_t size) {
+void* aligned_alloc_impl(size_t alignment, size_t size, [[maybe_unused]] AllocKind kind) {
   if constexpr (kSecure)
-    return secure_aligned_alloc(alignment, size);
+    return secure_aligned_alloc(alignment, size, kind);
   else
     return default_aligned_alloc(alignment, size);
 }

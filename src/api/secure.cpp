@@ -3,6 +3,8 @@
 //   - a trailer in every block: the requested size (encoded) in the block's last 8 bytes and an
 //     8-byte canary right after the requested bytes, checked on free, realloc and
 //     malloc_usable_size (a one-byte overflow is caught);
+//   - the allocating operator (malloc, new or new[]) in the size field's top byte, checked at
+//     operator delete, and the sized deletes' size checked against the requested size;
 //   - a quarantine: freed blocks up to 4 KiB wait in a random slot of the freeing thread's
 //     ring before they can be reused;
 //   - optional zeroing on free (MAPALLOC_ZERO_ON_FREE=1).
@@ -39,9 +41,13 @@ uint64_t canary_of(const void* block) {
   return (canary & 0xff) == 0 ? canary | 0x5a : canary;
 }
 
-void write_trailer(void* block, size_t total, size_t size) {
+// The size field: the requested size, the allocating operator in the top byte.
+constexpr unsigned kKindShift = 56;
+constexpr uint64_t kSizeBits = (uint64_t{1} << kKindShift) - 1;
+
+void write_trailer(void* block, size_t total, size_t size, AllocKind kind = AllocKind::kMalloc) {
   auto* bytes = static_cast<uint8_t*>(block);
-  uint64_t encoded = size ^ size_mask(block);
+  uint64_t encoded = (size | uint64_t{static_cast<uint8_t>(kind)} << kKindShift) ^ size_mask(block);
   uint64_t canary = canary_of(block);
   memcpy(bytes + total - 8, &encoded, 8);
   memcpy(bytes + size, &canary, 8);  // total >= size + 16: the two never overlap
@@ -55,13 +61,33 @@ void write_trailer(void* block, size_t total, size_t size) {
         first, static_cast<size_t>(size));
 }
 
-// The requested size, after checking the trailer; an overwritten one ends the program.
-MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char* operation) {
+const char* kind_name(unsigned kind) {
+  return kind == 1 ? "operator new" : kind == 2 ? "operator new[]" : "malloc";
+}
+
+[[noreturn]] MAPALLOC_COLD void report_delete(const void* block, uint64_t size, unsigned kind,
+                                              size_t expected_size, AllocKind expected_kind) {
+  if (expected_size != kAnySize && expected_size != size) {
+    fatal("sized delete of %p: wrong size %zu for a block of %zu bytes (allocated by %s)", block,
+          expected_size, static_cast<size_t>(size), kind_name(kind));
+  }
+  fatal("%s of %p: the %zu-byte block was allocated by %s (new/delete mismatch)",
+        expected_kind == AllocKind::kNewArray ? "operator delete[]" : "operator delete", block,
+        static_cast<size_t>(size), kind_name(kind));
+}
+
+// The requested size, after checking the trailer; an overwritten one ends the program. Also
+// checks operator delete's size (unless kAnySize) and kind (kMalloc: any).
+MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char* operation,
+                                     size_t expected_size = kAnySize,
+                                     AllocKind expected_kind = AllocKind::kMalloc) {
   const auto* bytes = static_cast<const uint8_t*>(block);
   uint64_t encoded;
   memcpy(&encoded, bytes + total - 8, 8);
-  uint64_t size = encoded ^ size_mask(block);
-  if (MAPALLOC_UNLIKELY(size > total - kTrailerBytes)) {
+  uint64_t word = encoded ^ size_mask(block);
+  uint64_t size = word & kSizeBits;
+  unsigned kind = static_cast<unsigned>(word >> kKindShift);
+  if (MAPALLOC_UNLIKELY(size > total - kTrailerBytes || kind > 2)) {
     fatal("%s of %p: heap overflow detected (the block's size field was overwritten)", operation,
           block);
   }
@@ -70,6 +96,11 @@ MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char
   uint64_t expected = canary_of(block);
   if (MAPALLOC_UNLIKELY(canary != expected))
     report_overflow(block, size, canary, expected, operation);
+  if (expected_size != kAnySize && MAPALLOC_UNLIKELY(expected_size != size))
+    report_delete(block, size, kind, expected_size, expected_kind);
+  if (expected_kind != AllocKind::kMalloc && kind != 0 &&
+      MAPALLOC_UNLIKELY(kind != static_cast<unsigned>(expected_kind)))
+    report_delete(block, size, kind, kAnySize, expected_kind);
   return size;
 }
 
@@ -80,14 +111,15 @@ size_t new_block_total_bytes(const void* block) {
   return large_usable_bytes(large_header_of(block, kind));
 }
 
-void* secure_allocate(size_t size, size_t alignment, bool zero) {
+void* secure_allocate(size_t size, size_t alignment, bool zero,
+                      AllocKind kind = AllocKind::kMalloc) {
   size_t inner;
   if (size > kMaxRequestBytes || __builtin_add_overflow(size, kTrailerBytes, &inner)) {
     return out_of_memory();
   }
   void* block = default_aligned_alloc(alignment, inner);
   if (block == nullptr) return nullptr;
-  write_trailer(block, new_block_total_bytes(block), size);
+  write_trailer(block, new_block_total_bytes(block), size, kind);
   if (zero) memset(block, 0, size);
   return block;
 }
@@ -116,57 +148,40 @@ MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, si
 }
 
 // release() when zeroing on free is on, or not read yet.
-MAPALLOC_NOINLINE void release_zeroing(Heap* heap, Page* page, Block* block, size_t total) {
+MAPALLOC_NOINLINE void release_zeroing(Heap* heap, Page* page, Block* block, size_t total,
+                                       size_t expected_size, AllocKind kind) {
   if (zero_on_free == ZeroOnFree::kUnread)
     zero_on_free = options().zero_on_free ? ZeroOnFree::kOn : ZeroOnFree::kOff;
-  size_t size = check_trailer(block, total, "free");
+  size_t size = check_trailer(block, total, "free", expected_size, kind);
   if (zero_on_free == ZeroOnFree::kOn) memset(block, 0, size);
   quarantine_or_free(heap, page, block, total);
 }
 
 // A block that passed validation: checked, optionally zeroed, then held in quarantine or freed.
-MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total) {
+MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total,
+                             size_t expected_size, AllocKind kind) {
   if (MAPALLOC_UNLIKELY(zero_on_free != ZeroOnFree::kOff))
-    return release_zeroing(heap, page, block, total);
-  check_trailer(block, total, "free");
+    return release_zeroing(heap, page, block, total, expected_size, kind);
+  check_trailer(block, total, "free", expected_size, kind);
   quarantine_or_free(heap, page, block, total);
 }
 
 // secure_free for everything but this thread's own small blocks: null, other threads' blocks,
 // large blocks, and pointers that are not blocks (reported).
-MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer) {
+MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer, size_t expected_size,
+                                      AllocKind kind) {
   if (pointer == nullptr) return;
   BlockRef ref = locate(pointer, "free");
   if (ref.large != nullptr) {
-    check_trailer(pointer, ref.usable_bytes, "free");
+    check_trailer(pointer, ref.usable_bytes, "free", expected_size, kind);
     return free_located(ref, pointer);
   }
-  release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes);
+  release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes, expected_size, kind);
 }
 
-}  // namespace
-
-void* secure_malloc(size_t size) {
-  // Small sizes: the default fast path, the block size straight from the class table.
-  if (MAPALLOC_LIKELY(size <= kSmallMaxBytes - kTrailerBytes)) {
-    size_t inner = size + kTrailerBytes;
-    void* block = default_malloc(inner);
-    if (MAPALLOC_UNLIKELY(block == nullptr)) return nullptr;
-    unsigned size_class = kSmallClassTable.class_of[(inner + kMinAlignBytes - 1) / kMinAlignBytes];
-    write_trailer(block, kClassBlockBytes.bytes[size_class], size);
-    return block;
-  }
-  return secure_allocate(size, kMinAlignBytes, false);
-}
-
-void* secure_calloc(size_t total) { return secure_allocate(total, kMinAlignBytes, true); }
-
-void* secure_aligned_alloc(size_t alignment, size_t size) {
-  return secure_allocate(size, alignment, false);
-}
-
-void secure_free(void* pointer) {
-  // The default fast path's checks first (segment of this heap, block start, not yet free).
+// free and operator delete: the default fast path's checks first (segment of this heap, block
+// start, not yet free).
+MAPALLOC_INLINE void free_checked(void* pointer, size_t expected_size, AllocKind kind) {
   Heap* heap = tls_heap;
   uintptr_t unit = unit_of(pointer);
   if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag)) {
@@ -175,10 +190,37 @@ void secure_free(void* pointer) {
     uint64_t offset = reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1);
     if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
                         block->free_key != page->free_key)) {
-      return release(heap, page, block, page->block_bytes);
+      return release(heap, page, block, page->block_bytes, expected_size, kind);
     }
   }
-  free_elsewhere(heap, pointer);
+  free_elsewhere(heap, pointer, expected_size, kind);
+}
+
+}  // namespace
+
+void* secure_malloc(size_t size, AllocKind kind) {
+  // Small sizes: the default fast path, the block size straight from the class table.
+  if (MAPALLOC_LIKELY(size <= kSmallMaxBytes - kTrailerBytes)) {
+    size_t inner = size + kTrailerBytes;
+    void* block = default_malloc(inner);
+    if (MAPALLOC_UNLIKELY(block == nullptr)) return nullptr;
+    unsigned size_class = kSmallClassTable.class_of[(inner + kMinAlignBytes - 1) / kMinAlignBytes];
+    write_trailer(block, kClassBlockBytes.bytes[size_class], size, kind);
+    return block;
+  }
+  return secure_allocate(size, kMinAlignBytes, false, kind);
+}
+
+void* secure_calloc(size_t total) { return secure_allocate(total, kMinAlignBytes, true); }
+
+void* secure_aligned_alloc(size_t alignment, size_t size, AllocKind kind) {
+  return secure_allocate(size, alignment, false, kind);
+}
+
+void secure_free(void* pointer) { free_checked(pointer, kAnySize, AllocKind::kMalloc); }
+
+void secure_delete(void* pointer, size_t size, AllocKind kind) {
+  free_checked(pointer, size, kind);
 }
 
 void* secure_realloc(void* pointer, size_t size) {
