@@ -137,7 +137,20 @@ MAPALLOC_INLINE void free_evicted(Heap* heap, Block* block) {
 // A checked block of `total` bytes: held in quarantine, or freed.
 MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, size_t total) {
   // (A thread without a heap frees remotely: no page is ever owned by empty_heap.)
-  if (total > kQuarantineMaxBlockBytes || heap == &empty_heap) return heap_free_any(heap, block);
+  if (heap == &empty_heap) return heap_free_any(heap, block);
+  if (total >= kSecureProtectMinBytes) {
+    // Marked free, then inaccessible until kProtectedSlots later such frees: a use after free
+    // faults (and is reported, os_report_faults), a double free too.
+    block->free_key = page->free_key;
+    if (!os_guard(block, total)) return heap_free_any(heap, block);
+    Block*& slot = heap->protected_quarantine[heap->protected_next];
+    heap->protected_next = (heap->protected_next + 1) % Heap::kProtectedSlots;
+    Block* evicted = slot;
+    slot = block;
+    if (evicted != nullptr) heap_free_protected(heap, evicted);
+    return;
+  }
+  if (total > kQuarantineMaxBlockBytes) return heap_free_any(heap, block);
   // Marked free now (a second free is caught at once); it waits in a random slot.
   block->free_key = page->free_key;
   Block*& slot =

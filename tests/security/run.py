@@ -236,6 +236,10 @@ def check(path, names, outcomes):
         for case in names:
             now = outcomes[(allocator, case)]
             want = expected.get((build, case), "missed")
+            for _ in range(2):  # a catch that depends on random placement gets two more tries
+                if RANK[now[0]] >= RANK[want]:
+                    break
+                now = run_case(case, dict(allocators([allocator], []))[allocator], 10.0)
             if RANK[now[0]] < RANK[want]:
                 lost.append(f"{case}: expected {want}, got {now[0]} {now[1]}")
             elif RANK[now[0]] > RANK[want]:
@@ -276,6 +280,12 @@ def main():
     allocator_list = allocators(names, args.extra)
     case_names, outcomes = run_all(allocator_list, args.timeout, args.jobs)
     if args.update:
+        # Only what every one of three runs catches (some catches depend on random placement).
+        for _ in range(2):
+            _, again = run_all(allocator_list, args.timeout, args.jobs)
+            for key, value in again.items():
+                if RANK[value[0]] < RANK[outcomes[key][0]]:
+                    outcomes[key] = value
         write_expectation(args.update, case_names, outcomes)
         print_table(case_names, outcomes, allocator_list, False)
         return
