@@ -4,7 +4,6 @@
 #include "core/large.h"
 #include "core/purge.h"
 #include "core/stats.h"
-#include "platform/diag.h"
 #include "platform/options.h"
 
 namespace mapalloc {
@@ -23,61 +22,6 @@ void apply_options() {
   options_init();
   if (options().fault_mmap != 0) os_fail_mmap_after(options().fault_mmap, false);
   if (options().fault_mmap_from != 0) os_fail_mmap_after(options().fault_mmap_from, true);
-}
-
-// For the segmentation-fault report (os_report_faults): what `address` is in mapalloc's
-// memory, written to `buffer`; 0 when it is not near mapalloc's memory. Reads only.
-size_t describe_fault(const void* address, char* buffer, size_t capacity) {
-  auto at = reinterpret_cast<uintptr_t>(address);
-  switch (unit_kind(address)) {
-    case kUnitSegment: {
-      Page* entry = page_entry_of(address);
-      if (page_index(entry) < kFirstUsablePage) {
-        return diag_snprintf(buffer, capacity,
-                             "segmentation fault at %p, in a segment's metadata (heap "
-                             "underflow or stray write)",
-                             address);
-      }
-      Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
-      if (head->owner == nullptr || head->block_bytes == 0) {
-        return diag_snprintf(buffer, capacity,
-                             "segmentation fault at %p, in unused memory of a segment (heap "
-                             "overflow or use after free)",
-                             address);
-      }
-      uintptr_t start = reinterpret_cast<uintptr_t>(page_start(head));
-      size_t offset = (at - start) % head->block_bytes;
-      const char* what = kSecure && head->block_bytes >= kSecureProtectMinBytes
-                             ? "a freed block held inaccessible: use after free or double free"
-                             : "heap misuse";
-      return diag_snprintf(buffer, capacity,
-                           "segmentation fault at %p, %zu bytes into the %zu-byte block %p (%s)",
-                           address, offset, size_t{head->block_bytes},
-                           reinterpret_cast<void*>(at - offset), what);
-    }
-    case kUnitArena:
-    case kUnitLarge:
-    case kUnitLargeBelow:
-      return diag_snprintf(buffer, capacity,
-                           "segmentation fault at %p, in a large block's memory or its guard "
-                           "(heap overflow, underflow or use after free)",
-                           address);
-    default:
-      break;
-  }
-  // Within a unit of mapalloc's memory: a write that ran off the end (or the start) of it.
-  if (unit_kind(reinterpret_cast<void*>(at - kSegmentBytes)) != kUnitNone) {
-    return diag_snprintf(buffer, capacity,
-                         "segmentation fault at %p, just past mapalloc's memory (heap overflow?)",
-                         address);
-  }
-  if (unit_kind(reinterpret_cast<void*>(at + kSegmentBytes)) != kUnitNone) {
-    return diag_snprintf(buffer, capacity,
-                         "segmentation fault at %p, just before mapalloc's memory (heap "
-                         "underflow?)",
-                         address);
-  }
-  return 0;
 }
 
 void process_init() {

@@ -5,6 +5,9 @@
 //     malloc_usable_size (a one-byte overflow is caught);
 //   - the allocating operator (malloc, new or new[]) in the size field's top byte, checked at
 //     operator delete, and the sized deletes' size checked against the requested size;
+//   - a free checks the block before the freed one (its size field and, if live, canary): a
+//     heap underflow by up to the trailer's size is caught (blocks below 64 KiB);
+//   - blocks of 0 bytes point into a reserved inaccessible region (any access faults);
 //   - a quarantine: freed blocks up to 4 KiB wait in a random slot of the freeing thread's
 //     ring before they can be reused;
 //   - optional zeroing on free (MAPALLOC_ZERO_ON_FREE=1).
@@ -13,6 +16,8 @@
 #include <string.h>
 
 #include "api/secure.h"
+
+#include "api/init.h"
 #include "platform/diag.h"
 #include "platform/options.h"
 
@@ -104,6 +109,56 @@ MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char
   return size;
 }
 
+// The block before `block` (of `total` bytes, in the span starting at `span`): its size word
+// must be a trailer's or kCarvedTrailerWord, and if it is live its canary must be intact.
+MAPALLOC_INLINE void check_previous(const char* span, Block* block, size_t total, uintptr_t key) {
+  if (total >= kSecureProtectMinBytes || total <= 16) return;  // (those carry no such word)
+  auto* bytes = reinterpret_cast<char*>(block);
+  if (bytes == span) return;
+  auto* previous = reinterpret_cast<Block*>(bytes - total);
+  uint64_t encoded;
+  memcpy(&encoded, bytes - 8, 8);
+  uint64_t word = encoded ^ size_mask(previous);
+  if (word == kCarvedTrailerWord) return;
+  uint64_t size = word & kSizeBits;
+  if (MAPALLOC_UNLIKELY(size > total - kTrailerBytes || (word >> kKindShift) > 2)) {
+    fatal(
+        "free of %p: heap underflow detected (the size field of the %zu-byte block before it, "
+        "%p, was overwritten)",
+        static_cast<void*>(block), total, static_cast<void*>(previous));
+  }
+  if (previous->free_key == key) return;  // free: its canary may hold the free key
+  uint64_t canary;
+  memcpy(&canary, reinterpret_cast<char*>(previous) + size, 8);
+  if (MAPALLOC_UNLIKELY(canary != canary_of(previous))) {
+    fatal(
+        "free of %p: heap underflow detected (or an overflow of the %zu-byte block before it, "
+        "%p: its canary was overwritten)",
+        static_cast<void*>(block), static_cast<size_t>(size), static_cast<void*>(previous));
+  }
+}
+
+// Blocks of 0 bytes: distinct addresses 16 bytes apart in a reserved, inaccessible region
+// (reused after kZeroRegionBytes / 16 of them).
+constexpr size_t kZeroRegionBytes = 64 * kMiB;
+std::atomic<char*> zero_region{nullptr};
+std::atomic<size_t> zero_next{0};
+
+void* zero_block() {
+  char* region = zero_region.load(std::memory_order_acquire);
+  if (region == nullptr) {
+    auto* fresh = static_cast<char*>(os_reserve_aligned(kZeroRegionBytes, kOsPageBytes));
+    if (fresh == nullptr) return nullptr;
+    if (zero_region.compare_exchange_strong(region, fresh, std::memory_order_acq_rel)) {
+      region = fresh;
+    } else {
+      os_unmap(fresh, kZeroRegionBytes);
+    }
+  }
+  size_t index = zero_next.fetch_add(1, std::memory_order_relaxed) % (kZeroRegionBytes / 16);
+  return region + index * 16;
+}
+
 // The bytes a just-allocated block can hold (no validation needed).
 size_t new_block_total_bytes(const void* block) {
   unsigned kind = unit_kind(block);
@@ -113,6 +168,11 @@ size_t new_block_total_bytes(const void* block) {
 
 void* secure_allocate(size_t size, size_t alignment, bool zero,
                       AllocKind kind = AllocKind::kMalloc) {
+  if (size == 0 && alignment <= kMinAlignBytes) {
+    // (Set up as any first allocation is: the fault report among it.)
+    if (tls_heap == &empty_heap && thread_init() == nullptr) return out_of_memory();
+    if (void* block = zero_block()) return block;
+  }
   size_t inner;
   if (size > kMaxRequestBytes || __builtin_add_overflow(size, kTrailerBytes, &inner)) {
     return out_of_memory();
@@ -173,6 +233,7 @@ MAPALLOC_NOINLINE void release_zeroing(Heap* heap, Page* page, Block* block, siz
 // A block that passed validation: checked, optionally zeroed, then held in quarantine or freed.
 MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total,
                              size_t expected_size, AllocKind kind) {
+  check_previous(page_start(page), block, total, page->free_key);
   if (MAPALLOC_UNLIKELY(zero_on_free != ZeroOnFree::kOff))
     return release_zeroing(heap, page, block, total, expected_size, kind);
   check_trailer(block, total, "free", expected_size, kind);
@@ -183,7 +244,7 @@ MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total,
 // large blocks, and pointers that are not blocks (reported).
 MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer, size_t expected_size,
                                       AllocKind kind) {
-  if (pointer == nullptr) return;
+  if (pointer == nullptr || secure_is_zero_block(pointer)) return;
   BlockRef ref = locate(pointer, "free");
   if (ref.large != nullptr) {
     check_trailer(pointer, ref.usable_bytes, "free", expected_size, kind);
@@ -212,8 +273,9 @@ MAPALLOC_INLINE void free_checked(void* pointer, size_t expected_size, AllocKind
 }  // namespace
 
 void* secure_malloc(size_t size, AllocKind kind) {
-  // Small sizes: the default fast path, the block size straight from the class table.
-  if (MAPALLOC_LIKELY(size <= kSmallMaxBytes - kTrailerBytes)) {
+  // Small sizes: the default fast path, the block size straight from the class table (0: a
+  // block of the zero region, by secure_allocate).
+  if (MAPALLOC_LIKELY(size - 1 < kSmallMaxBytes - kTrailerBytes)) {
     size_t inner = size + kTrailerBytes;
     void* block = default_malloc(inner);
     if (MAPALLOC_UNLIKELY(block == nullptr)) return nullptr;
@@ -236,7 +298,14 @@ void secure_delete(void* pointer, size_t size, AllocKind kind) {
   free_checked(pointer, size, kind);
 }
 
+bool secure_is_zero_block(const void* pointer) {
+  const char* region = zero_region.load(std::memory_order_relaxed);
+  const auto* at = static_cast<const char*>(pointer);
+  return region != nullptr && at >= region && at < region + kZeroRegionBytes;
+}
+
 void* secure_realloc(void* pointer, size_t size) {
+  if (secure_is_zero_block(pointer)) return secure_allocate(size, kMinAlignBytes, false);
   BlockRef ref = locate(pointer, "realloc");
   size_t old_size = check_trailer(pointer, ref.usable_bytes, "realloc");
   void* moved = secure_allocate(size, kMinAlignBytes, false);
@@ -247,6 +316,7 @@ void* secure_realloc(void* pointer, size_t size) {
 }
 
 size_t secure_usable_size(const void* pointer) {
+  if (secure_is_zero_block(pointer)) return 0;
   BlockRef ref = locate(pointer, "malloc_usable_size");
   return check_trailer(pointer, ref.usable_bytes, "malloc_usable_size");
 }

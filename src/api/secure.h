@@ -24,5 +24,7 @@ void* secure_realloc(void* pointer, size_t size);
 void* secure_aligned_alloc(size_t alignment, size_t size, AllocKind kind = AllocKind::kMalloc);
 // `pointer` is not NULL.
 size_t secure_usable_size(const void* pointer);
+// Whether `pointer` is a block of 0 bytes: those point into a reserved inaccessible region.
+bool secure_is_zero_block(const void* pointer);
 
 }  // namespace mapalloc
