@@ -5,8 +5,8 @@
 //     malloc_usable_size (a one-byte overflow is caught);
 //   - the allocating operator (malloc, new or new[]) in the size field's top byte, checked at
 //     operator delete, and the sized deletes' size checked against the requested size;
-//   - a free checks the block before the freed one (its size field and, if live, canary): a
-//     heap underflow by up to the trailer's size is caught (blocks below 64 KiB);
+//   - a free checks the size field of the block before the freed one: a heap underflow that
+//     reaches it is caught (blocks of 32 bytes to 64 KiB that are not first in their span);
 //   - blocks of 0 bytes point into a reserved inaccessible region (any access faults);
 //   - a quarantine: freed blocks up to 4 KiB wait in a random slot of the freeing thread's
 //     ring before they can be reused;
@@ -109,33 +109,30 @@ MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char
   return size;
 }
 
-// The block before `block` (of `total` bytes, in the span starting at `span`): its size word
-// must be a trailer's or kCarvedTrailerWord, and if it is live its canary must be intact.
-MAPALLOC_INLINE void check_previous(const char* span, Block* block, size_t total, uintptr_t key) {
+[[noreturn]] MAPALLOC_NOINLINE MAPALLOC_COLD void report_underflow(const void* block, size_t total) {
+  fatal(
+      "free of %p: heap underflow detected (the size field of the %zu-byte block before it, %p, "
+      "was overwritten)",
+      block, total, static_cast<const char*>(block) - total);
+}
+
+// The block before `block` (of `total` bytes): its size word must be a trailer's or
+// kCarvedTrailerWord. (Skipped for blocks at the start of a page: a span's first block has
+// none before it.)
+MAPALLOC_INLINE void check_previous(Block* block, size_t total) {
   if (total >= kSecureProtectMinBytes || total <= 16) return;  // (those carry no such word)
   auto* bytes = reinterpret_cast<char*>(block);
-  if (bytes == span) return;
+  if ((reinterpret_cast<uintptr_t>(bytes) & (kPageBytes - 1)) == 0) return;
   auto* previous = reinterpret_cast<Block*>(bytes - total);
   uint64_t encoded;
   memcpy(&encoded, bytes - 8, 8);
   uint64_t word = encoded ^ size_mask(previous);
   if (word == kCarvedTrailerWord) return;
   uint64_t size = word & kSizeBits;
-  if (MAPALLOC_UNLIKELY(size > total - kTrailerBytes || (word >> kKindShift) > 2)) {
-    fatal(
-        "free of %p: heap underflow detected (the size field of the %zu-byte block before it, "
-        "%p, was overwritten)",
-        static_cast<void*>(block), total, static_cast<void*>(previous));
-  }
-  if (previous->free_key == key) return;  // free: its canary may hold the free key
-  uint64_t canary;
-  memcpy(&canary, reinterpret_cast<char*>(previous) + size, 8);
-  if (MAPALLOC_UNLIKELY(canary != canary_of(previous))) {
-    fatal(
-        "free of %p: heap underflow detected (or an overflow of the %zu-byte block before it, "
-        "%p: its canary was overwritten)",
-        static_cast<void*>(block), static_cast<size_t>(size), static_cast<void*>(previous));
-  }
+  if (MAPALLOC_UNLIKELY(size > total - kTrailerBytes || (word >> kKindShift) > 2))
+    report_underflow(block, total);
+  // (Its canary is checked when it is freed: an underflow of up to 8 bytes always reaches the
+  // size field first.)
 }
 
 // Blocks of 0 bytes: distinct addresses 16 bytes apart in a reserved, inaccessible region
@@ -233,7 +230,7 @@ MAPALLOC_NOINLINE void release_zeroing(Heap* heap, Page* page, Block* block, siz
 // A block that passed validation: checked, optionally zeroed, then held in quarantine or freed.
 MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total,
                              size_t expected_size, AllocKind kind) {
-  check_previous(page_start(page), block, total, page->free_key);
+  check_previous(block, total);
   if (MAPALLOC_UNLIKELY(zero_on_free != ZeroOnFree::kOff))
     return release_zeroing(heap, page, block, total, expected_size, kind);
   check_trailer(block, total, "free", expected_size, kind);
