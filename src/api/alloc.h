@@ -64,8 +64,9 @@ MAPALLOC_INLINE void default_free_sized(void* pointer, size_t size) {
   if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag && size <= kSmallMaxBytes)) {
     Page* page = page_entry_in_unit(unit, pointer);
     // (A span tail's record fails this or default_free's block-start test: both go slow.)
-    if (MAPALLOC_LIKELY(heap->small_classes.class_of[(size + kMinAlignBytes - 1) /
-                                                     kMinAlignBytes] == page->size_class)) {
+    if (MAPALLOC_LIKELY(
+            heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes] ==
+            page->size_class)) {
       return default_free(pointer);
     }
   } else if (segment_map[unit] == heap->segment_tag && size <= kClassMaxBytes &&

@@ -70,10 +70,9 @@ size_t describe_fault(const void* address, char* buffer, size_t capacity) {
       const char* what = kSecure && head->block_bytes >= kSecureProtectMinBytes
                              ? "a freed block held inaccessible: use after free or double free"
                              : "heap misuse";
-      return diag_snprintf(buffer, capacity,
-                           "segmentation fault at %p, %zu bytes into the %zu-byte block %p (%s)",
-                           address, offset, size_t{head->block_bytes},
-                           reinterpret_cast<void*>(at - offset), what);
+      return diag_snprintf(
+          buffer, capacity, "segmentation fault at %p, %zu bytes into the %zu-byte block %p (%s)",
+          address, offset, size_t{head->block_bytes}, reinterpret_cast<void*>(at - offset), what);
     }
     case kUnitArena:
     case kUnitLarge:

@@ -109,7 +109,8 @@ MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char
   return size;
 }
 
-[[noreturn]] MAPALLOC_NOINLINE MAPALLOC_COLD void report_underflow(const void* block, size_t total) {
+[[noreturn]] MAPALLOC_NOINLINE MAPALLOC_COLD void report_underflow(const void* block,
+                                                                   size_t total) {
   fatal(
       "free of %p: heap underflow detected (the size field of the %zu-byte block before it, %p, "
       "was overwritten)",

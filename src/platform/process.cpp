@@ -1,15 +1,15 @@
 #include "platform/process.h"
 
 #include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <sched.h>
-#include <link.h>
 #include <signal.h>
-#include <ucontext.h>
-#include <string.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/auxv.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 namespace mapalloc {
