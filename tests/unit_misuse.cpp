@@ -179,7 +179,7 @@ TEST_CASE("the secure build keeps freed blocks of 64 KiB and more inaccessible")
   expect_stop(kSecureLibrary, "uaf-read.256KiB", SIGSEGV, "use after free or double free");
   expect_stop(kSecureLibrary, "uaf-write-after-malloc.256KiB", SIGSEGV,
               "use after free or double free");
-  expect_stop(kSecureLibrary, "double-free-now.256KiB", SIGSEGV, "double free");
+  expect_stop(kSecureLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x");
   expect_stop(kSecureLibrary, "uaf-read.2MiB", SIGSEGV, "large block");
   expect_got_away(kDefaultLibrary, "uaf-read.256KiB");
   expect_stop(kDefaultLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x");

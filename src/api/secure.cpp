@@ -243,6 +243,14 @@ MAPALLOC_INLINE void release(Heap* heap, Page* page, Block* block, size_t total,
 MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer, size_t expected_size,
                                       AllocKind kind) {
   if (pointer == nullptr || secure_is_zero_block(pointer)) return;
+  // A block in this thread's protected quarantine is inaccessible: its free key cannot be read.
+  for (Block* waiting : heap->protected_quarantine) {
+    if (MAPALLOC_UNLIKELY(waiting == pointer && waiting != nullptr)) {
+      Page* entry = page_entry_of(pointer);
+      Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
+      fatal("double free of %p (size class, %zu bytes)", pointer, size_t{head->block_bytes});
+    }
+  }
   BlockRef ref = locate(pointer, "free");
   if (ref.large != nullptr) {
     check_trailer(pointer, ref.usable_bytes, "free", expected_size, kind);
@@ -260,7 +268,9 @@ MAPALLOC_INLINE void free_checked(void* pointer, size_t expected_size, AllocKind
     Page* page = page_entry_in_unit(unit, pointer);
     auto* block = static_cast<Block*>(pointer);
     uint64_t offset = reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1);
+    // (Blocks that may wait inaccessible in the protected quarantine go the slow way.)
     if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
+                        page->block_bytes < kSecureProtectMinBytes &&
                         block->free_key != page->free_key)) {
       return release(heap, page, block, page->block_bytes, expected_size, kind);
     }

@@ -145,7 +145,6 @@ uintptr_t fault_instruction(void* context) {
 }
 
 void fault_handler(int signal_number, siginfo_t* info, void* context) {
-  // SA_RESETHAND has restored the default action already.
   if (info->si_code > 0 && fault_describer != nullptr) {  // a real fault, not kill()
     char line[256];
     memcpy(line, "mapalloc: ", 10);
@@ -162,9 +161,15 @@ void fault_handler(int signal_number, siginfo_t* info, void* context) {
       line[10 + length] = '\n';
       os_write_all(2, line, 10 + length + 1);
     }
-    return;  // the access runs again and faults, now with the default action
   }
-  raise(signal_number);
+  // The default action from now on, also when a handler the program installed later called
+  // this one as the previous handler (SA_RESETHAND then reset nothing): the access runs again
+  // and faults, or the signal is raised again, and the process dies of it.
+  struct sigaction default_action;
+  memset(&default_action, 0, sizeof default_action);
+  default_action.sa_handler = SIG_DFL;
+  sigaction(signal_number, &default_action, nullptr);
+  if (info->si_code <= 0) raise(signal_number);
 }
 
 }  // namespace
