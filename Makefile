@@ -184,6 +184,7 @@ include scripts/make/install.mk
 # make trace-tools (the tracing library, replay, trace-info) and make fuzz / fuzz-quick.
 include scripts/make/trace.mk
 include scripts/make/fuzz.mk
+include scripts/make/security.mk
 
 # make memory-return (the README's memory-return table).
 include scripts/make/bench_extra.mk

@@ -102,6 +102,7 @@ known_failure() { # allocator output
 lib_for() {
   case $1 in
     mapalloc) echo "$lib_dir/libmapalloc.so" ;;
+    mapalloc-secure) echo "$lib_dir/libmapalloc-secure.so" ;;
     glibc) echo "" ;;
     jemalloc) echo "$libdir_sys/libjemalloc.so.2" ;;
     mimalloc) echo "$libdir_sys/libmimalloc.so.2" ;;

@@ -103,3 +103,90 @@ TEST_CASE("the secure build zeroes blocks on free when MAPALLOC_ZERO_ON_FREE=1, 
   CHECK(kept.exited);
   CHECK(kept.exit_code == 3);
 }
+
+// --- the security suite's catches (tests/security/; built by scripts/make/security.mk) -------
+
+namespace {
+
+test_support::ChildResult run_security_case(const char* library, const char* name,
+                                            const char* report_faults = nullptr) {
+  std::string path = std::string("build/security/") + name;
+  return test_support::run_in_child([library, path, report_faults] {
+    setenv("LD_PRELOAD", library, 1);
+    if (report_faults != nullptr) setenv("MAPALLOC_REPORT_FAULTS", report_faults, 1);
+    execl(path.c_str(), path.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  });
+}
+
+// Stopped by `signal` with exactly one line on stderr, a mapalloc line containing `message`.
+void expect_stop(const char* library, const char* name, int signal, const char* message) {
+  test_support::ChildResult result = run_security_case(library, name);
+  INFO(library << " " << name << ": stderr: " << result.stderr_text);
+  CHECK_FALSE(result.exited);
+  CHECK(result.signal == signal);
+  CHECK(result.stderr_text.find(message) != std::string::npos);
+  CHECK(result.stderr_text.rfind("mapalloc: ", 0) == 0);
+  CHECK(std::count(result.stderr_text.begin(), result.stderr_text.end(), '\n') == 1);
+}
+
+void expect_got_away(const char* library, const char* name) {
+  test_support::ChildResult result = run_security_case(library, name);
+  INFO(library << " " << name << ": stderr: " << result.stderr_text);
+  CHECK(result.exited);
+  CHECK(result.exit_code == 0);
+}
+
+}  // namespace
+
+TEST_CASE("a sized delete with the wrong size is caught in both builds") {
+  expect_stop(kDefaultLibrary, "sized-delete-wrong-size.8B", SIGABRT, "sized delete of 0x");
+  expect_stop(kSecureLibrary, "sized-delete-wrong-size.8B", SIGABRT, "sized delete of 0x");
+  expect_stop(kDefaultLibrary, "sized-delete-wrong-size.2MiB", SIGABRT, "wrong size");
+  expect_stop(kSecureLibrary, "sized-delete-wrong-size.2MiB", SIGABRT, "wrong size");
+}
+
+TEST_CASE("new/delete[] and new[]/delete mismatches: caught by the secure build only") {
+  expect_stop(kSecureLibrary, "new-then-delete-array.8B", SIGABRT, "new/delete mismatch");
+  expect_stop(kSecureLibrary, "new-array-then-delete.4KiB", SIGABRT, "new/delete mismatch");
+  expect_got_away(kDefaultLibrary, "new-then-delete-array.8B");
+  expect_got_away(kDefaultLibrary, "new-array-then-delete.4KiB");
+}
+
+TEST_CASE("segmentation faults in mapalloc's memory are reported, others are not") {
+  expect_stop(kDefaultLibrary, "overflow-1MiB-direct.8B", SIGSEGV, "segmentation fault");
+  expect_stop(kSecureLibrary, "uaf-read.2MiB", SIGSEGV, "segmentation fault");
+  // Switched off: the same death, silent.
+  test_support::ChildResult quiet =
+      run_security_case(kDefaultLibrary, "overflow-1MiB-direct.8B", "0");
+  CHECK(quiet.signal == SIGSEGV);
+  CHECK(quiet.stderr_text.empty());
+  // A fault of the program's own, far from the heap.
+  for (const char* library : {kDefaultLibrary, kSecureLibrary}) {
+    test_support::ChildResult wild = run_case(library, "wild-write");
+    INFO(library << " stderr: " << wild.stderr_text);
+    CHECK(wild.signal == SIGSEGV);
+    CHECK(wild.stderr_text.empty());
+  }
+}
+
+TEST_CASE("the secure build catches heap underflows into the previous block's size field") {
+  expect_stop(kSecureLibrary, "underflow-1-direct.8B", SIGABRT, "heap underflow detected");
+  expect_got_away(kDefaultLibrary, "underflow-1-direct.8B");
+}
+
+TEST_CASE("the secure build keeps freed blocks of 64 KiB and more inaccessible") {
+  expect_stop(kSecureLibrary, "uaf-read.256KiB", SIGSEGV, "use after free or double free");
+  expect_stop(kSecureLibrary, "uaf-write-after-malloc.256KiB", SIGSEGV,
+              "use after free or double free");
+  expect_stop(kSecureLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x");
+  expect_stop(kSecureLibrary, "uaf-read.2MiB", SIGSEGV, "large block");
+  expect_got_away(kDefaultLibrary, "uaf-read.256KiB");
+  expect_stop(kDefaultLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x");
+}
+
+TEST_CASE("the secure build's blocks of 0 bytes fault on access, also after free") {
+  expect_stop(kSecureLibrary, "zero-size-read", SIGSEGV, "0-byte block");
+  expect_stop(kSecureLibrary, "zero-size-write-after-free", SIGSEGV, "0-byte block");
+  expect_got_away(kDefaultLibrary, "zero-size-read");
+}

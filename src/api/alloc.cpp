@@ -163,6 +163,23 @@ void free_slow(void* pointer) {
   free_located(locate(pointer, "free"), pointer);
 }
 
+void free_sized_slow(void* pointer, size_t size, bool exact_class) {
+  if (pointer == nullptr) return;
+  BlockRef ref = locate(pointer, "sized delete");
+  // A class block: the size's class (aligned forms: any size up to the block's). A large
+  // block: any size up to its usable bytes that rounds to it (more than half of it).
+  bool fits = size <= ref.usable_bytes;
+  if (ref.kind == BlockKind::kClass && exact_class)
+    fits = fits && size_class_of(size == 0 ? 1 : size) == ref.page->size_class;
+  else if (ref.kind != BlockKind::kClass && exact_class)
+    fits = fits && size > ref.usable_bytes / 2;
+  if (MAPALLOC_UNLIKELY(!fits)) {
+    fatal("sized delete of %p: wrong size %zu for a block of %zu bytes (%s)", pointer, size,
+          ref.usable_bytes, ref.kind == BlockKind::kClass ? "size class" : "large block");
+  }
+  free_located(ref, pointer);
+}
+
 void* default_calloc(size_t total) {
   if (total <= kClassMaxBytes) {
     void* block = default_malloc(total);

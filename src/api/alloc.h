@@ -53,6 +53,29 @@ MAPALLOC_INLINE void default_free(void* pointer) {
   free_slow(pointer);
 }
 
+// Sized operator delete (`size` the size given to operator new; `exact_class` false for the
+// aligned forms, which may have been served by a bigger class): a size that does not fit the
+// block ends the program. Only the sized-delete path pays for the check: it compares the size's
+// class with the page's and then takes default_free's path (malloc and free are unchanged).
+MAPALLOC_NOINLINE void free_sized_slow(void* pointer, size_t size, bool exact_class);
+MAPALLOC_INLINE void default_free_sized(void* pointer, size_t size) {
+  Heap* heap = tls_heap;
+  uintptr_t unit = unit_of(pointer);
+  if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag && size <= kSmallMaxBytes)) {
+    Page* page = page_entry_in_unit(unit, pointer);
+    // (A span tail's record fails this or default_free's block-start test: both go slow.)
+    if (MAPALLOC_LIKELY(
+            heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes] ==
+            page->size_class)) {
+      return default_free(pointer);
+    }
+  } else if (segment_map[unit] == heap->segment_tag && size <= kClassMaxBytes &&
+             size_class_of(size) == page_entry_in_unit(unit, pointer)->size_class) {
+    return default_free(pointer);
+  }
+  free_sized_slow(pointer, size, true);
+}
+
 // What a pointer handed to free/realloc/malloc_usable_size refers to, after validation.
 enum class BlockKind { kClass, kArena, kOwnMapping };
 struct BlockRef {

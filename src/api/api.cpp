@@ -29,7 +29,10 @@ MAPALLOC_EXPORT void* mapalloc_aligned_alloc(size_t alignment, size_t size) {
 MAPALLOC_EXPORT size_t mapalloc_usable_size(const void* pointer) {
   return usable_size_impl(pointer);
 }
-MAPALLOC_EXPORT int mapalloc_owns(const void* pointer) { return owns_impl(pointer) ? 1 : 0; }
+MAPALLOC_EXPORT int mapalloc_owns(const void* pointer) {
+  if (kSecure && secure_is_zero_block(pointer)) return 1;
+  return owns_impl(pointer) ? 1 : 0;
+}
 MAPALLOC_EXPORT int mapalloc_trim(void) { return trim_impl(0); }
 
 MAPALLOC_EXPORT int mapalloc_stats_get(mapalloc_stats_t* stats) {

@@ -22,6 +22,31 @@ MAPALLOC_INLINE void free_fast(void* pointer) {
     default_free(pointer);
 }
 
+// operator new: malloc, and the secure build records `kind` (kNew or kNewArray).
+MAPALLOC_INLINE void* new_fast(size_t size, AllocKind kind) {
+  if constexpr (kSecure)
+    return secure_malloc(size, kind);
+  else
+    return default_malloc(size);
+}
+
+// operator delete: `kind` the operator's (kNew or kNewArray), `size` the sized forms' (else
+// kAnySize); `exact_class` false for the aligned forms. The default build checks the size
+// against the block's class (sized forms only); the secure build checks the size against the
+// requested one and the kind against the allocating operator.
+MAPALLOC_INLINE void delete_fast(void* pointer, AllocKind kind, size_t size = kAnySize,
+                                 bool exact_class = true) {
+  if constexpr (kSecure) {
+    secure_delete(pointer, size, kind);
+  } else if (size == kAnySize) {
+    default_free(pointer);
+  } else if (exact_class) {
+    default_free_sized(pointer, size);
+  } else {
+    free_sized_slow(pointer, size, false);
+  }
+}
+
 // NULL with errno = ENOMEM when count * size overflows.
 void* calloc_impl(size_t count, size_t size);
 
@@ -29,7 +54,7 @@ void* calloc_impl(size_t count, size_t size);
 void* realloc_impl(void* pointer, size_t size);
 
 // `alignment` must be a power of two; returns nullptr with errno = ENOMEM on failure.
-void* aligned_alloc_impl(size_t alignment, size_t size);
+void* aligned_alloc_impl(size_t alignment, size_t size, AllocKind kind = AllocKind::kMalloc);
 
 // 0 for NULL; aborts with a diagnostic for pointers that are not live blocks of ours.
 size_t usable_size_impl(const void* pointer);

@@ -28,6 +28,8 @@ void process_init() {
   apply_options();
   os_draw_secrets();
   os_thread_exit_key_create(on_thread_exit);
+  // Segmentation faults in our memory get a one-line report (MAPALLOC_REPORT_FAULTS=0: not).
+  if (options().report_faults) os_report_faults(describe_fault);
 }
 
 // At load: options and, if asked for, the statistics sampler (the one start-up work that

@@ -18,4 +18,8 @@ void thread_exit();
 // In a forked child: resets the process-wide locks (see spin_lock.h).
 void after_fork_child();
 
+// For the segmentation-fault report (os_report_faults; defined in entry.cpp): what `address`
+// is in mapalloc's memory, written to `buffer`; 0 when it is not near mapalloc's memory.
+size_t describe_fault(const void* address, char* buffer, size_t capacity);
+
 }  // namespace mapalloc

@@ -9,9 +9,9 @@
 
 namespace mapalloc {
 
-inline void* aligned_new(size_t size, size_t alignment) {
+inline void* aligned_new(size_t size, size_t alignment, AllocKind kind = AllocKind::kMalloc) {
   if (!is_power_of_two(alignment)) return nullptr;
-  return aligned_alloc_impl(alignment, size);
+  return aligned_alloc_impl(alignment, size, kind);
 }
 
 // Retries through the new-handler; nullptr once there is none.

@@ -60,6 +60,11 @@ struct Heap {
   static constexpr unsigned kQuarantineSlots = kSecure ? 256 : 1;
   Block* quarantine[kQuarantineSlots] = {};
   uint64_t quarantine_random = 0;
+  // Secure build: freed blocks of kSecureProtectMinBytes and more, made inaccessible, wait here
+  // (first in, first out) until kProtectedSlots more have come.
+  static constexpr unsigned kProtectedSlots = kSecure ? 4 : 1;
+  Block* protected_quarantine[kProtectedSlots] = {};
+  unsigned protected_next = 0;
   // Set by other threads' frees into this heap's pages (written only when clear, and on a line
   // of its own, so that remote frees do not keep taking the owner's cache lines away).
   alignas(64) std::atomic<bool> remote_frees_pending{false};
@@ -107,6 +112,8 @@ void heap_free_any(Heap* heap, Block* block);
 
 // Secure build: really frees every block waiting in the heap's quarantine.
 void heap_flush_quarantine(Heap* heap);
+// Secure build: frees a block of the protected quarantine (makes it accessible first).
+void heap_free_protected(Heap* heap, Block* block);
 
 // Takes in the blocks other threads freed into this heap's pages (delayed list and the pages'
 // thread_free lists) and retires pages left empty. Owner only. Returns the pages retired.

@@ -86,6 +86,18 @@ void heap_flush_quarantine(Heap* heap) {
     slot = nullptr;
     if (block != nullptr) heap_free_any(heap, block);
   }
+  for (Block*& slot : heap->protected_quarantine) {
+    Block* block = slot;
+    slot = nullptr;
+    if (block != nullptr) heap_free_protected(heap, block);
+  }
+}
+
+void heap_free_protected(Heap* heap, Block* block) {
+  Page* entry = page_entry_of(block);
+  Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
+  os_unguard(block, head->block_bytes);
+  heap_free_any(heap, block);
 }
 
 bool heap_block_is_free(Heap* owner, Page* page, Block* block) {

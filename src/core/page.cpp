@@ -1,5 +1,7 @@
 #include "core/page.h"
 
+#include <string.h>
+
 namespace mapalloc {
 
 namespace {
@@ -30,6 +32,10 @@ namespace {
         reinterpret_cast<Block*>(first + ((start + uint64_t{i} * stride) % count) * block_bytes);
     set_block_next(block, head);
     block->free_key = key;
+    if (block_bytes > 16 && block_bytes < kSecureProtectMinBytes) {
+      uint64_t word = kCarvedTrailerWord ^ block_link_mask(block);
+      memcpy(reinterpret_cast<char*>(block) + block_bytes - 8, &word, 8);
+    }
     head = block;
   }
   return head;

@@ -219,6 +219,11 @@ MAPALLOC_INLINE uintptr_t block_link_mask(const Block* block) {
          ((reinterpret_cast<uintptr_t>(block) >> 4) * 0x9e3779b97f4a7c15ull);
 }
 
+// Secure build: the last 8 bytes of every carved block below kSecureProtectMinBytes (and above
+// 16 bytes) hold, XOR block_link_mask, either this (never allocated) or the trailer's size word
+// (api/secure.cpp), so that a free can check the block before it (a heap underflow).
+constexpr uint64_t kCarvedTrailerWord = 0xfe00000000000000ull;
+
 [[noreturn]] void report_corrupt_link(const Block* block);
 
 MAPALLOC_INLINE Block* block_next_any(const Block* block) {

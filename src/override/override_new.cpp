@@ -9,85 +9,96 @@ using namespace mapalloc;
 
 namespace {
 
-MAPALLOC_INLINE void* new_or_throw(size_t size) {
-  void* block = malloc_fast(size);
+// `kind`: which operator allocates (the secure build records it and checks it at delete).
+MAPALLOC_INLINE void* new_or_throw(size_t size, AllocKind kind) {
+  void* block = new_fast(size, kind);
   if (MAPALLOC_LIKELY(block != nullptr)) return block;
   block = new_retry_with_handler(size, kMinAlignBytes);
   if (block == nullptr) cxx_throw_bad_alloc();
   return block;
 }
 
-void* new_or_throw(size_t size, std::align_val_t alignment) {
-  void* block = aligned_new(size, static_cast<size_t>(alignment));
+void* new_or_throw(size_t size, std::align_val_t alignment, AllocKind kind) {
+  void* block = aligned_new(size, static_cast<size_t>(alignment), kind);
   if (block == nullptr) block = new_retry_with_handler(size, static_cast<size_t>(alignment));
   if (block == nullptr) cxx_throw_bad_alloc();
   return block;
 }
 
-void* new_or_null(size_t size) {
-  void* block = malloc_fast(size);
+void* new_or_null(size_t size, AllocKind kind) {
+  void* block = new_fast(size, kind);
   return block != nullptr ? block : new_retry_with_handler(size, kMinAlignBytes);
 }
 
-void* new_or_null(size_t size, std::align_val_t alignment) {
-  void* block = aligned_new(size, static_cast<size_t>(alignment));
+void* new_or_null(size_t size, std::align_val_t alignment, AllocKind kind) {
+  void* block = aligned_new(size, static_cast<size_t>(alignment), kind);
   return block != nullptr ? block : new_retry_with_handler(size, static_cast<size_t>(alignment));
 }
+
+constexpr AllocKind kNew = AllocKind::kNew;
+constexpr AllocKind kArray = AllocKind::kNewArray;
 
 }  // namespace
 
 #define MAPALLOC_CXX_EXPORT __attribute__((visibility("default")))
 
-MAPALLOC_CXX_EXPORT void* operator new(size_t size) { return new_or_throw(size); }
-MAPALLOC_CXX_EXPORT void* operator new[](size_t size) { return new_or_throw(size); }
+MAPALLOC_CXX_EXPORT void* operator new(size_t size) { return new_or_throw(size, kNew); }
+MAPALLOC_CXX_EXPORT void* operator new[](size_t size) { return new_or_throw(size, kArray); }
 MAPALLOC_CXX_EXPORT void* operator new(size_t size, const std::nothrow_t&) noexcept {
-  return new_or_null(size);
+  return new_or_null(size, kNew);
 }
 MAPALLOC_CXX_EXPORT void* operator new[](size_t size, const std::nothrow_t&) noexcept {
-  return new_or_null(size);
+  return new_or_null(size, kArray);
 }
 MAPALLOC_CXX_EXPORT void* operator new(size_t size, std::align_val_t alignment) {
-  return new_or_throw(size, alignment);
+  return new_or_throw(size, alignment, kNew);
 }
 MAPALLOC_CXX_EXPORT void* operator new[](size_t size, std::align_val_t alignment) {
-  return new_or_throw(size, alignment);
+  return new_or_throw(size, alignment, kArray);
 }
 MAPALLOC_CXX_EXPORT void* operator new(size_t size, std::align_val_t alignment,
                                        const std::nothrow_t&) noexcept {
-  return new_or_null(size, alignment);
+  return new_or_null(size, alignment, kNew);
 }
 MAPALLOC_CXX_EXPORT void* operator new[](size_t size, std::align_val_t alignment,
                                          const std::nothrow_t&) noexcept {
-  return new_or_null(size, alignment);
+  return new_or_null(size, alignment, kArray);
 }
 
-MAPALLOC_CXX_EXPORT void operator delete(void* pointer) noexcept { free_fast(pointer); }
-MAPALLOC_CXX_EXPORT void operator delete[](void* pointer) noexcept { free_fast(pointer); }
-MAPALLOC_CXX_EXPORT void operator delete(void* pointer, size_t) noexcept { free_fast(pointer); }
-MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, size_t) noexcept { free_fast(pointer); }
+// Sized forms: the size is checked (default build: against the block's class; secure build:
+// against the requested size). The secure build also checks new against delete[] and new[]
+// against delete.
+MAPALLOC_CXX_EXPORT void operator delete(void* pointer) noexcept { delete_fast(pointer, kNew); }
+MAPALLOC_CXX_EXPORT void operator delete[](void* pointer) noexcept { delete_fast(pointer, kArray); }
+MAPALLOC_CXX_EXPORT void operator delete(void* pointer, size_t size) noexcept {
+  delete_fast(pointer, kNew, size);
+}
+MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, size_t size) noexcept {
+  delete_fast(pointer, kArray, size);
+}
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer, const std::nothrow_t&) noexcept {
-  free_fast(pointer);
+  delete_fast(pointer, kNew);
 }
 MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, const std::nothrow_t&) noexcept {
-  free_fast(pointer);
+  delete_fast(pointer, kArray);
 }
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer, std::align_val_t) noexcept {
-  free_fast(pointer);
+  delete_fast(pointer, kNew);
 }
 MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, std::align_val_t) noexcept {
-  free_fast(pointer);
+  delete_fast(pointer, kArray);
 }
-MAPALLOC_CXX_EXPORT void operator delete(void* pointer, size_t, std::align_val_t) noexcept {
-  free_fast(pointer);
+MAPALLOC_CXX_EXPORT void operator delete(void* pointer, size_t size, std::align_val_t) noexcept {
+  delete_fast(pointer, kNew, size, false);
 }
-MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, size_t, std::align_val_t) noexcept {
-  free_fast(pointer);
+MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, size_t size, std::align_val_t) noexcept {
+  delete_fast(pointer, kArray, size, false);
 }
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer, std::align_val_t,
                                          const std::nothrow_t&) noexcept {
-  free_fast(pointer);
+  delete_fast(pointer, kNew);
 }
 MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, std::align_val_t,
                                            const std::nothrow_t&) noexcept {
-  free_fast(pointer);
+  delete_fast(pointer, kArray);
 }

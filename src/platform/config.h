@@ -71,6 +71,9 @@ constexpr size_t kMinAlignBytes = 16;
 // waste at most one 64 KiB page. The secure build keeps classes up to 1 MiB: its large blocks
 // are separate mappings with guard pages, too costly to make for every block above 128 KiB.
 constexpr size_t kSmallMaxBytes = 1024;
+// The secure build makes freed blocks of at least this size inaccessible while they wait in its
+// quarantine (api/secure.cpp).
+constexpr size_t kSecureProtectMinBytes = 64 * 1024;
 constexpr size_t kClassMaxBytes = kSecure ? 1 * kMiB : 128 * kKiB;
 
 // Requests above this are refused with ENOMEM before any arithmetic can overflow (glibc uses

@@ -28,6 +28,8 @@ struct Options {
   uint32_t unmap_delay_ms;
   // Secure build: overwrite blocks with zeroes when they are freed.
   bool zero_on_free;
+  // Install the SIGSEGV/SIGBUS reporter that names the block or structure a fault hit.
+  bool report_faults;
   // Transparent huge pages (madvise MADV_HUGEPAGE): far fewer page faults and TLB misses,
   // coarser memory return. 0: never; 1: large-block arenas, and the segments mapped once the
   // process has kThpSegmentsFromBytes of segments (a small program keeps 4 KiB pages); 2:
@@ -70,7 +72,7 @@ struct OptionRow {
   void (*set)(Options&, long);
 };
 
-constexpr size_t kOptionCount = 11;
+constexpr size_t kOptionCount = 12;
 extern const OptionRow kOptionTable[kOptionCount];
 
 // The row named `name` (as mapalloc_option_get/set take it); nullptr if there is none.

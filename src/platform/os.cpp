@@ -199,6 +199,11 @@ bool os_guard(void* start, size_t bytes) {
   return mprotect(start, bytes, PROT_NONE) == 0;
 }
 
+bool os_unguard(void* start, size_t bytes) {
+  ErrnoGuard keep_errno;
+  return mprotect(start, bytes, PROT_READ | PROT_WRITE) == 0;
+}
+
 bool os_resize_in_place(void* start, size_t old_bytes, size_t new_bytes) {
   ErrnoGuard keep_errno;
   os_counters.mremap_calls.fetch_add(1, std::memory_order_relaxed);

@@ -61,6 +61,8 @@ void os_advise_huge_pages(void* start, size_t bytes);
 
 // Makes a page-aligned range inaccessible (a guard: any access faults). Secure build only.
 bool os_guard(void* start, size_t bytes);
+// Makes such a range readable and writable again.
+bool os_unguard(void* start, size_t bytes);
 
 // Fault injection: make the mapping request that is `countdown` requests from now fail (1 = the
 // next one), and with `and_all_later` every request after it too; 0 disables. Reaches every path

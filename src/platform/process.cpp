@@ -1,11 +1,15 @@
 #include "platform/process.h"
 
 #include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/auxv.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 namespace mapalloc {
@@ -119,6 +123,85 @@ void os_draw_secrets() { pthread_once(&secrets_once, draw_secrets); }
 void* os_move_break(intptr_t increment) {
   void* previous = sbrk(increment);
   return previous == reinterpret_cast<void*>(-1) ? nullptr : previous;
+}
+
+namespace {
+
+FaultDescriber fault_describer = nullptr;
+
+// The executable range of this shared library: [code_start, code_end); empty when the library
+// is linked into the executable itself (a fault there may be the program's own).
+extern "C" const ElfW(Ehdr) __ehdr_start __attribute__((visibility("hidden")));
+uintptr_t code_start = 0, code_end = 0;
+
+void find_own_code() {
+  const auto* header = &__ehdr_start;
+  auto base = reinterpret_cast<uintptr_t>(header);
+  if (base + header->e_phoff == getauxval(AT_PHDR)) return;  // we are the executable
+  const auto* segments = reinterpret_cast<const ElfW(Phdr)*>(base + header->e_phoff);
+  for (unsigned i = 0; i < header->e_phnum; ++i) {
+    if (segments[i].p_type != PT_LOAD || (segments[i].p_flags & PF_X) == 0) continue;
+    code_start = base + segments[i].p_vaddr;
+    code_end = code_start + segments[i].p_memsz;
+  }
+}
+
+uintptr_t fault_instruction(void* context) {
+#if defined(__x86_64__)
+  return static_cast<uintptr_t>(static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RIP]);
+#elif defined(__aarch64__)
+  return static_cast<uintptr_t>(static_cast<ucontext_t*>(context)->uc_mcontext.pc);
+#else
+  (void)context;
+  return 0;
+#endif
+}
+
+void fault_handler(int signal_number, siginfo_t* info, void* context) {
+  if (info->si_code > 0 && fault_describer != nullptr) {  // a real fault, not kill()
+    char line[256];
+    memcpy(line, "mapalloc: ", 10);
+    size_t length = fault_describer(info->si_addr, line + 10, sizeof line - 11);
+    uintptr_t instruction = fault_instruction(context);
+    if (length == 0 && instruction >= code_start && instruction < code_end) {
+      const char kInside[] =
+          "segmentation fault inside mapalloc: a heap structure was corrupted (heap overflow, "
+          "underflow or use after free)";
+      length = sizeof kInside - 1;
+      memcpy(line + 10, kInside, length);
+    }
+    if (length != 0) {
+      line[10 + length] = '\n';
+      os_write_all(2, line, 10 + length + 1);
+    }
+  }
+  // The default action from now on, also when a handler the program installed later called
+  // this one as the previous handler (SA_RESETHAND then reset nothing): the access runs again
+  // and faults, or the signal is raised again, and the process dies of it.
+  struct sigaction default_action;
+  memset(&default_action, 0, sizeof default_action);
+  default_action.sa_handler = SIG_DFL;
+  sigaction(signal_number, &default_action, nullptr);
+  if (info->si_code <= 0) raise(signal_number);
+}
+
+}  // namespace
+
+void os_report_faults(FaultDescriber describe) {
+  fault_describer = describe;
+  find_own_code();
+  const int kSignals[] = {SIGSEGV, SIGBUS};
+  for (int signal_number : kSignals) {
+    struct sigaction current;
+    if (sigaction(signal_number, nullptr, &current) != 0) continue;
+    if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL) continue;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = fault_handler;
+    action.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    sigaction(signal_number, &action, nullptr);
+  }
 }
 
 }  // namespace mapalloc

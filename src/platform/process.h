@@ -69,6 +69,14 @@ void os_thread_exit_key_set(void* value);
 // pthread_atfork: `child` runs in the child after each fork (it may allocate the first time).
 void os_at_fork_child(void (*child)());
 
+// Reports of segmentation faults in the allocator's memory: for SIGSEGV and SIGBUS whose
+// disposition is still the default, a handler that asks `describe` about the faulting address
+// and, if it writes a description (returns its length, else 0), prints "mapalloc: <it>" on
+// stderr; then the default action runs as it would have (the access faults again and the
+// process dies of the signal). A program that installs its own handler replaces this one.
+using FaultDescriber = size_t (*)(const void* address, char* buffer, size_t capacity);
+void os_report_faults(FaultDescriber describe);
+
 // ---- randomness, the process secrets and the break --------------------------------------------
 
 // 64 unpredictable bits: the kernel's AT_RANDOM bytes, mixed with the clock.

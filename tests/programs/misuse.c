@@ -112,6 +112,13 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 600; ++i) free(blocks[i]);
     for (int i = 0; i < 600; ++i) memset(launder(blocks[i]), 0x41, 8);
     for (int i = 0; i < 2000; ++i) blocks[i % 600] = launder(malloc(runtime(48)));
+  } else if (strcmp(name, "wild-write") == 0) {
+    /* Not heap misuse: a write to an address far from any heap memory (a page just unmapped,
+       among the program's own mappings) must fault without a mapalloc report. */
+    char* page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    free(malloc(runtime(16)));
+    munmap(page, 4096);
+    *(volatile char*)launder(page) = 1;
   } else if (strcmp(name, "zero-on-free") == 0) {
     /* Not misuse: reads a freed block (still in the secure build's quarantine) to see whether
        its bytes past the free-list words were zeroed. Exit 0 if they were, 3 if not. */
