@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/init.h"
+#include "api/prof_hooks.h"
 #include "core/purge.h"
 #include "platform/diag.h"
 
@@ -31,9 +32,10 @@ size_t release_for_retry() {
          large_cache_purge(now_ms, true, &unused_deadline_ms);
 }
 
-void* class_alloc(Heap* heap, unsigned size_class) {
+void* class_alloc(Heap* heap, unsigned size_class, size_t size) {
   Block* block = heap->free[size_class];
-  if (block == nullptr) {
+  bool refilled = block == nullptr;
+  if (refilled) {
     purge_if_due_soon(heap);
     block = heap_refill(heap, size_class);
     if (block == nullptr && release_for_retry() != 0) block = heap_refill(heap, size_class);
@@ -41,6 +43,7 @@ void* class_alloc(Heap* heap, unsigned size_class) {
   }
   heap->free[size_class] = block_next(block);
   block->free_key = 0;
+  if (MAPALLOC_UNLIKELY(prof_active())) return prof_class_alloc(heap, size_class, block, size, refilled);
   return block;
 }
 
@@ -67,7 +70,18 @@ void* large_malloc(size_t size, size_t alignment, bool zero, LargePlace place = 
     if (release_for_retry() == 0) return out_of_memory();
     block = allocate_large(size, alignment, zero, place);
   }
-  return block != nullptr ? block : out_of_memory();
+  if (block == nullptr) return out_of_memory();
+  if (MAPALLOC_UNLIKELY(prof_active())) prof_large_alloc(block, size);
+  return block;
+}
+
+// A large block resized in place (or moved by the kernel): for the profiler, the old block was
+// freed and a new one allocated.
+MAPALLOC_INLINE void* prof_resized(void* old_block, void* block, size_t size) {
+  if (MAPALLOC_UNLIKELY(prof_live_samples.load(std::memory_order_relaxed) != 0))
+    prof_forget(old_block);
+  if (MAPALLOC_UNLIKELY(prof_active())) prof_large_alloc(block, size);
+  return block;
 }
 
 [[noreturn]] MAPALLOC_COLD void report_freed(const char* operation, const void* pointer,
@@ -137,11 +151,18 @@ BlockRef locate(const void* pointer, const char* operation) {
 }
 
 void free_located(const BlockRef& ref, void* pointer) {
+  if (ref.kind != BlockKind::kClass &&
+      MAPALLOC_UNLIKELY(prof_live_samples.load(std::memory_order_relaxed) != 0)) {
+    prof_forget(pointer);
+  }
   if (ref.kind == BlockKind::kArena) return arena_free(pointer);
   if (ref.kind == BlockKind::kOwnMapping) return large_free(ref.large);
   auto* block = static_cast<Block*>(pointer);
   Heap* heap = tls_heap;
+  if (MAPALLOC_UNLIKELY(ref.page->prof_samples.load(std::memory_order_relaxed) != 0))
+    prof_class_free(ref.page, pointer);
   if (ref.page->owner == heap) {
+    if (MAPALLOC_UNLIKELY(ref.page->start_limit == 0)) prof_restore_fast_free(ref.page);
     heap_free_local(heap, ref.page, block);
   } else {
     if (heap != &empty_heap) heap->remote_frees++;
@@ -154,7 +175,7 @@ void* malloc_slow(size_t size, Heap* heap) {
     heap = thread_init();
     if (heap == nullptr) return out_of_memory();
   }
-  if (size <= kClassMaxBytes) return class_alloc(heap, size_class_of(size == 0 ? 1 : size));
+  if (size <= kClassMaxBytes) return class_alloc(heap, size_class_of(size == 0 ? 1 : size), size);
   return large_malloc(size, kMinAlignBytes, false);
 }
 
@@ -178,10 +199,10 @@ void* default_realloc(void* pointer, size_t size) {
   BlockRef ref = locate(pointer, "realloc");
   if (size > kMaxRequestBytes) return out_of_memory();
   if (ref.kind == BlockKind::kOwnMapping && size > kClassMaxBytes) {
-    if (void* resized = large_resize(ref.large, size)) return resized;
+    if (void* resized = large_resize(ref.large, size)) return prof_resized(pointer, resized, size);
   } else if (ref.kind == BlockKind::kArena && size > kClassMaxBytes &&
              arena_resize_in_place(pointer, size)) {
-    return pointer;
+    return prof_resized(pointer, pointer, size);
   } else if (size <= ref.usable_bytes && size >= ref.usable_bytes / 2) {
     return pointer;  // fits, and moving would not save much
   }
@@ -209,10 +230,17 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
       while (size_class < kClassCount && class_block_bytes(size_class) % alignment != 0) {
         ++size_class;
       }
-      if (size_class < kClassCount) return class_alloc(heap, size_class);
+      if (size_class < kClassCount) return class_alloc(heap, size_class, size);
     }
   }
   return large_malloc(size, alignment, false);
+}
+
+// (For the heap profiler: see prof_hooks.cpp.)
+__attribute__((constructor)) static void register_profiler_frames() {
+  const uintptr_t starts[] = {reinterpret_cast<uintptr_t>(&class_alloc),
+                              reinterpret_cast<uintptr_t>(&large_malloc)};
+  prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
 }
 
 bool owns_impl(const void* pointer) {

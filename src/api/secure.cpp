@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "api/secure.h"
+
+#include "api/prof_hooks.h"
 #include "platform/diag.h"
 #include "platform/options.h"
 
@@ -141,6 +143,10 @@ MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer) {
     check_trailer(pointer, ref.usable_bytes, "free");
     return free_located(ref, pointer);
   }
+  if (MAPALLOC_UNLIKELY(ref.page->prof_samples.load(std::memory_order_relaxed) != 0))
+    prof_class_free(ref.page, pointer);
+  if (ref.page->owner == heap && MAPALLOC_UNLIKELY(ref.page->start_limit == 0))
+    prof_restore_fast_free(ref.page);
   release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes);
 }
 
