@@ -32,10 +32,9 @@ size_t release_for_retry() {
          large_cache_purge(now_ms, true, &unused_deadline_ms);
 }
 
-void* class_alloc(Heap* heap, unsigned size_class, size_t size) {
+void* class_alloc(Heap* heap, unsigned size_class) {
   Block* block = heap->free[size_class];
-  bool refilled = block == nullptr;
-  if (refilled) {
+  if (block == nullptr) {
     purge_if_due_soon(heap);
     block = heap_refill(heap, size_class);
     if (block == nullptr && release_for_retry() != 0) block = heap_refill(heap, size_class);
@@ -43,8 +42,15 @@ void* class_alloc(Heap* heap, unsigned size_class, size_t size) {
   }
   heap->free[size_class] = block_next(block);
   block->free_key = 0;
-  if (MAPALLOC_UNLIKELY(prof_active())) return prof_class_alloc(heap, size_class, block, size, refilled);
   return block;
+}
+
+// class_alloc with the heap profiler on (prof_hooks.h): the sampling decision.
+MAPALLOC_NOINLINE void* class_alloc_profiled(Heap* heap, unsigned size_class, size_t size) {
+  bool refilled = heap->free[size_class] == nullptr;
+  void* block = class_alloc(heap, size_class);
+  if (block == nullptr) return nullptr;
+  return prof_class_alloc(heap, size_class, static_cast<Block*>(block), size, refilled);
 }
 
 // Blocks that outgrow their arena run by realloc past this size move to their own mapping,
@@ -175,7 +181,12 @@ void* malloc_slow(size_t size, Heap* heap) {
     heap = thread_init();
     if (heap == nullptr) return out_of_memory();
   }
-  if (size <= kClassMaxBytes) return class_alloc(heap, size_class_of(size == 0 ? 1 : size), size);
+  if (size <= kClassMaxBytes) {
+    unsigned size_class = size_class_of(size == 0 ? 1 : size);
+    // The heap profiler's one test on the way to a refill (prof_hooks.h).
+    if (MAPALLOC_UNLIKELY(prof_active())) return class_alloc_profiled(heap, size_class, size);
+    return class_alloc(heap, size_class);
+  }
   return large_malloc(size, kMinAlignBytes, false);
 }
 
@@ -230,7 +241,10 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
       while (size_class < kClassCount && class_block_bytes(size_class) % alignment != 0) {
         ++size_class;
       }
-      if (size_class < kClassCount) return class_alloc(heap, size_class, size);
+      if (size_class < kClassCount) {
+        if (MAPALLOC_UNLIKELY(prof_active())) return class_alloc_profiled(heap, size_class, size);
+        return class_alloc(heap, size_class);
+      }
     }
   }
   return large_malloc(size, alignment, false);
@@ -239,6 +253,7 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
 // (For the heap profiler: see prof_hooks.cpp.)
 __attribute__((constructor)) static void register_profiler_frames() {
   const uintptr_t starts[] = {reinterpret_cast<uintptr_t>(&class_alloc),
+                              reinterpret_cast<uintptr_t>(&class_alloc_profiled),
                               reinterpret_cast<uintptr_t>(&large_malloc)};
   prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
 }
