@@ -7,6 +7,11 @@ namespace mapalloc {
 
 namespace {
 
+// The size the program asked for (the secure build allocates a trailer more).
+size_t requested(size_t size) {
+  return size >= kSecureTrailerBytes ? size - kSecureTrailerBytes : size;
+}
+
 int64_t& countdown_of(Heap* heap, unsigned index) {
   int64_t& countdown = heap->prof_countdown[index];
   if (countdown == 0) countdown = prof_next_countdown(&heap->prof_random);
@@ -30,7 +35,7 @@ void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t siz
     countdown -= static_cast<int64_t>(bytes);
     if (countdown <= 0) {
       countdown = prof_next_countdown(&heap->prof_random);
-      if (prof_record(block, size, bytes)) {
+      if (prof_record(block, requested(size), bytes)) {
         Page* page = span_head_of(block);
         page->prof_samples.fetch_add(1, std::memory_order_relaxed);
         page->start_limit = 0;  // frees of this span take the slow path
@@ -67,7 +72,7 @@ void prof_large_alloc(void* block, size_t size) {
   countdown -= static_cast<int64_t>(size);
   if (countdown > 0) return;
   countdown = prof_next_countdown(&heap->prof_random);
-  prof_record(block, size, size);
+  prof_record(block, requested(size), size);
 }
 
 void prof_class_free(Page* page, void* block) {

@@ -22,6 +22,7 @@ namespace {
 
 // Encoded size (8 bytes) plus an 8-byte canary after every block.
 constexpr size_t kTrailerBytes = 16;
+static_assert(!kSecure || kTrailerBytes == kSecureTrailerBytes);
 
 // options().zero_on_free, read on the first free (the fast path should not call out for it).
 // The fast path tests only for kZeroOff: the other two states take an out-of-line path, so

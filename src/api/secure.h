@@ -6,6 +6,10 @@
 
 namespace mapalloc {
 
+// Bytes the secure build adds after every block (its canary trailer): the heap profiler reports
+// the size the program asked for.
+constexpr size_t kSecureTrailerBytes = kSecure ? 16 : 0;
+
 void* secure_malloc(size_t size);
 void secure_free(void* pointer);
 void* secure_calloc(size_t total);
