@@ -202,7 +202,54 @@ def main():
     check("mapalloc_prof_set_active and mapalloc_prof_dump (and -1 for an unwritable path)",
           r.returncode == 0 and "site_off" not in inuse
           and abs(inuse.get("site_on", 0) - 10000000) <= 2500000, f"rc {r.returncode} {inuse}")
+    command_checks(sites, kinds)
     return 1 if failures else 0
+
+
+def command_checks(sites, kinds):
+    tool = os.path.join(HERE, "..", "..", "scripts", "mapalloc")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPALLOC_PROF")}
+    env["MAPALLOC_BUILD"] = BUILD
+    env["XDG_CACHE_HOME"] = os.path.join(WORK, "cache")
+    out = os.path.join(WORK, "command")
+
+    def tool_run(*args):
+        return subprocess.run([tool, "profile", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    r = tool_run("--sample", str(INTERVAL), "-o", out, "--", sites)
+    lines = r.stdout.splitlines()
+    top = [l for l in lines if "site_" in l]
+    svgs = [f for f in os.listdir(out)] if os.path.isdir(out) else []
+    check("mapalloc profile: top call sites with bytes, %, objects and a flame graph",
+          r.returncode == 0 and len(top) == 3 and "site_large" in top[0]
+          and any(f.endswith(".inuse.svg") for f in svgs),
+          r.stdout[-800:] + r.stderr[-400:])
+    svg = [f for f in svgs if f.endswith(".inuse.svg")]
+    if svg:
+        text = open(os.path.join(out, svg[0])).read()
+        check("flame graph SVG: well-formed, names the sites",
+              text.startswith("<svg") and text.rstrip().endswith("</svg>") and "site_medium" in text)
+    r = tool_run("--peak", "--sample", str(INTERVAL), "-o", out, "--", sites)
+    top = [l for l in r.stdout.splitlines() if "site_" in l or "churn_one" in l]
+    check("mapalloc profile --peak: the churning site first",
+          r.returncode == 0 and top and "churn_one" in top[0], r.stdout[-800:])
+    r = tool_run("-o", out, "--", os.path.join(WORK, "no-such-program"))
+    check("mapalloc profile: one-line error for a program that cannot run",
+          r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+          and "no such program" in r.stderr, r.stderr)
+    r = tool_run("-o", "/proc/no-such-dir", "--", sites)
+    check("mapalloc profile: one-line error for an unwritable output folder",
+          r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+          and "output folder" in r.stderr, r.stderr)
+    prefix = [f for f in os.listdir(out) if f.endswith(".heap.pb.gz")][0][:-len(".heap.pb.gz")]
+    r = tool_run("--from", os.path.join(out, prefix), "-o", out, "--", kinds)
+    check("mapalloc profile --from: one-line error for a profile of a different binary",
+          r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+          and "different binary" in r.stderr, r.stderr)
+    r = tool_run("--from", os.path.join(out, prefix), "-o", out, "--", sites)
+    check("mapalloc profile --from: reads a profile of the same binary",
+          r.returncode == 0 and "site_large" in r.stdout, r.stdout + r.stderr)
 
 
 if __name__ == "__main__":
