@@ -37,6 +37,7 @@ void process_init() {
 // allocates, and only when MAPALLOC_SAMPLE_MS is set). At exit: the statistics table if asked.
 __attribute__((constructor)) void at_load() {
   apply_options();
+  prof_start_unwinding();
   stats_start_sampler_if_asked();
 }
 __attribute__((destructor)) void at_exit() {

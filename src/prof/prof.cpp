@@ -66,12 +66,14 @@ struct Sample {
   uint64_t size;
   double weight;
   uint32_t stack;
-  uint32_t inherited;
+  uint32_t generation;  // the process's fork generation when sampled (older: inherited)
 };
 
 size_t interval_bytes = kProfDefaultInterval;
 char file_prefix[256] = "mapalloc.%p";
 bool ever_on = false;
+bool unwinding_safe = false;
+uint32_t generation = 0;  // forks since the profile began, in this process's line
 int dump_signal = 0;
 
 SpinLock lock;
@@ -191,26 +193,30 @@ void on_dump_signal(int) {
   }
 }
 
-// Fork: the child keeps the parent's live samples, marked inherited.
-void fork_prepare() { lock.lock(); }
-void fork_parent() { lock.unlock(); }
+// Fork: the child keeps the parent's live samples, marked inherited (older generation). No lock
+// is taken around fork (a prepare handler that locks can deadlock against stdio: see
+// stress/forkstorm.c); a child forked while another thread was inside the profiler's critical
+// section cannot trust the tables and stops profiling (it writes no profile).
 void fork_child() {
+  if (lock.held()) {
+    lock.reset_after_fork();
+    prof_on.store(false, std::memory_order_relaxed);
+    ever_on = false;
+    return;
+  }
+  generation++;
   if (samples != nullptr) {
-    for (size_t i = 0; i < kProfSampleSlots; ++i) {
-      if (samples[i].address != 0) samples[i].inherited = 1;
-    }
     for (unsigned i = 0; i < used_stack_count; ++i) {
       ProfStack& stack = stacks[used_stacks[i]];
       stack.inherited_objects = stack.inuse_objects;
       stack.inherited_bytes = stack.inuse_bytes;
     }
   }
-  lock.unlock();
 }
 
 }  // namespace
 
-void prof_register_fork_handlers() { os_at_fork(fork_prepare, fork_parent, fork_child); }
+void prof_register_fork_handlers() { os_at_fork(nullptr, nullptr, fork_child); }
 
 void prof_init() {
   if (const char* text = os_getenv("MAPALLOC_PROF_SAMPLE")) {
@@ -257,8 +263,12 @@ void prof_set_entry_points(const uintptr_t* starts, unsigned count) {
     entry_points[entry_point_count++] = starts[i];
 }
 
+void prof_start_unwinding() { __atomic_store_n(&unwinding_safe, true, __ATOMIC_RELEASE); }
+
 bool prof_record(const void* block, size_t size, size_t charged) {
-  if (busy || !tables_ready()) return false;
+  // Before the library's constructor ran, libc itself may not be set up (a static program's
+  // allocations in __libc_init_first): the unwinder would abort. Such blocks are not sampled.
+  if (busy || !__atomic_load_n(&unwinding_safe, __ATOMIC_ACQUIRE) || !tables_ready()) return false;
   busy = true;  // the unwinder's own allocations, if any, are not sampled
   uintptr_t frames[kProfMaxDepth];
   unsigned depth = os_backtrace(frames, kProfMaxDepth, entry_points, entry_point_count);
@@ -275,7 +285,7 @@ bool prof_record(const void* block, size_t size, size_t charged) {
     while (samples[slot].address != 0 && samples[slot].address != address)
       slot = (slot + 1) & (kProfSampleSlots - 1);
     if (samples[slot].address == 0) {
-      samples[slot] = {address, size, weight, index, 0};
+      samples[slot] = {address, size, weight, index, generation};
       sample_count++;
       ProfStack& stack = stacks[index];
       double bytes = weight * static_cast<double>(size);
@@ -313,7 +323,7 @@ bool prof_forget(const void* block) {
     double bytes = sample.weight * static_cast<double>(sample.size);
     stack.inuse_objects -= sample.weight;
     stack.inuse_bytes -= bytes;
-    if (sample.inherited) {
+    if (sample.generation != generation) {
       stack.inherited_objects -= sample.weight;
       stack.inherited_bytes -= bytes;
     }

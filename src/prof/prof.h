@@ -36,6 +36,10 @@ void prof_init();
 // thread has its heap).
 void prof_register_fork_handlers();
 
+// Called from the library's constructor: from now on stacks can be unwound (allocations made
+// earlier, while libc itself starts, are not sampled).
+void prof_start_unwinding();
+
 // The mean bytes between samples.
 size_t prof_interval();
 
