@@ -73,7 +73,9 @@ size_t interval_bytes = kProfDefaultInterval;
 char file_prefix[256] = "mapalloc.%p";
 bool ever_on = false;
 bool unwinding_safe = false;
-uint32_t generation = 0;  // forks since the profile began, in this process's line
+uint32_t generation = 0;
+// Threads inside the unwinder, which may hold its locks (a static program's dl_iterate_phdr).
+std::atomic<int> unwinding{0};  // forks since the profile began, in this process's line
 int dump_signal = 0;
 
 SpinLock lock;
@@ -196,10 +198,12 @@ void on_dump_signal(int) {
 // Fork: the child keeps the parent's live samples, marked inherited (older generation). No lock
 // is taken around fork (a prepare handler that locks can deadlock against stdio: see
 // stress/forkstorm.c); a child forked while another thread was inside the profiler's critical
-// section cannot trust the tables and stops profiling (it writes no profile).
+// section cannot trust the tables, nor one forked while a thread was unwinding (the unwinder's
+// locks may be held): it stops profiling (and writes no profile).
 void fork_child() {
-  if (lock.held()) {
+  if (lock.held() || unwinding.load(std::memory_order_relaxed) != 0) {
     lock.reset_after_fork();
+    unwinding.store(0, std::memory_order_relaxed);
     prof_on.store(false, std::memory_order_relaxed);
     ever_on = false;
     return;
@@ -271,7 +275,9 @@ bool prof_record(const void* block, size_t size, size_t charged) {
   if (busy || !__atomic_load_n(&unwinding_safe, __ATOMIC_ACQUIRE) || !tables_ready()) return false;
   busy = true;  // the unwinder's own allocations, if any, are not sampled
   uintptr_t frames[kProfMaxDepth];
+  unwinding.fetch_add(1, std::memory_order_acq_rel);
   unsigned depth = os_backtrace(frames, kProfMaxDepth, entry_points, entry_point_count);
+  unwinding.fetch_sub(1, std::memory_order_acq_rel);
   for (unsigned i = 0; i < depth; ++i) frames[i] -= 1;  // the call, not the return address
   uint64_t hash = depth;
   for (unsigned i = 0; i < depth; ++i) hash = mix(hash ^ frames[i]);
