@@ -18,6 +18,12 @@ int64_t& countdown_of(Heap* heap, unsigned index) {
   return countdown;
 }
 
+// A block's mark in its span's prof_slots: its index + 1 (spans hold fewer than 65535 blocks).
+uint16_t block_mark(const Page* page, const void* block) {
+  size_t offset = static_cast<size_t>(static_cast<const char*>(block) - page_start(page));
+  return static_cast<uint16_t>(offset / page->block_bytes + 1);
+}
+
 Page* span_head_of(void* block) {
   Page* entry = page_entry_of(block);
   return entry->state == PageState::kSpanTail ? span_head(entry) : entry;
@@ -37,6 +43,17 @@ void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t siz
       countdown = prof_next_countdown(&heap->prof_random);
       if (prof_record(block, requested(size), bytes)) {
         Page* page = span_head_of(block);
+        uint16_t mark = block_mark(page, block);
+        bool slotted = false;
+        for (auto& slot : page->prof_slots) {
+          uint16_t empty = 0;
+          if (slot.load(std::memory_order_relaxed) == 0 &&
+              slot.compare_exchange_strong(empty, mark, std::memory_order_relaxed)) {
+            slotted = true;
+            break;
+          }
+        }
+        if (!slotted) page->prof_overflow.fetch_add(1, std::memory_order_relaxed);
         page->prof_samples.fetch_add(1, std::memory_order_relaxed);
         page->start_limit = 0;  // frees of this span take the slow path
       }
@@ -76,7 +93,23 @@ void prof_large_alloc(void* block, size_t size) {
 }
 
 void prof_class_free(Page* page, void* block) {
-  if (!prof_forget(block)) return;
+  uint16_t mark = block_mark(page, block);
+  bool found = false;
+  for (auto& slot : page->prof_slots) {
+    uint16_t expected = mark;
+    if (slot.load(std::memory_order_relaxed) == mark &&
+        slot.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) {
+      found = true;
+      break;
+    }
+  }
+  if (found) {
+    prof_forget(block);
+  } else {
+    // Not in a slot: a sample only if the span has more than its slots hold.
+    if (page->prof_overflow.load(std::memory_order_relaxed) == 0 || !prof_forget(block)) return;
+    page->prof_overflow.fetch_sub(1, std::memory_order_relaxed);
+  }
   if (page->prof_samples.fetch_sub(1, std::memory_order_relaxed) == 1 && page->owner == tls_heap)
     prof_restore_fast_free(page);
 }

@@ -54,6 +54,8 @@ void page_init(Page* head, Heap* owner, unsigned size_class) {
   head->queue_prev = nullptr;
   head->thread_free.store(0, std::memory_order_relaxed);
   head->prof_samples.store(0, std::memory_order_relaxed);
+  for (auto& slot : head->prof_slots) slot.store(0, std::memory_order_relaxed);
+  head->prof_overflow.store(0, std::memory_order_relaxed);
 }
 
 Block* page_carve(Page* page, Block* then) {
