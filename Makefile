@@ -21,11 +21,12 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
 
 # The layers, lowest first (README.md, "Design"; scripts/check_layers.py keeps them): each
 # folder of src/ includes only itself and the folders before it here.
-PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process
+PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process platform/prof_os
+PROF_SOURCES := prof/prof prof/prof_write
 CORE_LAYER_SOURCES := core/segment core/arena core/page core/large core/heap core/heap_remote \
   core/heap_pool core/heap_purge core/purge core/stats
 API_SOURCES := api/init api/alloc api/secure api/entry api/glibc_rules api/api api/cxx_runtime
-CORE_SOURCES := $(PLATFORM_SOURCES) $(CORE_LAYER_SOURCES) $(API_SOURCES)
+CORE_SOURCES := $(PLATFORM_SOURCES) $(PROF_SOURCES) $(CORE_LAYER_SOURCES) $(API_SOURCES) api/prof_hooks
 OVERRIDE_SOURCES := override/override override/override_new
 CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
 OVERRIDE_OBJECTS := $(OVERRIDE_SOURCES:%=$(BUILD)/obj/%.o)
@@ -46,7 +47,7 @@ $(BUILD)/$(1)/%.o: src/%.cpp $(HEADERS) Makefile
 endef
 # Recipes: a shared library linked with the C driver (the library needs libc alone at run
 # time; also used by scripts/make/trace.mk), and an archive.
-link_shared_library = $(CC) -shared -o $@ $^ -Wl,-z,defs -Wl,-soname,$(notdir $@) -lpthread
+link_shared_library = $(CC) -shared -static-libgcc -o $@ $^ -Wl,-z,defs -Wl,-soname,$(notdir $@) -lpthread
 make_archive = @rm -f $@ && ar rcs $@ $^
 
 $(eval $(call library_objects,obj,$(CXX) $(LIB_CXXFLAGS)))

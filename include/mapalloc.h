@@ -92,6 +92,17 @@ void mapalloc_stats_print(mapalloc_writer_t writer, void* context);
 int mapalloc_option_get(const char* name, long* value);
 int mapalloc_option_set(const char* name, long value);
 
+/* ---- heap profiler (README: "Heap profiling") ----------------------------------------------- */
+
+/* Turns sampling on (non-zero) or off; returns the previous state. MAPALLOC_PROF=1 turns it on
+ * at start; MAPALLOC_PROF_SAMPLE=BYTES sets the mean interval (default 524288). */
+int mapalloc_prof_set_active(int active);
+/* Writes PREFIX.heap.pb.gz (alloc_objects, alloc_space, inuse_objects, inuse_space),
+ * PREFIX.peak.pb.gz (the in-use profile at the sampled peak) and PREFIX.{inuse,alloc,peak}.folded;
+ * "%p" in PREFIX is the process id; NULL: MAPALLOC_PROF_FILE (default "mapalloc.%p").
+ * Returns 0, or -1 if a file could not be written. */
+int mapalloc_prof_dump(const char* path_prefix);
+
 #ifdef __cplusplus
 }
 #endif

@@ -62,6 +62,7 @@ run_checks "fuzzer, short run" make --no-print-directory fuzz-quick
 run_checks "stress suite, small scale (preloaded and static)" stress/run.sh --quick
 run_checks "stress suite under ThreadSanitizer" stress/run.sh --allocators "" --tsan
 run_checks "security suite: mapalloc's catches (tests/security/expected.txt)" tests/security/run.py --check tests/security/expected.txt
+run_checks "heap profiler" tests/prof/prof_test.sh
 run_doctest "unit tests, UBSan build" build/tests/unit-ubsan
 
 [[ ${#failed_names[@]} -gt 0 ]] && echo "failed suites: ${failed_names[*]}"

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/init.h"
+#include "api/prof_hooks.h"
 #include "core/purge.h"
 #include "platform/diag.h"
 
@@ -44,6 +45,14 @@ void* class_alloc(Heap* heap, unsigned size_class) {
   return block;
 }
 
+// class_alloc with the heap profiler on (prof_hooks.h): the sampling decision.
+MAPALLOC_NOINLINE void* class_alloc_profiled(Heap* heap, unsigned size_class, size_t size) {
+  bool refilled = heap->free[size_class] == nullptr;
+  void* block = class_alloc(heap, size_class);
+  if (block == nullptr) return nullptr;
+  return prof_class_alloc(heap, size_class, static_cast<Block*>(block), size, refilled);
+}
+
 // Blocks that outgrow their arena run by realloc past this size move to their own mapping,
 // where later growth moves pages with mremap instead of copying them.
 constexpr size_t kGrowIntoOwnMappingBytes = 1 * kMiB;
@@ -67,7 +76,18 @@ void* large_malloc(size_t size, size_t alignment, bool zero, LargePlace place = 
     if (release_for_retry() == 0) return out_of_memory();
     block = allocate_large(size, alignment, zero, place);
   }
-  return block != nullptr ? block : out_of_memory();
+  if (block == nullptr) return out_of_memory();
+  if (MAPALLOC_UNLIKELY(prof_active())) prof_large_alloc(block, size);
+  return block;
+}
+
+// A large block resized in place (or moved by the kernel): for the profiler, the old block was
+// freed and a new one allocated.
+MAPALLOC_INLINE void* prof_resized(void* old_block, void* block, size_t size) {
+  if (MAPALLOC_UNLIKELY(prof_live_samples.load(std::memory_order_relaxed) != 0))
+    prof_forget(old_block);
+  if (MAPALLOC_UNLIKELY(prof_active())) prof_large_alloc(block, size);
+  return block;
 }
 
 [[noreturn]] MAPALLOC_COLD void report_freed(const char* operation, const void* pointer,
@@ -137,11 +157,18 @@ BlockRef locate(const void* pointer, const char* operation) {
 }
 
 void free_located(const BlockRef& ref, void* pointer) {
+  if (ref.kind != BlockKind::kClass &&
+      MAPALLOC_UNLIKELY(prof_live_samples.load(std::memory_order_relaxed) != 0)) {
+    prof_forget(pointer);
+  }
   if (ref.kind == BlockKind::kArena) return arena_free(pointer);
   if (ref.kind == BlockKind::kOwnMapping) return large_free(ref.large);
   auto* block = static_cast<Block*>(pointer);
   Heap* heap = tls_heap;
+  if (MAPALLOC_UNLIKELY(ref.page->prof_samples.load(std::memory_order_relaxed) != 0))
+    prof_class_free(ref.page, pointer);
   if (ref.page->owner == heap) {
+    if (MAPALLOC_UNLIKELY(ref.page->start_limit == 0)) prof_restore_fast_free(ref.page);
     heap_free_local(heap, ref.page, block);
   } else {
     if (heap != &empty_heap) heap->remote_frees++;
@@ -154,7 +181,12 @@ void* malloc_slow(size_t size, Heap* heap) {
     heap = thread_init();
     if (heap == nullptr) return out_of_memory();
   }
-  if (size <= kClassMaxBytes) return class_alloc(heap, size_class_of(size == 0 ? 1 : size));
+  if (size <= kClassMaxBytes) {
+    unsigned size_class = size_class_of(size == 0 ? 1 : size);
+    // The heap profiler's one test on the way to a refill (prof_hooks.h).
+    if (MAPALLOC_UNLIKELY(prof_active())) return class_alloc_profiled(heap, size_class, size);
+    return class_alloc(heap, size_class);
+  }
   return large_malloc(size, kMinAlignBytes, false);
 }
 
@@ -195,10 +227,10 @@ void* default_realloc(void* pointer, size_t size) {
   BlockRef ref = locate(pointer, "realloc");
   if (size > kMaxRequestBytes) return out_of_memory();
   if (ref.kind == BlockKind::kOwnMapping && size > kClassMaxBytes) {
-    if (void* resized = large_resize(ref.large, size)) return resized;
+    if (void* resized = large_resize(ref.large, size)) return prof_resized(pointer, resized, size);
   } else if (ref.kind == BlockKind::kArena && size > kClassMaxBytes &&
              arena_resize_in_place(pointer, size)) {
-    return pointer;
+    return prof_resized(pointer, pointer, size);
   } else if (size <= ref.usable_bytes && size >= ref.usable_bytes / 2) {
     return pointer;  // fits, and moving would not save much
   }
@@ -226,10 +258,21 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
       while (size_class < kClassCount && class_block_bytes(size_class) % alignment != 0) {
         ++size_class;
       }
-      if (size_class < kClassCount) return class_alloc(heap, size_class);
+      if (size_class < kClassCount) {
+        if (MAPALLOC_UNLIKELY(prof_active())) return class_alloc_profiled(heap, size_class, size);
+        return class_alloc(heap, size_class);
+      }
     }
   }
   return large_malloc(size, alignment, false);
+}
+
+// (For the heap profiler: see prof_hooks.cpp.)
+__attribute__((constructor)) static void register_profiler_frames() {
+  const uintptr_t starts[] = {reinterpret_cast<uintptr_t>(&class_alloc),
+                              reinterpret_cast<uintptr_t>(&class_alloc_profiled),
+                              reinterpret_cast<uintptr_t>(&large_malloc)};
+  prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
 }
 
 bool owns_impl(const void* pointer) {

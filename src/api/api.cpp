@@ -7,6 +7,7 @@
 #include "mapalloc.h"
 #include "platform/diag.h"
 #include "platform/options.h"
+#include "prof/prof.h"
 
 using namespace mapalloc;
 
@@ -59,4 +60,23 @@ MAPALLOC_EXPORT int mapalloc_option_set(const char* name, long value) {
 MAPALLOC_EXPORT const char* mapalloc_version(void) {
   return MAPALLOC_STRINGIFY(MAPALLOC_VERSION_MAJOR) "." MAPALLOC_STRINGIFY(
       MAPALLOC_VERSION_MINOR) "." MAPALLOC_STRINGIFY(MAPALLOC_VERSION_PATCH);
+}
+
+MAPALLOC_EXPORT int mapalloc_prof_set_active(int active) {
+  free_fast(malloc_fast(1));  // the options are read (and the thread has a heap)
+  return prof_set_active(active != 0) ? 1 : 0;
+}
+
+MAPALLOC_EXPORT int mapalloc_prof_dump(const char* path_prefix) {
+  free_fast(malloc_fast(1));  // the options are read (and the thread has a heap)
+  return prof_dump(path_prefix) == 0 ? 0 : -1;
+}
+
+// The heap profiler's stacks start below these.
+__attribute__((constructor)) static void register_profiler_entry_points() {
+  const uintptr_t starts[] = {reinterpret_cast<uintptr_t>(&mapalloc_malloc),
+                              reinterpret_cast<uintptr_t>(&mapalloc_calloc),
+                              reinterpret_cast<uintptr_t>(&mapalloc_realloc),
+                              reinterpret_cast<uintptr_t>(&mapalloc_aligned_alloc)};
+  prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
 }

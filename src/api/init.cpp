@@ -5,6 +5,7 @@
 #include "core/purge.h"
 #include "core/stats.h"
 #include "platform/options.h"
+#include "prof/prof.h"
 
 namespace mapalloc {
 
@@ -20,6 +21,7 @@ std::atomic<bool> options_applied{false};
 void apply_options() {
   if (options_applied.exchange(true, std::memory_order_acq_rel)) return;
   options_init();
+  prof_init();
   if (options().fault_mmap != 0) os_fail_mmap_after(options().fault_mmap, false);
   if (options().fault_mmap_from != 0) os_fail_mmap_after(options().fault_mmap_from, true);
 }
@@ -36,9 +38,13 @@ void process_init() {
 // allocates, and only when MAPALLOC_SAMPLE_MS is set). At exit: the statistics table if asked.
 __attribute__((constructor)) void at_load() {
   apply_options();
+  prof_start_unwinding();
   stats_start_sampler_if_asked();
 }
-__attribute__((destructor)) void at_exit() { stats_report_at_exit(); }
+__attribute__((destructor)) void at_exit() {
+  prof_dump_at_exit();
+  stats_report_at_exit();
+}
 
 }  // namespace
 
@@ -52,6 +58,7 @@ Heap* thread_init() {
   os_thread_exit_key_set(heap);
   if (!atfork_registered.exchange(true, std::memory_order_acq_rel)) {
     os_at_fork_child(after_fork_child);
+    prof_register_fork_handlers();
   }
   return heap;
 }

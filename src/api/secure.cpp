@@ -18,6 +18,7 @@
 #include "api/secure.h"
 
 #include "api/init.h"
+#include "api/prof_hooks.h"
 #include "platform/diag.h"
 #include "platform/options.h"
 
@@ -27,6 +28,7 @@ namespace {
 
 // Encoded size (8 bytes) plus an 8-byte canary after every block.
 constexpr size_t kTrailerBytes = 16;
+static_assert(!kSecure || kTrailerBytes == kSecureTrailerBytes);
 
 // options().zero_on_free, read on the first free (the fast path should not call out for it).
 // The fast path tests only for kZeroOff: the other two states take an out-of-line path, so
@@ -256,6 +258,10 @@ MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer, size_t expected
     check_trailer(pointer, ref.usable_bytes, "free", expected_size, kind);
     return free_located(ref, pointer);
   }
+  if (MAPALLOC_UNLIKELY(ref.page->prof_samples.load(std::memory_order_relaxed) != 0))
+    prof_class_free(ref.page, pointer);
+  if (ref.page->owner == heap && MAPALLOC_UNLIKELY(ref.page->start_limit == 0))
+    prof_restore_fast_free(ref.page);
   release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes, expected_size, kind);
 }
 

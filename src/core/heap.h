@@ -65,6 +65,10 @@ struct Heap {
   static constexpr unsigned kProtectedSlots = kSecure ? 4 : 1;
   Block* protected_quarantine[kProtectedSlots] = {};
   unsigned protected_next = 0;
+  // Heap profiler: bytes left until the next sample, per size class and (last) for large
+  // blocks (0: not drawn yet), and the random sequence they are drawn from (prof_hooks.cpp).
+  int64_t prof_countdown[kClassCount + 1] = {};
+  uint64_t prof_random = 0;
   // Set by other threads' frees into this heap's pages (written only when clear, and on a line
   // of its own, so that remote frees do not keep taking the owner's cache lines away).
   alignas(64) std::atomic<bool> remote_frees_pending{false};

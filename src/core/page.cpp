@@ -59,6 +59,9 @@ void page_init(Page* head, Heap* owner, unsigned size_class) {
   head->queue_next = nullptr;
   head->queue_prev = nullptr;
   head->thread_free.store(0, std::memory_order_relaxed);
+  head->prof_samples.store(0, std::memory_order_relaxed);
+  for (auto& slot : head->prof_slots) slot.store(0, std::memory_order_relaxed);
+  head->prof_overflow.store(0, std::memory_order_relaxed);
 }
 
 Block* page_carve(Page* page, Block* then) {
@@ -69,7 +72,8 @@ Block* page_carve(Page* page, Block* then) {
   unsigned count = batch < remaining ? batch : remaining;
   char* first = page_start(page) + size_t{page->carved} * block_bytes;
   page->carved = static_cast<uint16_t>(page->carved + count);
-  page->start_limit = page->carved * block_start_step(block_bytes);
+  if (page->prof_samples.load(std::memory_order_relaxed) == 0)
+    page->start_limit = page->carved * block_start_step(block_bytes);
   page->synced_used += count;
   page->countdown += count;
   if constexpr (kSecure) return link_shuffled(first, block_bytes, count, then, page->free_key);

@@ -126,6 +126,14 @@ struct alignas(128) Page {
   Page* queue_next;  // the heap's available queue of this class
   Page* queue_prev;
   uint64_t retired_at_ms;  // for a free page: when its span was freed (purge bookkeeping)
+  // Heap profiler: sampled blocks live in this span. While not 0, start_limit is 0 (the owner's
+  // frees of the span take the slow path, which looks the block up: prof_hooks.cpp).
+  std::atomic<uint32_t> prof_samples;
+  // Which blocks are sampled (block index + 1; 0: empty), so that the span's other frees need
+  // no lookup; samples beyond these slots are counted in prof_overflow and looked up.
+  static constexpr unsigned kProfSlots = 8;
+  std::atomic<uint16_t> prof_slots[kProfSlots];
+  std::atomic<uint16_t> prof_overflow;
 };
 static_assert(sizeof(Page) == 128);
 static_assert(offsetof(Page, thread_free) == 64, "remote writes must not share the owner's line");

@@ -7,6 +7,7 @@
 #include "core/large.h"
 #include "platform/diag.h"
 #include "platform/options.h"
+#include "prof/prof.h"
 
 namespace mapalloc {
 
@@ -163,6 +164,11 @@ void stats_print(mapalloc_writer_t write, void* context) {
            stats.arenas, human(stats.arena_reserved_bytes, a), human(stats.cached_large_bytes, b));
   out.line("  threads       %zu with a heap (%zu heaps in all), %zu remote frees", stats.threads,
            stats.heaps, stats.remote_frees);
+  ProfStats prof = prof_stats();
+  if (prof.memory_bytes != 0) {
+    out.line("  heap profiler %s in its tables (touched), %zu stacks, %zu live samples, %zu dropped",
+             human(prof.memory_bytes, a), prof.stacks, prof.live_samples, prof.dropped);
+  }
   out.line("  %5s %12s %14s %10s %7s %14s", "class", "block bytes", "blocks in use", "capacity",
            "spans", "bytes in use");
   for (unsigned i = 0; i < stats.class_count; ++i) {

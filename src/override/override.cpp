@@ -11,6 +11,7 @@
 #include "core/stats.h"
 #include "platform/diag.h"
 #include "platform/process.h"
+#include "prof/prof.h"
 
 using namespace mapalloc;
 
@@ -119,3 +120,14 @@ MAPALLOC_EXPORT void __malloc_arena_thread_freeres(void) { thread_exit(); }
 // glibc's malloc grows its main arena through this (sbrk); nothing of mapalloc calls it, but it
 // completes the set of malloc.o's symbols. Same contract: NULL when the break cannot move.
 MAPALLOC_EXPORT void* __glibc_morecore(ptrdiff_t increment) { return os_move_break(increment); }
+
+// The heap profiler's stacks start below these (the caller of malloc is the first frame).
+__attribute__((constructor)) static void register_profiler_entry_points() {
+  const uintptr_t starts[] = {
+      reinterpret_cast<uintptr_t>(&malloc),        reinterpret_cast<uintptr_t>(&calloc),
+      reinterpret_cast<uintptr_t>(&realloc),       reinterpret_cast<uintptr_t>(&reallocarray),
+      reinterpret_cast<uintptr_t>(&posix_memalign), reinterpret_cast<uintptr_t>(&aligned_alloc),
+      reinterpret_cast<uintptr_t>(&memalign),      reinterpret_cast<uintptr_t>(&valloc),
+      reinterpret_cast<uintptr_t>(&pvalloc)};
+  prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
+}

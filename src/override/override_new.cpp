@@ -4,6 +4,7 @@
 #include <new>
 
 #include "api/operator_new.h"
+#include "prof/prof.h"
 
 using namespace mapalloc;
 
@@ -101,4 +102,22 @@ MAPALLOC_CXX_EXPORT void operator delete(void* pointer, std::align_val_t,
 MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, std::align_val_t,
                                            const std::nothrow_t&) noexcept {
   delete_fast(pointer, kArray);
+}
+
+// The heap profiler's stacks start below these.
+__attribute__((constructor)) static void register_profiler_entry_points() {
+  using Plain = void* (*)(size_t);
+  using Nothrow = void* (*)(size_t, const std::nothrow_t&);
+  using Aligned = void* (*)(size_t, std::align_val_t);
+  using AlignedNothrow = void* (*)(size_t, std::align_val_t, const std::nothrow_t&);
+  const uintptr_t starts[] = {
+      reinterpret_cast<uintptr_t>(static_cast<Plain>(&operator new)),
+      reinterpret_cast<uintptr_t>(static_cast<Plain>(&operator new[])),
+      reinterpret_cast<uintptr_t>(static_cast<Nothrow>(&operator new)),
+      reinterpret_cast<uintptr_t>(static_cast<Nothrow>(&operator new[])),
+      reinterpret_cast<uintptr_t>(static_cast<Aligned>(&operator new)),
+      reinterpret_cast<uintptr_t>(static_cast<Aligned>(&operator new[])),
+      reinterpret_cast<uintptr_t>(static_cast<AlignedNothrow>(&operator new)),
+      reinterpret_cast<uintptr_t>(static_cast<AlignedNothrow>(&operator new[]))};
+  mapalloc::prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
 }

@@ -1,0 +1,147 @@
+#include "api/prof_hooks.h"
+
+#include "api/entry.h"
+#include "api/glibc_rules.h"
+
+namespace mapalloc {
+
+namespace {
+
+// The size the program asked for (the secure build allocates a trailer more).
+size_t requested(size_t size) {
+  return size >= kSecureTrailerBytes ? size - kSecureTrailerBytes : size;
+}
+
+int64_t& countdown_of(Heap* heap, unsigned index) {
+  int64_t& countdown = heap->prof_countdown[index];
+  if (countdown == 0) countdown = prof_next_countdown(&heap->prof_random);
+  return countdown;
+}
+
+// A block's mark in its span's prof_slots: its index + 1 (spans hold fewer than 65535 blocks).
+uint16_t block_mark(const Page* page, const void* block) {
+  size_t offset = static_cast<size_t>(static_cast<const char*>(block) - page_start(page));
+  return static_cast<uint16_t>(offset / page->block_bytes + 1);
+}
+
+Page* span_head_of(void* block) {
+  Page* entry = page_entry_of(block);
+  return entry->state == PageState::kSpanTail ? span_head(entry) : entry;
+}
+
+}  // namespace
+
+void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t size,
+                       bool refilled) {
+  size_t bytes = class_block_bytes(size_class);
+  // Classes the malloc fast path serves: their lists were charged when handed out.
+  bool fast_class = bytes <= kSmallMaxBytes;
+  int64_t& countdown = countdown_of(heap, size_class);
+  if (refilled || !fast_class) {
+    countdown -= static_cast<int64_t>(bytes);
+    if (countdown <= 0) {
+      countdown = prof_next_countdown(&heap->prof_random);
+      if (prof_record(block, requested(size), bytes)) {
+        Page* page = span_head_of(block);
+        uint16_t mark = block_mark(page, block);
+        bool slotted = false;
+        for (auto& slot : page->prof_slots) {
+          uint16_t empty = 0;
+          if (slot.load(std::memory_order_relaxed) == 0 &&
+              slot.compare_exchange_strong(empty, mark, std::memory_order_relaxed)) {
+            slotted = true;
+            break;
+          }
+        }
+        if (!slotted) page->prof_overflow.fetch_add(1, std::memory_order_relaxed);
+        page->prof_samples.fetch_add(1, std::memory_order_relaxed);
+        page->start_limit = 0;  // frees of this span take the slow path
+      }
+    }
+  }
+  Block* list = heap->free[size_class];
+  if (fast_class && refilled && list != nullptr) {
+    // Hand the fast path the blocks before the one where the countdown runs out.
+    int64_t allowed = (countdown - 1) / static_cast<int64_t>(bytes);
+    int64_t handed = 0;
+    Block* last = nullptr;
+    for (Block* next = list; next != nullptr && handed < allowed; next = block_next(next)) {
+      last = next;
+      ++handed;
+    }
+    Page* page = heap->current[size_class];
+    if (last == nullptr) {
+      heap->free[size_class] = nullptr;
+      page_return_blocks(page, list);
+    } else if (Block* rest = block_next(last)) {
+      set_block_next(last, nullptr);
+      page_return_blocks(page, rest);
+    }
+    countdown -= handed * static_cast<int64_t>(bytes);
+  }
+  return block;
+}
+
+void prof_large_alloc(void* block, size_t size) {
+  Heap* heap = tls_heap;
+  if (heap == &empty_heap) return;  // (a thread that never allocated, reallocating)
+  int64_t& countdown = countdown_of(heap, kClassCount);
+  countdown -= static_cast<int64_t>(size);
+  if (countdown > 0) return;
+  countdown = prof_next_countdown(&heap->prof_random);
+  prof_record(block, requested(size), size);
+}
+
+void prof_class_free(Page* page, void* block) {
+  uint16_t mark = block_mark(page, block);
+  bool found = false;
+  for (auto& slot : page->prof_slots) {
+    uint16_t expected = mark;
+    if (slot.load(std::memory_order_relaxed) == mark &&
+        slot.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) {
+      found = true;
+      break;
+    }
+  }
+  if (found) {
+    prof_forget(block);
+  } else {
+    // Not in a slot: a sample only if the span has more than its slots hold.
+    if (page->prof_overflow.load(std::memory_order_relaxed) == 0 || !prof_forget(block)) return;
+    page->prof_overflow.fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (page->prof_samples.fetch_sub(1, std::memory_order_relaxed) == 1 && page->owner == tls_heap)
+    prof_restore_fast_free(page);
+}
+
+void prof_restore_fast_free(Page* page) {
+  if (page->prof_samples.load(std::memory_order_relaxed) != 0) return;
+  page->start_limit = page->carved * block_start_step(page->block_bytes);
+}
+
+// The allocator's functions that may be the outermost of its frames on a sampled allocation's
+// stack (tail calls leave the exported entry point itself out): the stack starts below the
+// outermost of them (os_backtrace).
+__attribute__((constructor)) static void register_profiler_frames() {
+  const uintptr_t starts[] = {
+      reinterpret_cast<uintptr_t>(&malloc_slow),
+      reinterpret_cast<uintptr_t>(&default_calloc),
+      reinterpret_cast<uintptr_t>(&default_realloc),
+      reinterpret_cast<uintptr_t>(&default_aligned_alloc),
+      reinterpret_cast<uintptr_t>(&calloc_impl),
+      reinterpret_cast<uintptr_t>(&realloc_impl),
+      reinterpret_cast<uintptr_t>(&aligned_alloc_impl),
+      reinterpret_cast<uintptr_t>(&posix_memalign_impl),
+      reinterpret_cast<uintptr_t>(&aligned_alloc_checked),
+      reinterpret_cast<uintptr_t>(&memalign_impl),
+      reinterpret_cast<uintptr_t>(&pvalloc_impl),
+      reinterpret_cast<uintptr_t>(&secure_malloc),
+      reinterpret_cast<uintptr_t>(&secure_calloc),
+      reinterpret_cast<uintptr_t>(&secure_realloc),
+      reinterpret_cast<uintptr_t>(&secure_aligned_alloc),
+      reinterpret_cast<uintptr_t>(&prof_class_alloc),
+      reinterpret_cast<uintptr_t>(&prof_large_alloc)};
+  prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
+}
+
+}  // namespace mapalloc

@@ -1,0 +1,33 @@
+// Where the heap profiler (src/prof/) meets the allocator. Every hook runs off the fast paths:
+//  - Small classes: each heap keeps a byte countdown per size class. A refill charges the block
+//    it returns and hands the fast path only as many blocks as the countdown still covers (the
+//    rest go back to the page), so the allocation where the countdown runs out comes to the
+//    slow path, which samples it. The malloc fast path has no extra test.
+//  - A sampled small block's span gets start_limit 0 (Page::prof_samples counts its samples):
+//    the owner's free fast path then fails its block-start test for that span, and the slow
+//    path looks the block up. Other spans' frees never look anything up.
+//  - Large blocks are on the slow path anyway: one countdown per heap; their frees look the
+//    block up while any sample is live.
+#pragma once
+
+#include "core/heap.h"
+#include "prof/prof.h"
+
+namespace mapalloc {
+
+// class_alloc with profiling on: `block` was just taken from heap->free[size_class] (after a
+// refill if `refilled`) for a request of `size` bytes.
+MAPALLOC_NOINLINE void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block,
+                                         size_t size, bool refilled);
+
+// A large block of `size` bytes was allocated (profiling on).
+MAPALLOC_NOINLINE void prof_large_alloc(void* block, size_t size);
+
+// A sampled span's block is being freed (page->prof_samples != 0).
+MAPALLOC_NOINLINE void prof_class_free(Page* page, void* block);
+
+// The owner frees into a span whose start_limit the profiler had zeroed: restores the fast
+// path once the span holds no sample.
+void prof_restore_fast_free(Page* page);
+
+}  // namespace mapalloc

@@ -1,0 +1,35 @@
+// The OS services of the heap profiler (src/prof/): call stacks, profile files, /proc/self/maps,
+// the dump signal and fork handlers. None of these calls malloc.
+#pragma once
+
+#include "platform/config.h"
+
+namespace mapalloc {
+
+// Up to `capacity` return addresses of the calling thread's stack, innermost first. Frames up to
+// and including the outermost one, among the first few, whose function starts at one of the
+// `entries` (the allocator's functions) are left out: the stack starts at the caller of malloc. Uses the DWARF unwinder (_Unwind_Backtrace of
+// libgcc, linked into the library): it needs unwind tables (.eh_frame, the default on x86-64
+// and AArch64) in the program, not frame pointers. With glibc 2.35 or later it finds them with
+// _dl_find_object, which neither allocates nor takes the loader lock.
+unsigned os_backtrace(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
+                      unsigned entry_count);
+
+// A file created (truncated) for writing, 0644; -1 on failure. os_write_all (process.h) writes.
+int os_create_file(const char* path);
+void os_close(int fd);
+
+// Reads a whole file of unknown size (such as /proc/self/maps) into memory mapped for it;
+// *length is its length. os_unmap(data, *mapped) frees it. nullptr on failure.
+char* os_read_whole_file(const char* path, size_t* length, size_t* mapped);
+
+// Installs `handler` for `signal` (SA_RESTART); false if the number is not a signal.
+bool os_install_signal(int signal, void (*handler)(int));
+
+// pthread_atfork with all three handlers.
+void os_at_fork(void (*prepare)(), void (*parent)(), void (*child)());
+
+// The seconds and nanoseconds of the real-time clock, in nanoseconds.
+int64_t os_wall_clock_ns();
+
+}  // namespace mapalloc

@@ -1,0 +1,398 @@
+#include "prof/prof.h"
+
+#include <string.h>
+
+#include "platform/diag.h"
+#include "platform/options.h"
+#include "platform/os.h"
+#include "platform/process.h"
+#include "platform/prof_os.h"
+#include "platform/spin_lock.h"
+
+namespace mapalloc {
+
+std::atomic<bool> prof_on{false};
+std::atomic<size_t> prof_live_samples{0};
+
+namespace {
+
+// ---- arithmetic without libm ------------------------------------------------------------------
+
+// ln(x) for x > 0: x = m * 2^e with m in [1, 2), ln m = 2 atanh((m - 1) / (m + 1)).
+double natural_log(double x) {
+  uint64_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  int exponent = static_cast<int>((bits >> 52) & 0x7ff) - 1023;
+  bits = (bits & ((uint64_t{1} << 52) - 1)) | (uint64_t{1023} << 52);
+  double m;
+  memcpy(&m, &bits, sizeof m);
+  double s = (m - 1) / (m + 1), s2 = s * s, term = s, sum = 0;
+  for (int k = 1; k < 40; k += 2) {
+    sum += term / k;
+    term *= s2;
+  }
+  return 2 * sum + exponent * 0.69314718055994530942;
+}
+
+// 1 - exp(-y) for y >= 0, accurate for small y too.
+double one_minus_exp_minus(double y) {
+  if (y > 40) return 1;
+  if (y < 0.5) {  // y - y^2/2 + y^3/6 - ...
+    double term = y, sum = 0;
+    for (int k = 1; k < 30; ++k) {
+      sum += term;
+      term *= -y / (k + 1);
+    }
+    return sum;
+  }
+  int squarings = 0;
+  while (y > 0.5) {
+    y /= 2;
+    ++squarings;
+  }
+  double term = 1, e = 0;  // exp(-y)
+  for (int k = 1; k < 30; ++k) {
+    e += term;
+    term *= -y / k;
+  }
+  while (squarings-- > 0) e *= e;
+  return 1 - e;
+}
+
+// ---- state --------------------------------------------------------------------------------------
+
+struct Sample {
+  uintptr_t address;  // 0: empty slot
+  uint64_t size;
+  double weight;
+  uint32_t stack;
+  uint32_t generation;  // the process's fork generation when sampled (older: inherited)
+};
+
+size_t interval_bytes = kProfDefaultInterval;
+char file_prefix[256] = "mapalloc.%p";
+bool ever_on = false;
+bool unwinding_safe = false;
+uint32_t generation = 0;
+// Threads inside the unwinder, which may hold its locks (a static program's dl_iterate_phdr).
+std::atomic<int> unwinding{0};  // forks since the profile began, in this process's line
+int dump_signal = 0;
+
+SpinLock lock;
+SpinLock map_lock;
+ProfStack* stacks = nullptr;  // kProfMaxStacks
+uint32_t* used_stacks = nullptr;
+unsigned used_stack_count = 0;
+Sample* samples = nullptr;  // kProfSampleSlots
+size_t sample_count = 0;
+size_t dropped = 0;
+double inuse_total = 0, peak_total = 0, snapshot_total = 0;
+std::atomic<bool> dump_pending{false};
+
+uintptr_t entry_points[128];
+unsigned entry_point_count = 0;
+
+__thread bool busy __attribute__((tls_model("initial-exec"))) = false;
+
+constexpr size_t kStacksBytes = align_up(sizeof(ProfStack) * kProfMaxStacks, kOsPageBytes);
+constexpr size_t kUsedBytes = align_up(sizeof(uint32_t) * kProfMaxStacks, kOsPageBytes);
+constexpr size_t kSamplesBytes = sizeof(Sample) * kProfSampleSlots;
+
+bool tables_ready() {
+  if (__atomic_load_n(&samples, __ATOMIC_ACQUIRE) != nullptr) return true;
+  SpinLockGuard guard(map_lock);
+  if (samples != nullptr) return true;
+  auto* new_stacks = static_cast<ProfStack*>(os_map_aligned(kStacksBytes, kOsPageBytes));
+  auto* new_used = static_cast<uint32_t*>(os_map_aligned(kUsedBytes, kOsPageBytes));
+  auto* new_samples = static_cast<Sample*>(os_map_aligned(kSamplesBytes, kOsPageBytes));
+  if (new_stacks == nullptr || new_used == nullptr || new_samples == nullptr) {
+    if (new_stacks != nullptr) os_unmap(new_stacks, kStacksBytes);
+    if (new_used != nullptr) os_unmap(new_used, kUsedBytes);
+    if (new_samples != nullptr) os_unmap(new_samples, kSamplesBytes);
+    return false;
+  }
+  stacks = new_stacks;
+  used_stacks = new_used;
+  stacks[0].used = 1;  // the catch-all for a full table
+  used_stacks[used_stack_count++] = 0;
+  __atomic_store_n(&samples, new_samples, __ATOMIC_RELEASE);
+  return true;
+}
+
+uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  return x ^ (x >> 33);
+}
+
+// The interned index of a stack (0 when the table is full). Under the lock.
+uint32_t intern(const uintptr_t* frames, unsigned depth, uint64_t hash) {
+  uint32_t mask = kProfMaxStacks - 1;
+  for (uint32_t i = static_cast<uint32_t>(hash) & mask;; i = (i + 1) & mask) {
+    if (i == 0) continue;
+    ProfStack& stack = stacks[i];
+    if (!stack.used) {
+      if (used_stack_count >= kProfMaxStacks / 8 * 7) return 0;
+      stack.used = 1;
+      stack.hash = hash;
+      stack.depth = depth;
+      memcpy(stack.frames, frames, depth * sizeof(uintptr_t));
+      used_stacks[used_stack_count++] = i;
+      return i;
+    }
+    if (stack.hash == hash && stack.depth == depth &&
+        memcmp(stack.frames, frames, depth * sizeof(uintptr_t)) == 0) {
+      return i;
+    }
+  }
+}
+
+size_t slot_of(uintptr_t address) {
+  return static_cast<size_t>(mix(address) & (kProfSampleSlots - 1));
+}
+
+// The peak profile: copies every stack's live counts (under the lock).
+void take_snapshot() {
+  for (unsigned i = 0; i < used_stack_count; ++i) {
+    ProfStack& stack = stacks[used_stacks[i]];
+    stack.peak_objects = stack.inuse_objects;
+    stack.peak_bytes = stack.inuse_bytes;
+    stack.peak_inherited_objects = stack.inherited_objects;
+    stack.peak_inherited_bytes = stack.inherited_bytes;
+  }
+  snapshot_total = inuse_total;
+}
+
+void dump_locked(const char* prefix) {
+  if (samples == nullptr) return;
+  if (inuse_total >= peak_total && peak_total > snapshot_total) take_snapshot();
+  ProfView view = {stacks, used_stacks, used_stack_count, interval_bytes, snapshot_total};
+  if (prof_write_files(view, prefix != nullptr ? prefix : file_prefix) != 0) {
+    diag_write("mapalloc: could not write the heap profile %s.*", prefix ? prefix : file_prefix);
+  }
+}
+
+void unlock_and_serve_signal() {
+  lock.unlock();
+  if (MAPALLOC_UNLIKELY(dump_pending.load(std::memory_order_relaxed)) && lock.try_lock()) {
+    dump_pending.store(false, std::memory_order_relaxed);
+    dump_locked(nullptr);
+    lock.unlock();
+  }
+}
+
+// The dump signal: writes the files at once unless the interrupted code holds the lock; then
+// the holder writes them when it lets go.
+void on_dump_signal(int) {
+  if (samples == nullptr) return;
+  if (lock.try_lock()) {
+    dump_locked(nullptr);
+    lock.unlock();
+  } else {
+    dump_pending.store(true, std::memory_order_relaxed);
+  }
+}
+
+// Fork: the child keeps the parent's live samples, marked inherited (older generation). No lock
+// is taken around fork (a prepare handler that locks can deadlock against stdio: see
+// stress/forkstorm.c); a child forked while another thread was inside the profiler's critical
+// section cannot trust the tables, nor one forked while a thread was unwinding (the unwinder's
+// locks may be held): it stops profiling (and writes no profile).
+void fork_child() {
+  if (lock.held() || unwinding.load(std::memory_order_relaxed) != 0) {
+    lock.reset_after_fork();
+    unwinding.store(0, std::memory_order_relaxed);
+    prof_on.store(false, std::memory_order_relaxed);
+    ever_on = false;
+    return;
+  }
+  generation++;
+  if (samples != nullptr) {
+    for (unsigned i = 0; i < used_stack_count; ++i) {
+      ProfStack& stack = stacks[used_stacks[i]];
+      stack.inherited_objects = stack.inuse_objects;
+      stack.inherited_bytes = stack.inuse_bytes;
+    }
+  }
+}
+
+}  // namespace
+
+void prof_register_fork_handlers() { os_at_fork(nullptr, nullptr, fork_child); }
+
+void prof_init() {
+  if (const char* text = os_getenv("MAPALLOC_PROF_SAMPLE")) {
+    uint64_t value;
+    if (parse_unsigned(text, uint64_t{1} << 40, &value) && value >= 1)
+      interval_bytes = value;
+    else
+      diag_write("mapalloc: ignoring MAPALLOC_PROF_SAMPLE=%s (accepted: bytes, 1 or more)", text);
+  }
+  if (const char* text = os_getenv("MAPALLOC_PROF_FILE")) {
+    if (*text != '\0' && strlen(text) < sizeof file_prefix - 32)
+      memcpy(file_prefix, text, strlen(text) + 1);
+    else
+      diag_write("mapalloc: ignoring MAPALLOC_PROF_FILE=%s (accepted: a path prefix)", text);
+  }
+  if (const char* text = os_getenv("MAPALLOC_PROF_SIGNAL")) {
+    uint64_t value;
+    if (parse_unsigned(text, 64, &value) && value >= 1 && os_install_signal(int(value), on_dump_signal))
+      dump_signal = static_cast<int>(value);
+    else
+      diag_write("mapalloc: ignoring MAPALLOC_PROF_SIGNAL=%s (accepted: a signal number)", text);
+  }
+  if (const char* text = os_getenv("MAPALLOC_PROF")) {
+    if (strcmp(text, "1") == 0)
+      prof_set_active(true);
+    else if (strcmp(text, "0") != 0)
+      diag_write("mapalloc: ignoring MAPALLOC_PROF=%s (accepted: 0, 1)", text);
+  }
+}
+
+size_t prof_interval() { return interval_bytes; }
+
+int64_t prof_next_countdown(uint64_t* random) {
+  // A uniform double in (0, 1] from 53 random bits.
+  double uniform = static_cast<double>((os_next_random(random) >> 11) + 1) * (1.0 / 9007199254740992.0);
+  double bytes = -natural_log(uniform) * static_cast<double>(interval_bytes);
+  if (bytes < 1) return 1;
+  if (bytes > 9e18) return INT64_MAX;
+  return static_cast<int64_t>(bytes);
+}
+
+void prof_set_entry_points(const uintptr_t* starts, unsigned count) {
+  for (unsigned i = 0; i < count && entry_point_count < 128; ++i)
+    entry_points[entry_point_count++] = starts[i];
+}
+
+void prof_start_unwinding() { __atomic_store_n(&unwinding_safe, true, __ATOMIC_RELEASE); }
+
+bool prof_record(const void* block, size_t size, size_t charged) {
+  // Before the library's constructor ran, libc itself may not be set up (a static program's
+  // allocations in __libc_init_first): the unwinder would abort. Such blocks are not sampled.
+  if (busy || !__atomic_load_n(&unwinding_safe, __ATOMIC_ACQUIRE) || !tables_ready()) return false;
+  busy = true;  // the unwinder's own allocations, if any, are not sampled
+  uintptr_t frames[kProfMaxDepth];
+  unwinding.fetch_add(1, std::memory_order_acq_rel);
+  unsigned depth = os_backtrace(frames, kProfMaxDepth, entry_points, entry_point_count);
+  unwinding.fetch_sub(1, std::memory_order_acq_rel);
+  for (unsigned i = 0; i < depth; ++i) frames[i] -= 1;  // the call, not the return address
+  uint64_t hash = depth;
+  for (unsigned i = 0; i < depth; ++i) hash = mix(hash ^ frames[i]);
+  double weight = 1 / one_minus_exp_minus(static_cast<double>(charged) / interval_bytes);
+  bool recorded = false;
+  lock.lock();
+  if (sample_count < kProfSampleSlots / 4 * 3) {
+    uint32_t index = intern(frames, depth, hash);
+    uintptr_t address = reinterpret_cast<uintptr_t>(block);
+    size_t slot = slot_of(address);
+    while (samples[slot].address != 0 && samples[slot].address != address)
+      slot = (slot + 1) & (kProfSampleSlots - 1);
+    if (samples[slot].address == 0) {
+      samples[slot] = {address, size, weight, index, generation};
+      sample_count++;
+      ProfStack& stack = stacks[index];
+      double bytes = weight * static_cast<double>(size);
+      stack.alloc_objects += weight;
+      stack.alloc_bytes += bytes;
+      stack.inuse_objects += weight;
+      stack.inuse_bytes += bytes;
+      inuse_total += bytes;
+      if (inuse_total > peak_total) peak_total = inuse_total;
+      prof_live_samples.fetch_add(1, std::memory_order_relaxed);
+      recorded = true;
+    }
+  } else {
+    dropped++;
+  }
+  unlock_and_serve_signal();
+  busy = false;
+  return recorded;
+}
+
+bool prof_forget(const void* block) {
+  if (samples == nullptr) return false;
+  uintptr_t address = reinterpret_cast<uintptr_t>(block);
+  lock.lock();
+  size_t slot = slot_of(address);
+  while (samples[slot].address != 0 && samples[slot].address != address)
+    slot = (slot + 1) & (kProfSampleSlots - 1);
+  bool found = samples[slot].address == address;
+  if (found) {
+    Sample sample = samples[slot];
+    // The process is about to leave a new high: keep its composition (the peak profile), unless
+    // it is within 1/128 of the last one kept.
+    if (inuse_total >= peak_total && peak_total > snapshot_total * (1 + 1.0 / 128)) take_snapshot();
+    ProfStack& stack = stacks[sample.stack];
+    double bytes = sample.weight * static_cast<double>(sample.size);
+    stack.inuse_objects -= sample.weight;
+    stack.inuse_bytes -= bytes;
+    if (sample.generation != generation) {
+      stack.inherited_objects -= sample.weight;
+      stack.inherited_bytes -= bytes;
+    }
+    inuse_total -= bytes;
+    // Backward-shift deletion (linear probing, no tombstones).
+    size_t hole = slot;
+    for (size_t next = (hole + 1) & (kProfSampleSlots - 1); samples[next].address != 0;
+         next = (next + 1) & (kProfSampleSlots - 1)) {
+      size_t home = slot_of(samples[next].address);
+      // Move `next` into the hole unless its home lies cyclically in (hole, next].
+      bool stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next);
+      if (!stays) {
+        samples[hole] = samples[next];
+        hole = next;
+      }
+    }
+    samples[hole].address = 0;
+    sample_count--;
+    prof_live_samples.fetch_sub(1, std::memory_order_relaxed);
+  }
+  unlock_and_serve_signal();
+  return found;
+}
+
+bool prof_set_active(bool on) {
+  if (on) {
+    if (!tables_ready()) return false;
+    ever_on = true;
+  }
+  return prof_on.exchange(on, std::memory_order_relaxed);
+}
+
+int prof_dump(const char* prefix) {
+  if (!tables_ready()) return -1;
+  lock.lock();
+  ProfView view = {stacks, used_stacks, used_stack_count, interval_bytes, 0};
+  if (inuse_total >= peak_total && peak_total > snapshot_total) take_snapshot();
+  view.peak_total_bytes = snapshot_total;
+  int result = prof_write_files(view, prefix != nullptr ? prefix : file_prefix);
+  lock.unlock();
+  return result;
+}
+
+void prof_dump_at_exit() {
+  if (!ever_on) return;
+  prof_on.store(false, std::memory_order_relaxed);
+  if (prof_dump(nullptr) != 0)
+    diag_write("mapalloc: could not write the heap profile %s.*", file_prefix);
+}
+
+ProfStats prof_stats() {
+  ProfStats result = {0, 0, 0, 0};
+  if (samples == nullptr) return result;
+  lock.lock();
+  result.stacks = used_stack_count;
+  result.live_samples = sample_count;
+  result.dropped = dropped;
+  // Touched pages: the stacks in use, and at most one page per live sample (hashed slots).
+  size_t sample_pages = sample_count * kOsPageBytes;
+  result.memory_bytes = used_stack_count * sizeof(ProfStack) + kOsPageBytes +
+                        (sample_pages < kSamplesBytes ? sample_pages : kSamplesBytes);
+  lock.unlock();
+  return result;
+}
+
+}  // namespace mapalloc
