@@ -23,8 +23,8 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
 # folder of src/ includes only itself and the folders before it here.
 PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process
 CORE_LAYER_SOURCES := core/segment core/arena core/page core/large core/heap core/heap_remote \
-  core/heap_pool core/heap_purge core/purge core/stats
-API_SOURCES := api/init api/alloc api/secure api/entry api/glibc_rules api/api api/cxx_runtime
+  core/heap_pool core/heap_purge core/heap_validate core/purge core/stats
+API_SOURCES := api/init api/alloc api/secure api/debug api/entry api/glibc_rules api/api api/cxx_runtime
 CORE_SOURCES := $(PLATFORM_SOURCES) $(CORE_LAYER_SOURCES) $(API_SOURCES)
 OVERRIDE_SOURCES := override/override override/override_new
 CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
@@ -147,7 +147,8 @@ check-sanitize: all $(SANITIZER_BUILDS)
 
 test: all
 	@scripts/ensure-packages.sh test
-	@$(MAKE) --no-print-directory $(BUILD)/tests/unit $(BUILD)/tests/unit-secure $(SANITIZER_BUILDS)
+	@$(MAKE) --no-print-directory $(BUILD)/tests/unit $(BUILD)/tests/unit-secure $(SANITIZER_BUILDS) \
+	  $(DEBUG_TEST_BUILDS)
 	@tests/run_all.sh
 
 # ---- benchmarks, stress ------------------------------------------------------------------------
@@ -184,6 +185,7 @@ include scripts/make/install.mk
 # make trace-tools (the tracing library, replay, trace-info) and make fuzz / fuzz-quick.
 include scripts/make/trace.mk
 include scripts/make/fuzz.mk
+include scripts/make/debug.mk
 
 clean:
 	rm -rf $(BUILD)

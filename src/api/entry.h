@@ -1,22 +1,28 @@
 // The operations every exported entry point calls (override.cpp, override_new.cpp, api.cpp and
-// the tracing library): the default build's (alloc.h) or the secure build's (secure.h), chosen
-// at compile time, after the checks common to both (NULL, size 0, overflowing products).
+// the tracing library): the default build's (alloc.h), the secure build's (secure.h) or the
+// debug build's (debug.h), chosen at compile time, after the checks common to all (NULL, size
+// 0, overflowing products).
 #pragma once
 
 #include "api/alloc.h"
+#include "api/debug.h"
 #include "api/secure.h"
 
 namespace mapalloc {
 
 MAPALLOC_INLINE void* malloc_fast(size_t size) {
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    return debug_malloc(size);
+  else if constexpr (kSecure)
     return secure_malloc(size);
   else
     return default_malloc(size);
 }
 
 MAPALLOC_INLINE void free_fast(void* pointer) {
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    debug_free(pointer);
+  else if constexpr (kSecure)
     secure_free(pointer);
   else
     default_free(pointer);

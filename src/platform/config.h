@@ -30,6 +30,17 @@ constexpr bool kSecure = MAPALLOC_SECURE != 0;
 #endif
 constexpr bool kFreeChecks = MAPALLOC_UNCHECKED == 0;
 
+// The debug build (libmapalloc-debug, MAPALLOC_DEBUG=1): assertions on the invariants the
+// comments state (debug_assert.h), a validation walk of the heap at slow paths, freed blocks
+// filled with a pattern that is checked when they are handed out again, and Valgrind client
+// requests so that memcheck sees mapalloc's blocks (memcheck.h). Every check sits behind
+// `if constexpr (kDebug)`, so the default build compiles none of it.
+#ifndef MAPALLOC_DEBUG
+#define MAPALLOC_DEBUG 0
+#endif
+constexpr bool kDebug = MAPALLOC_DEBUG != 0;
+static_assert(!(kDebug && kSecure), "the debug build wraps the default operations, not secure ones");
+
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

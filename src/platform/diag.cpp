@@ -1,5 +1,6 @@
 #include "platform/diag.h"
 
+#include "platform/debug_assert.h"
 #include "platform/process.h"
 
 #include <stdarg.h>
@@ -127,6 +128,10 @@ void fatal(const char* fmt, ...) {
   line[length++] = '\n';
   os_write_all(kStderrFd, line, length);
   abort();
+}
+
+void debug_assert_failed(const char* file, int line, const char* invariant, const void* where) {
+  fatal("assertion failed at %s:%d: %s (block/page %p)", file, line, invariant, where);
 }
 
 }  // namespace mapalloc
