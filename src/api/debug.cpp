@@ -106,8 +106,11 @@ void* debug_realloc(void* pointer, size_t size) {
   size_t old_size = requested_size(pointer, ref.usable_bytes);
   size_t request;
   if (!padded(size, valgrind, &request)) return out_of_memory();
-  // In place as the default build would (size classes only), else a new block: large blocks
-  // always move here, which exercises the copy and leaves the old block to memcheck as freed.
+  // Large blocks outside Valgrind: the default realloc (in place, or by mremap), which frees no
+  // size-class block. Otherwise in place as the default build would (size classes only), else
+  // a new block: under Valgrind large blocks always move, which leaves the old one to memcheck
+  // as freed.
+  if (!valgrind && ref.kind != BlockKind::kClass) return default_realloc(pointer, size);
   if (ref.kind == BlockKind::kClass && request <= ref.usable_bytes &&
       request >= ref.usable_bytes / 2) {
     if (valgrind) {

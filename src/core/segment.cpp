@@ -272,13 +272,12 @@ void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
   Segment* segment = segment_of(head);
   unsigned first = page_index(head);
   unsigned pages = head->span_pages;
-  MAPALLOC_ASSERT(head->head_index == first && head->state != PageState::kSpanTail &&
-                      head->state != PageState::kFree && pages > 0 &&
+  MAPALLOC_ASSERT(head->head_index == first && head->state != PageState::kSpanTail && pages > 0 &&
                       first + pages <= kPagesPerSegment - kGuardPages,
                   "a span freed is a span in use within its segment", head);
   MAPALLOC_ASSERT((segment->free_pages & span_mask(first, pages)) == 0,
                   "the pages of a span in use are not free in the segment", head);
-  MAPALLOC_ASSERT(segment->owner == head->owner && segment->owner != nullptr,
+  MAPALLOC_ASSERT(head->owner == nullptr || segment->owner == head->owner,
                   "a span's segment belongs to the span's heap", head);
   if constexpr (kDebug) {
     for (unsigned i = 1; i < pages; ++i) {
