@@ -17,7 +17,7 @@ namespace {
 
 // Blocks of a free list of `page` (local_free, or the heap's list of its current page): each a
 // block of the span, marked free with the page's key, its fill pattern intact; no cycle (at
-// most `capacity` blocks). Returns how many.
+// most `carved` blocks). Returns how many.
 unsigned validate_free_list(const Page* page, const Block* list) {
   unsigned count = 0;
   for (const Block* block = list; block != nullptr; block = block_next(block)) {
@@ -34,8 +34,8 @@ unsigned validate_free_list(const Page* page, const Block* list) {
   return count;
 }
 
-// A span head in use by `heap`.
-void validate_page(const Heap* heap, const Page* page) {
+// A span head in use by `heap`. Returns the free blocks walked.
+unsigned validate_page(const Heap* heap, const Page* page) {
   MAPALLOC_ASSERT(page->owner == heap, "a span in a heap's segment belongs to that heap", page);
   MAPALLOC_ASSERT(page->size_class < kClassCount &&
                       page->block_bytes == class_block_bytes(page->size_class),
@@ -62,12 +62,14 @@ void validate_page(const Heap* heap, const Page* page) {
     MAPALLOC_ASSERT(page->queue_next == nullptr && page->queue_prev == nullptr,
                     "only available pages are linked into a queue", page);
   }
+  return listed;
 }
 
 }  // namespace
 
-void heap_validate(Heap* heap) {
-  if constexpr (!kDebug) return;
+size_t heap_validate(Heap* heap) {
+  if constexpr (!kDebug) return 0;
+  size_t visited = 0;
   MAPALLOC_ASSERT(!heap->abandoned.load(std::memory_order_relaxed) ||
                       heap->purge_claimed.load(std::memory_order_relaxed),
                   "a heap is validated by its owner", heap);
@@ -83,6 +85,7 @@ void heap_validate(Heap* heap) {
       MAPALLOC_ASSERT(current != nullptr, "heap->free[c] holds blocks of current[c] only",
                       heap->free[c]);
       unsigned count = validate_free_list(current, heap->free[c]);
+      visited += count;
       MAPALLOC_ASSERT(count <= current->countdown,
                       "the heap's free blocks of a page count as used by it", current);
     }
@@ -137,7 +140,7 @@ void heap_validate(Heap* heap) {
                         "a kCurrent page is its heap's current page of its class", page);
       }
       if (page->state == PageState::kAvailable) available[page->size_class]++;
-      validate_page(heap, page);
+      visited += 1 + validate_page(heap, page);
       for (unsigned t = 1; t < page->span_pages; ++t) {
         const Page* tail = page + t;
         MAPALLOC_ASSERT(tail->state == PageState::kSpanTail && tail->head_index == i &&
@@ -158,20 +161,28 @@ void heap_validate(Heap* heap) {
                     "every kAvailable page is in its class's queue exactly once",
                     heap->available[c].first);
   }
+  return visited;
 }
 
-// A full walk costs time in proportion to the heap's pages and free blocks, and a slow path
-// comes every few hundred operations: walking at each one made the stress suite's larger
-// programs quadratic (see README, "Debug build"). A heap's first slow calls are all checked
-// (small test programs, the planted-bug tests), then one in kValidateEvery; the cheap
-// assertions still run at every operation.
-constexpr uint64_t kValidateAlways = 256;
-constexpr uint64_t kValidateEvery = 16;
+// A full walk costs time in proportion to the heap's pages and free blocks. Run at every slow
+// path it made the stress suite's fragmentation program 30 times slower (a heap of many
+// partly used pages walks thousands of free blocks, and a slow path comes every few dozen
+// operations). So the walks are paced by their own size: after a walk of N pages and blocks
+// the next one comes N / kVisitsPerSlowCall slow calls later, which bounds the walks' cost to about kVisitsPerSlowCall block checks per slow
+// path, while a small heap (a test program, a planted bug) is still walked at every one.
+constexpr size_t kVisitsPerSlowCall = 16;
+
+struct ValidatePace {
+  const Heap* heap;
+  uint64_t next_slow_call;
+};
+thread_local ValidatePace validate_pace = {nullptr, 0};
 
 void heap_validate_sometimes(Heap* heap) {
   if constexpr (!kDebug) return;
-  if (heap->slow_calls <= kValidateAlways || heap->slow_calls % kValidateEvery == 0)
-    heap_validate(heap);
+  if (validate_pace.heap == heap && heap->slow_calls < validate_pace.next_slow_call) return;
+  size_t visited = heap_validate(heap);
+  validate_pace = {heap, heap->slow_calls + 1 + visited / kVisitsPerSlowCall};
 }
 
 }  // namespace mapalloc
