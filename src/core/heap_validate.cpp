@@ -176,7 +176,9 @@ struct ValidatePace {
   const Heap* heap;
   uint64_t next_slow_call;
 };
-thread_local ValidatePace validate_pace = {nullptr, 0};
+// (Not all zero, so that it lives in .tdata: a static glibc places .tbss in memory that
+// memcheck sees as undefined.)
+thread_local ValidatePace validate_pace = {nullptr, 1};
 
 void heap_validate_sometimes(Heap* heap) {
   if constexpr (!kDebug) return;
