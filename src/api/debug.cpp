@@ -88,7 +88,8 @@ void debug_free(void* pointer) {
   if (pointer == nullptr) return;
   BlockRef ref = locate(pointer, "free");  // every misuse is reported here, as by default
   memcheck::freelike(pointer);
-  if (ref.kind == BlockKind::kClass) debug_fill_block(static_cast<Block*>(pointer), ref.usable_bytes);
+  if (ref.kind == BlockKind::kClass)
+    debug_fill_block(static_cast<Block*>(pointer), ref.usable_bytes);
   // The default free again, so that its fast path is what the debug build exercises.
   default_free(pointer);
 }

@@ -180,9 +180,9 @@ void heap_page_countdown_zero(Heap* heap, Page* page) {
 }
 
 void heap_free_local(Heap* heap, Page* page, Block* block) {
-  MAPALLOC_ASSERT(page->owner == heap && span_contains(page, block) &&
-                      page_is_block_start(page, block),
-                  "a local free's block starts a block of a span its heap owns", block);
+  MAPALLOC_ASSERT(
+      page->owner == heap && span_contains(page, block) && page_is_block_start(page, block),
+      "a local free's block starts a block of a span its heap owns", block);
   MAPALLOC_ASSERT(page->countdown > 0 && page->countdown <= page->synced_used,
                   "a page with a block in use has 0 < countdown <= synced_used", page);
   set_block_key(block, page->free_key);

@@ -6,8 +6,8 @@
 #include <new>
 
 #include "core/heap_internal.h"
-#include "platform/debug_assert.h"
 #include "core/purge_deadline.h"
+#include "platform/debug_assert.h"
 
 namespace mapalloc {
 
@@ -61,9 +61,9 @@ constexpr size_t kAbandonedDirtyPages = kAbandonedDirtyBytes / kPageBytes;
 std::atomic<size_t> abandoned_dirty_pages{0};
 
 void uncount_dirty(Heap* heap) {
-  MAPALLOC_ASSERT(abandoned_dirty_pages.load(std::memory_order_relaxed) >=
-                      heap->counted_dirty_pages,
-                  "the abandoned heaps' allowance counts each abandoned heap's pages", heap);
+  MAPALLOC_ASSERT(
+      abandoned_dirty_pages.load(std::memory_order_relaxed) >= heap->counted_dirty_pages,
+      "the abandoned heaps' allowance counts each abandoned heap's pages", heap);
   abandoned_dirty_pages.fetch_sub(heap->counted_dirty_pages, std::memory_order_relaxed);
   heap->counted_dirty_pages = 0;
 }
@@ -152,9 +152,9 @@ void reclaim(Heap* into, Heap* from) {
 // Sets an abandoned heap's share of the allowance to what it holds now.
 void recount_dirty(Heap* heap) {
   size_t pages = dirty_pages_of(heap);
-  MAPALLOC_ASSERT(abandoned_dirty_pages.load(std::memory_order_relaxed) >=
-                      heap->counted_dirty_pages,
-                  "the abandoned heaps' allowance counts each abandoned heap's pages", heap);
+  MAPALLOC_ASSERT(
+      abandoned_dirty_pages.load(std::memory_order_relaxed) >= heap->counted_dirty_pages,
+      "the abandoned heaps' allowance counts each abandoned heap's pages", heap);
   abandoned_dirty_pages.fetch_add(pages - heap->counted_dirty_pages, std::memory_order_relaxed);
   heap->counted_dirty_pages = pages;
 }
@@ -181,9 +181,9 @@ Heap* heap_acquire() {
 }
 
 void heap_abandon(Heap* heap) {
-  MAPALLOC_ASSERT(!heap->abandoned.load(std::memory_order_relaxed) &&
-                      heap->counted_dirty_pages == 0,
-                  "a heap abandoned was owned and counted nothing in the allowance", heap);
+  MAPALLOC_ASSERT(
+      !heap->abandoned.load(std::memory_order_relaxed) && heap->counted_dirty_pages == 0,
+      "a heap abandoned was owned and counted nothing in the allowance", heap);
   if constexpr (kDebug) heap_validate(heap);
   // Its empty segments stay with it: the next thread to adopt it will need pages (see
   // heap_purge for when they are let go).

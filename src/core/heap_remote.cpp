@@ -70,9 +70,9 @@ unsigned collect_available(Heap* heap, unsigned size_class) {
 
 void heap_free_remote(Page* page, Block* block) {
   Heap* owner = __atomic_load_n(&page->owner, __ATOMIC_ACQUIRE);
-  MAPALLOC_ASSERT(owner != nullptr && page->state != PageState::kSpanTail &&
-                      page->state != PageState::kFree,
-                  "a remote free goes to the head of a span in use", page);
+  MAPALLOC_ASSERT(
+      owner != nullptr && page->state != PageState::kSpanTail && page->state != PageState::kFree,
+      "a remote free goes to the head of a span in use", page);
   set_block_key(block, page->free_key);
   if (page_remote_free(page, block)) push_delayed(owner, block);
   note_remote_free(owner);

@@ -37,9 +37,9 @@ unsigned validate_free_list(const Page* page, const Block* list) {
 // A span head in use by `heap`. Returns the free blocks walked.
 unsigned validate_page(const Heap* heap, const Page* page) {
   MAPALLOC_ASSERT(page->owner == heap, "a span in a heap's segment belongs to that heap", page);
-  MAPALLOC_ASSERT(page->size_class < kClassCount &&
-                      page->block_bytes == class_block_bytes(page->size_class),
-                  "a page's block size is its class's", page);
+  MAPALLOC_ASSERT(
+      page->size_class < kClassCount && page->block_bytes == class_block_bytes(page->size_class),
+      "a page's block size is its class's", page);
   MAPALLOC_ASSERT(page->free_key == page_free_key(page), "a page's free key is derived from it",
                   page);
   MAPALLOC_ASSERT(page->carved <= page->capacity, "a span carves no more blocks than it holds",
@@ -52,8 +52,8 @@ unsigned validate_page(const Heap* heap, const Page* page) {
     MAPALLOC_ASSERT(page->synced_used == 1 && page->carved == page->capacity,
                     "a full page is fully carved and keeps synced_used = 1", page);
   } else {
-    MAPALLOC_ASSERT(page->synced_used <= page->carved,
-                    "synced_used counts carved blocks only", page);
+    MAPALLOC_ASSERT(page->synced_used <= page->carved, "synced_used counts carved blocks only",
+                    page);
   }
   unsigned listed = validate_free_list(page, page->local_free);
   MAPALLOC_ASSERT(listed == page->synced_used - page->countdown,
@@ -93,13 +93,13 @@ size_t heap_validate(Heap* heap) {
     for (const Page* page = heap->available[c].first; page != nullptr; page = page->queue_next) {
       MAPALLOC_ASSERT(page->queue_prev == previous, "a queued page links back to its predecessor",
                       page);
-      MAPALLOC_ASSERT(page->state == PageState::kAvailable && page->size_class == c &&
-                          page->owner == heap,
-                      "the available queue of class c holds kAvailable pages of class c", page);
+      MAPALLOC_ASSERT(
+          page->state == PageState::kAvailable && page->size_class == c && page->owner == heap,
+          "the available queue of class c holds kAvailable pages of class c", page);
       previous = page;
       ++queued[c];
-      MAPALLOC_ASSERT(queued[c] <= heap->segments.count * kPagesPerSegment,
-                      "a queue has no cycle", page);
+      MAPALLOC_ASSERT(queued[c] <= heap->segments.count * kPagesPerSegment, "a queue has no cycle",
+                      page);
     }
     MAPALLOC_ASSERT(heap->available[c].last == previous, "a queue's last page is its last one",
                     heap->available[c].last);
@@ -109,8 +109,7 @@ size_t heap_validate(Heap* heap) {
   size_t used_pages = 0;
   size_t segments = 0;
   uint8_t entry = map_entry_of(heap);
-  for (const Segment* segment = heap->segments.first; segment != nullptr;
-       segment = segment->next) {
+  for (const Segment* segment = heap->segments.first; segment != nullptr; segment = segment->next) {
     ++segments;
     MAPALLOC_ASSERT(segments <= heap->segments.count, "a heap's segment list has count segments",
                     segment);
@@ -123,9 +122,9 @@ size_t heap_validate(Heap* heap) {
     for (unsigned i = kFirstUsablePage; i < kPagesPerSegment - kGuardPages;) {
       const Page* page = &segment->pages[i];
       if ((segment->free_pages >> i) & 1) {
-        MAPALLOC_ASSERT(page->state == PageState::kFree && page->owner == nullptr &&
-                            page->start_limit == 0,
-                        "a free page is kFree, unowned, and admits no block", page);
+        MAPALLOC_ASSERT(
+            page->state == PageState::kFree && page->owner == nullptr && page->start_limit == 0,
+            "a free page is kFree, unowned, and admits no block", page);
         ++i;
         continue;
       }
@@ -168,8 +167,9 @@ size_t heap_validate(Heap* heap) {
 // path it made the stress suite's fragmentation program 30 times slower (a heap of many
 // partly used pages walks thousands of free blocks, and a slow path comes every few dozen
 // operations). So the walks are paced by their own size: after a walk of N pages and blocks
-// the next one comes N / kVisitsPerSlowCall slow calls later, which bounds the walks' cost to about kVisitsPerSlowCall block checks per slow
-// path, while a small heap (a test program, a planted bug) is still walked at every one.
+// the next one comes N / kVisitsPerSlowCall slow calls later, which bounds the walks' cost to about
+// kVisitsPerSlowCall block checks per slow path, while a small heap (a test program, a planted bug)
+// is still walked at every one.
 constexpr size_t kVisitsPerSlowCall = 16;
 
 struct ValidatePace {

@@ -60,8 +60,8 @@ void page_init(Page* head, Heap* owner, unsigned size_class) {
   MAPALLOC_ASSERT(page_index(head) >= kFirstUsablePage &&
                       page_index(head) + head->span_pages <= kPagesPerSegment - kGuardPages,
                   "a span lies within its segment's usable pages", head);
-  MAPALLOC_ASSERT(head->capacity > 0 && size_t{head->capacity} * block_bytes <=
-                                            size_t{head->span_pages} * kPageBytes,
+  MAPALLOC_ASSERT(head->capacity > 0 &&
+                      size_t{head->capacity} * block_bytes <= size_t{head->span_pages} * kPageBytes,
                   "a span's blocks fit in its pages", head);
   // Memcheck: the span is the allocator's until its blocks are handed out.
   if constexpr (kDebug) memcheck::close(page_start(head), size_t{head->span_pages} * kPageBytes);
@@ -172,9 +172,9 @@ void page_collect_remote(Page* page) {
 }
 
 bool page_remote_free(Page* page, Block* block) {
-  MAPALLOC_ASSERT(page->owner != nullptr && span_contains(page, block) &&
-                      page_is_block_start(page, block),
-                  "a remote free lands on the page whose span holds the block", block);
+  MAPALLOC_ASSERT(
+      page->owner != nullptr && span_contains(page, block) && page_is_block_start(page, block),
+      "a remote free lands on the page whose span holds the block", block);
   uintptr_t old = page->thread_free.load(std::memory_order_relaxed);
   for (;;) {
     if (old == kFullFlag) {

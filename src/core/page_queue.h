@@ -31,12 +31,12 @@ inline void queue_push(PageQueue& queue, Page* page) {
 
 inline void queue_remove(PageQueue& queue, Page* page) {
   MAPALLOC_ASSERT(page->state == PageState::kAvailable, "a queued page is kAvailable", page);
-  MAPALLOC_ASSERT(page->queue_prev != nullptr ? page->queue_prev->queue_next == page
-                                              : queue.first == page,
-                  "a queued page's predecessor links to it", page);
-  MAPALLOC_ASSERT(page->queue_next != nullptr ? page->queue_next->queue_prev == page
-                                              : queue.last == page,
-                  "a queued page's successor links back to it", page);
+  MAPALLOC_ASSERT(
+      page->queue_prev != nullptr ? page->queue_prev->queue_next == page : queue.first == page,
+      "a queued page's predecessor links to it", page);
+  MAPALLOC_ASSERT(
+      page->queue_next != nullptr ? page->queue_next->queue_prev == page : queue.last == page,
+      "a queued page's successor links back to it", page);
   if (page->queue_prev != nullptr)
     page->queue_prev->queue_next = page->queue_next;
   else

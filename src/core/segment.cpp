@@ -167,8 +167,8 @@ uint64_t span_mask(unsigned first, unsigned pages) {
 }
 
 Page* take_span(Segment* segment, unsigned first, unsigned pages) {
-  MAPALLOC_ASSERT(pages > 0 && (segment->free_pages & span_mask(first, pages)) ==
-                                   span_mask(first, pages) &&
+  MAPALLOC_ASSERT(pages > 0 &&
+                      (segment->free_pages & span_mask(first, pages)) == span_mask(first, pages) &&
                       (span_mask(first, pages) & ~kAllUsablePages) == 0,
                   "a new span takes free, usable pages only", &segment->pages[first]);
   if (segment->huge_pages) {

@@ -39,7 +39,8 @@ constexpr bool kFreeChecks = MAPALLOC_UNCHECKED == 0;
 #define MAPALLOC_DEBUG 0
 #endif
 constexpr bool kDebug = MAPALLOC_DEBUG != 0;
-static_assert(!(kDebug && kSecure), "the debug build wraps the default operations, not secure ones");
+static_assert(!(kDebug && kSecure),
+              "the debug build wraps the default operations, not secure ones");
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)

@@ -14,11 +14,11 @@ namespace mapalloc {
 
 }  // namespace mapalloc
 
-#define MAPALLOC_ASSERT(condition, invariant, where)                                         \
-  do {                                                                                       \
-    if constexpr (::mapalloc::kDebug) {                                                      \
-      if (MAPALLOC_UNLIKELY(!(condition)))                                                   \
-        ::mapalloc::debug_assert_failed(__FILE__, __LINE__, invariant,                       \
-                                        reinterpret_cast<const void*>(where));               \
-    }                                                                                        \
+#define MAPALLOC_ASSERT(condition, invariant, where)                           \
+  do {                                                                         \
+    if constexpr (::mapalloc::kDebug) {                                        \
+      if (MAPALLOC_UNLIKELY(!(condition)))                                     \
+        ::mapalloc::debug_assert_failed(__FILE__, __LINE__, invariant,         \
+                                        reinterpret_cast<const void*>(where)); \
+    }                                                                          \
   } while (0)
