@@ -24,8 +24,8 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
 PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process platform/prof_os
 PROF_SOURCES := prof/prof prof/prof_write
 CORE_LAYER_SOURCES := core/segment core/arena core/page core/large core/heap core/heap_remote \
-  core/heap_pool core/heap_purge core/purge core/stats
-API_SOURCES := api/init api/alloc api/secure api/entry api/glibc_rules api/api api/cxx_runtime
+  core/heap_pool core/heap_purge core/heap_validate core/purge core/stats
+API_SOURCES := api/init api/alloc api/secure api/debug api/entry api/glibc_rules api/api api/cxx_runtime
 CORE_SOURCES := $(PLATFORM_SOURCES) $(PROF_SOURCES) $(CORE_LAYER_SOURCES) $(API_SOURCES) api/prof_hooks
 OVERRIDE_SOURCES := override/override override/override_new
 CORE_OBJECTS := $(CORE_SOURCES:%=$(BUILD)/obj/%.o)
@@ -148,7 +148,8 @@ check-sanitize: all $(SANITIZER_BUILDS)
 
 test: all
 	@scripts/ensure-packages.sh test
-	@$(MAKE) --no-print-directory $(BUILD)/tests/unit $(BUILD)/tests/unit-secure $(SANITIZER_BUILDS)
+	@$(MAKE) --no-print-directory $(BUILD)/tests/unit $(BUILD)/tests/unit-secure $(SANITIZER_BUILDS) \
+	  $(DEBUG_TEST_BUILDS)
 	@tests/run_all.sh
 
 # ---- benchmarks, stress ------------------------------------------------------------------------
@@ -189,6 +190,7 @@ include scripts/make/security.mk
 
 # make memory-return (the README's memory-return table).
 include scripts/make/bench_extra.mk
+include scripts/make/debug.mk
 
 clean:
 	rm -rf $(BUILD)

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 case "${1:-}" in
-  test)  packages=(doctest-dev python3 clang libclang-rt-14-dev gnuplot-nox pkg-config file golang-go binutils) ;;
+  test)  packages=(doctest-dev python3 clang libclang-rt-14-dev gnuplot-nox pkg-config file golang-go binutils valgrind) ;;
   bench) packages=(libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox valgrind sqlite3
                    redis-server redis-tools python3 jq lua5.4 perl) ;;
   stress) packages=(libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 sqlite3 redis-server

@@ -12,11 +12,13 @@
 #              keeps its own malloc for everything else.
 #
 # The mapalloc libraries are taken from $MAPALLOC_BUILD (default: build/ of this checkout);
-# run `make` first. Extra compiler flags can be given in $STRESS_CFLAGS.
+# run `make` first. $MAPALLOC_LIBRARY names the archive for --static (default libmapalloc;
+# libmapalloc-debug for the debug build). Extra compiler flags can be given in $STRESS_CFLAGS.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 lib_dir=${MAPALLOC_BUILD:-$root/build}
+library=${MAPALLOC_LIBRARY:-libmapalloc}
 
 mode=preload
 outdir=
@@ -40,9 +42,9 @@ case $mode in
     libs=()
     ;;
   static)
-    [[ -f $lib_dir/libmapalloc.a ]] || { echo "build.sh: $lib_dir/libmapalloc.a missing (run make)" >&2; exit 1; }
+    [[ -f $lib_dir/$library.a ]] || { echo "build.sh: $lib_dir/$library.a missing (run make)" >&2; exit 1; }
     cc=(gcc -std=gnu11 -O2 -g -pthread -static $warn)
-    libs=("$lib_dir/libmapalloc.a" -lpthread)
+    libs=("$lib_dir/$library.a" -lpthread)
     ;;
   tsan)
     # The ThreadSanitizer-instrumented build of the library (make check-sanitize builds it), so

@@ -3,13 +3,15 @@
 # program x allocator with the result and the peak RSS (and wall time) of each run.
 #
 #   stress/run.sh [--quick] [--allocators "mapalloc glibc jemalloc mimalloc tcmalloc"]
-#                 [--static] [--tsan]
+#                 [--static] [--tsan] [--library debug]
 #
 #   --quick        small arguments (about a minute for mapalloc preloaded + static on 2 cores);
 #                  implies --static. Default allocators then: mapalloc only.
 #   --allocators   the allocators to preload (glibc = none). Default: all five ("" for none).
 #   --static       also the programs linked with -static against build/libmapalloc.a
 #   --tsan         also the ThreadSanitizer build on build/libmapalloc-prefixed.a
+#   --library V    mapalloc's variant V instead of the default build: preloads
+#                  build/libmapalloc-V.so and links build/libmapalloc-V.a (e.g. debug)
 #
 # One line per check, "ok <program> <mode>" or "FAIL <program> <mode>" (mode: preload, static,
 # tsan, or preload:<allocator> for the baselines), then the table. Exit status 1 if anything
@@ -21,6 +23,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 lib_dir=${MAPALLOC_BUILD:-$root/build}
 out_dir=$lib_dir/stress
+library=libmapalloc
 libdir_sys=/usr/lib/x86_64-linux-gnu
 
 quick=0
@@ -33,9 +36,10 @@ while [[ $# -gt 0 ]]; do
     --quick) quick=1 ;;
     --static) static=1 ;;
     --tsan) tsan=1 ;;
+    --library) library=libmapalloc-${2-}; out_dir=$lib_dir/stress-${2-}; shift ;;
     --allocators) allocators=${2-}; allocators_set=1; shift ;;
     --allocators=*) allocators=${1#*=}; allocators_set=1 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -101,7 +105,7 @@ known_failure() { # allocator output
 
 lib_for() {
   case $1 in
-    mapalloc) echo "$lib_dir/libmapalloc.so" ;;
+    mapalloc) echo "$lib_dir/$library.so" ;;
     mapalloc-secure) echo "$lib_dir/libmapalloc-secure.so" ;;
     glibc) echo "" ;;
     jemalloc) echo "$libdir_sys/libjemalloc.so.2" ;;
@@ -120,7 +124,7 @@ if [[ -n $allocators ]]; then
   "$here/build.sh" "$out_dir/preload" || build_ok=0
 fi
 if [[ $static -eq 1 ]]; then
-  "$here/build.sh" --static "$out_dir/static" || build_ok=0
+  MAPALLOC_LIBRARY=$library "$here/build.sh" --static "$out_dir/static" || build_ok=0
 fi
 if [[ $tsan -eq 1 ]]; then
   "$here/build.sh" --tsan "$out_dir/tsan" || build_ok=0

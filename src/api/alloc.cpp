@@ -41,7 +41,7 @@ void* class_alloc(Heap* heap, unsigned size_class) {
     if (block == nullptr) return out_of_memory();
   }
   heap->free[size_class] = block_next(block);
-  block->free_key = 0;
+  set_block_key(block, 0);
   return block;
 }
 
@@ -118,7 +118,7 @@ BlockRef locate(const void* pointer, const char* operation) {
       // The key is random per page: a match is a double free, except in the rare case of user
       // data that equals it, which the owner can rule out by looking through its lists (the
       // secure build, whose quarantine such a search would miss, trusts the key).
-      if (kFreeChecks && block->free_key == head->free_key &&
+      if (kFreeChecks && block_key(block) == head->free_key &&
           (kSecure || owner != tls_heap || heap_block_is_free(owner, head, block))) {
         report_freed(operation, pointer, "size class", head->block_bytes);
       }
@@ -283,7 +283,7 @@ bool owns_impl(const void* pointer) {
       if (head->owner == nullptr || !page_is_block_start(head, pointer)) return false;
       // Live unless it carries the free key (exact for the owner; by the key for others).
       auto* block = static_cast<Block*>(const_cast<void*>(pointer));
-      if (!kFreeChecks || block->free_key != head->free_key) return true;
+      if (!kFreeChecks || block_key(block) != head->free_key) return true;
       return !kSecure && head->owner == tls_heap && !heap_block_is_free(head->owner, head, block);
     }
     case kUnitArena:

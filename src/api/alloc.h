@@ -22,7 +22,7 @@ MAPALLOC_INLINE void* default_malloc(size_t size) {
     Block* block = heap->free[size_class];
     if (MAPALLOC_LIKELY(block != nullptr)) {
       heap->free[size_class] = block_next(block);
-      if constexpr (kFreeChecks) block->free_key = 0;  // a live block never carries the key
+      if constexpr (kFreeChecks) set_block_key(block, 0);  // a live block never carries the key
       return block;
     }
   }
@@ -42,8 +42,8 @@ MAPALLOC_INLINE void default_free(void* pointer) {
     auto* block = static_cast<Block*>(pointer);
     uint64_t offset = reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1);
     if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
-                        (!kFreeChecks || block->free_key != page->free_key))) {
-      if constexpr (kFreeChecks) block->free_key = page->free_key;
+                        (!kFreeChecks || block_key(block) != page->free_key))) {
+      if constexpr (kFreeChecks) set_block_key(block, page->free_key);
       set_block_next(block, page->local_free);
       page->local_free = block;
       if (MAPALLOC_LIKELY(--page->countdown != 0)) return;

@@ -8,7 +8,9 @@ namespace mapalloc {
 void* calloc_impl(size_t count, size_t size) {
   size_t total;
   if (__builtin_mul_overflow(count, size, &total)) return out_of_memory();
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    return debug_calloc(total);
+  else if constexpr (kSecure)
     return secure_calloc(total);
   else
     return default_calloc(total);
@@ -20,14 +22,18 @@ void* realloc_impl(void* pointer, size_t size) {
     free_fast(pointer);
     return nullptr;
   }
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    return debug_realloc(pointer, size);
+  else if constexpr (kSecure)
     return secure_realloc(pointer, size);
   else
     return default_realloc(pointer, size);
 }
 
 void* aligned_alloc_impl(size_t alignment, size_t size, [[maybe_unused]] AllocKind kind) {
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    return debug_aligned_alloc(alignment, size);
+  else if constexpr (kSecure)
     return secure_aligned_alloc(alignment, size, kind);
   else
     return default_aligned_alloc(alignment, size);
@@ -35,7 +41,9 @@ void* aligned_alloc_impl(size_t alignment, size_t size, [[maybe_unused]] AllocKi
 
 size_t usable_size_impl(const void* pointer) {
   if (pointer == nullptr) return 0;
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    return debug_usable_size(pointer);
+  else if constexpr (kSecure)
     return secure_usable_size(pointer);
   else
     return locate(pointer, "malloc_usable_size").usable_bytes;

@@ -1,22 +1,28 @@
 // The operations every exported entry point calls (override.cpp, override_new.cpp, api.cpp and
-// the tracing library): the default build's (alloc.h) or the secure build's (secure.h), chosen
-// at compile time, after the checks common to both (NULL, size 0, overflowing products).
+// the tracing library): the default build's (alloc.h), the secure build's (secure.h) or the
+// debug build's (debug.h), chosen at compile time, after the checks common to all (NULL, size
+// 0, overflowing products).
 #pragma once
 
 #include "api/alloc.h"
+#include "api/debug.h"
 #include "api/secure.h"
 
 namespace mapalloc {
 
 MAPALLOC_INLINE void* malloc_fast(size_t size) {
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    return debug_malloc(size);
+  else if constexpr (kSecure)
     return secure_malloc(size);
   else
     return default_malloc(size);
 }
 
 MAPALLOC_INLINE void free_fast(void* pointer) {
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    debug_free(pointer);
+  else if constexpr (kSecure)
     secure_free(pointer);
   else
     default_free(pointer);
@@ -24,7 +30,9 @@ MAPALLOC_INLINE void free_fast(void* pointer) {
 
 // operator new: malloc, and the secure build records `kind` (kNew or kNewArray).
 MAPALLOC_INLINE void* new_fast(size_t size, AllocKind kind) {
-  if constexpr (kSecure)
+  if constexpr (kDebug)
+    return debug_malloc(size);
+  else if constexpr (kSecure)
     return secure_malloc(size, kind);
   else
     return default_malloc(size);
@@ -33,10 +41,13 @@ MAPALLOC_INLINE void* new_fast(size_t size, AllocKind kind) {
 // operator delete: `kind` the operator's (kNew or kNewArray), `size` the sized forms' (else
 // kAnySize); `exact_class` false for the aligned forms. The default build checks the size
 // against the block's class (sized forms only); the secure build checks the size against the
-// requested one and the kind against the allocating operator.
+// requested one and the kind against the allocating operator. The debug build frees through
+// debug_free (fill pattern, validation) and does not check sizes.
 MAPALLOC_INLINE void delete_fast(void* pointer, AllocKind kind, size_t size = kAnySize,
                                  bool exact_class = true) {
-  if constexpr (kSecure) {
+  if constexpr (kDebug) {
+    debug_free(pointer);
+  } else if constexpr (kSecure) {
     secure_delete(pointer, size, kind);
   } else if (size == kAnySize) {
     default_free(pointer);

@@ -1,8 +1,5 @@
 #include "api/prof_hooks.h"
 
-#include "api/entry.h"
-#include "api/glibc_rules.h"
-
 namespace mapalloc {
 
 namespace {
@@ -31,8 +28,7 @@ Page* span_head_of(void* block) {
 
 }  // namespace
 
-void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t size,
-                       bool refilled) {
+void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t size, bool refilled) {
   size_t bytes = class_block_bytes(size_class);
   // Classes the malloc fast path serves: their lists were charged when handed out.
   bool fast_class = bytes <= kSmallMaxBytes;
@@ -117,31 +113,6 @@ void prof_class_free(Page* page, void* block) {
 void prof_restore_fast_free(Page* page) {
   if (page->prof_samples.load(std::memory_order_relaxed) != 0) return;
   page->start_limit = page->carved * block_start_step(page->block_bytes);
-}
-
-// The allocator's functions that may be the outermost of its frames on a sampled allocation's
-// stack (tail calls leave the exported entry point itself out): the stack starts below the
-// outermost of them (os_backtrace).
-__attribute__((constructor)) static void register_profiler_frames() {
-  const uintptr_t starts[] = {
-      reinterpret_cast<uintptr_t>(&malloc_slow),
-      reinterpret_cast<uintptr_t>(&default_calloc),
-      reinterpret_cast<uintptr_t>(&default_realloc),
-      reinterpret_cast<uintptr_t>(&default_aligned_alloc),
-      reinterpret_cast<uintptr_t>(&calloc_impl),
-      reinterpret_cast<uintptr_t>(&realloc_impl),
-      reinterpret_cast<uintptr_t>(&aligned_alloc_impl),
-      reinterpret_cast<uintptr_t>(&posix_memalign_impl),
-      reinterpret_cast<uintptr_t>(&aligned_alloc_checked),
-      reinterpret_cast<uintptr_t>(&memalign_impl),
-      reinterpret_cast<uintptr_t>(&pvalloc_impl),
-      reinterpret_cast<uintptr_t>(&secure_malloc),
-      reinterpret_cast<uintptr_t>(&secure_calloc),
-      reinterpret_cast<uintptr_t>(&secure_realloc),
-      reinterpret_cast<uintptr_t>(&secure_aligned_alloc),
-      reinterpret_cast<uintptr_t>(&prof_class_alloc),
-      reinterpret_cast<uintptr_t>(&prof_large_alloc)};
-  prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
 }
 
 }  // namespace mapalloc

@@ -17,8 +17,8 @@ namespace mapalloc {
 
 // class_alloc with profiling on: `block` was just taken from heap->free[size_class] (after a
 // refill if `refilled`) for a request of `size` bytes.
-MAPALLOC_NOINLINE void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block,
-                                         size_t size, bool refilled);
+MAPALLOC_NOINLINE void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t size,
+                                         bool refilled);
 
 // A large block of `size` bytes was allocated (profiling on).
 MAPALLOC_NOINLINE void prof_large_alloc(void* block, size_t size);

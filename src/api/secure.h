@@ -13,10 +13,6 @@ enum class AllocKind : uint8_t { kMalloc = 0, kNew = 1, kNewArray = 2 };
 // A sized deallocation's size when there is none.
 constexpr size_t kAnySize = ~size_t{0};
 
-// Bytes the secure build adds after every block (its canary trailer): the heap profiler reports
-// the size the program asked for.
-constexpr size_t kSecureTrailerBytes = kSecure ? 16 : 0;
-
 void* secure_malloc(size_t size, AllocKind kind = AllocKind::kMalloc);
 void secure_free(void* pointer);
 // operator delete: `size` the sized forms' size (else kAnySize), checked against the requested

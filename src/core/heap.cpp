@@ -3,6 +3,7 @@
 #include "core/heap.h"
 
 #include "core/heap_internal.h"
+#include "platform/debug_assert.h"
 #include "platform/options.h"
 
 namespace mapalloc {
@@ -67,6 +68,11 @@ void note_used_pages(Heap* heap, uint64_t now_ms) {
 }
 
 void retire(Heap* heap, Page* page) {
+  MAPALLOC_ASSERT(page->owner == heap && page->countdown == 0 && page->queue_next == nullptr &&
+                      page->queue_prev == nullptr,
+                  "a retired page is its heap's, has no block in use and is in no queue", page);
+  MAPALLOC_ASSERT(heap->used_pages >= page->span_pages,
+                  "a heap's used_pages counts the pages of its spans in use", page);
   uint64_t now_ms = os_now_ms();
   heap->used_pages -= page->span_pages;
   span_free(heap->segments, page, now_ms);
@@ -94,10 +100,18 @@ uint8_t map_entry_of(const Heap* heap) {
 
 Block* heap_refill(Heap* heap, unsigned size_class) {
   heap->slow_calls++;
+  if constexpr (kDebug) heap_validate_sometimes(heap);
+  MAPALLOC_ASSERT(heap->free[size_class] == nullptr, "a refill finds its class's free list empty",
+                  heap);
   bool reclaimed = false;
   if (heap->delayed_free.load(std::memory_order_relaxed) != nullptr) drain_delayed(heap);
   for (;;) {
     if (Page* page = heap->current[size_class]) {
+      MAPALLOC_ASSERT(page->state == PageState::kCurrent && page->owner == heap &&
+                          page->size_class == size_class,
+                      "heap->current[c] is a kCurrent page of class c of this heap", page);
+      MAPALLOC_ASSERT((page->local_free == nullptr) == (page_local_free_count(page) == 0),
+                      "local_free is empty exactly when countdown == synced_used", page);
       // A short local_free would make the next refill come soon, and the one after (a steady
       // state of a few live blocks cycling): top it up, with the blocks other threads freed
       // into the page if there are any (a producer thread never frees locally), else with new
@@ -130,6 +144,9 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
     }
     if (page == nullptr) page = new_page(heap, size_class);
     if (page == nullptr) return nullptr;
+    MAPALLOC_ASSERT(page->owner == heap && page->size_class == size_class &&
+                        (page->state == PageState::kAvailable || page->state == PageState::kFree),
+                    "a page becoming current is an available or new page of its class", page);
     page->state = PageState::kCurrent;
     heap->current[size_class] = page;
   }
@@ -137,6 +154,13 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
 
 void heap_page_countdown_zero(Heap* heap, Page* page) {
   heap->slow_calls++;
+  if constexpr (kDebug) heap_validate_sometimes(heap);
+  MAPALLOC_ASSERT(page->owner == heap && page->countdown == 0,
+                  "the countdown path runs for a page of this heap whose countdown reached 0",
+                  page);
+  MAPALLOC_ASSERT(page->state == PageState::kFull || page->state == PageState::kCurrent ||
+                      page->state == PageState::kAvailable,
+                  "a page with blocks in use is kCurrent, kAvailable or kFull", page);
   if (page->state == PageState::kFull) {
     page_leave_full(page);
     if (page->countdown != 0) {
@@ -156,7 +180,12 @@ void heap_page_countdown_zero(Heap* heap, Page* page) {
 }
 
 void heap_free_local(Heap* heap, Page* page, Block* block) {
-  block->free_key = page->free_key;
+  MAPALLOC_ASSERT(
+      page->owner == heap && span_contains(page, block) && page_is_block_start(page, block),
+      "a local free's block starts a block of a span its heap owns", block);
+  MAPALLOC_ASSERT(page->countdown > 0 && page->countdown <= page->synced_used,
+                  "a page with a block in use has 0 < countdown <= synced_used", page);
+  set_block_key(block, page->free_key);
   set_block_next(block, page->local_free);
   page->local_free = block;
   if (--page->countdown == 0) heap_page_countdown_zero(heap, page);

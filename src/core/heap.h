@@ -159,6 +159,13 @@ void heap_for_each_abandoned(Work work) {
   });
 }
 
+// Debug build (heap_validate.cpp): walks every page of the heap, its free lists and queues,
+// and aborts with an assertion line at the first broken invariant. Owner only. Returns the
+// pages and free blocks it checked.
+size_t heap_validate(Heap* heap);
+// At slow paths: heap_validate, paced by the size of the last walk (heap_validate.cpp).
+void heap_validate_sometimes(Heap* heap);
+
 // In a forked child: no thread holds a claim any more.
 void heap_after_fork_child();
 

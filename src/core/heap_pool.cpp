@@ -7,6 +7,7 @@
 
 #include "core/heap_internal.h"
 #include "core/purge_deadline.h"
+#include "platform/debug_assert.h"
 
 namespace mapalloc {
 
@@ -60,6 +61,9 @@ constexpr size_t kAbandonedDirtyPages = kAbandonedDirtyBytes / kPageBytes;
 std::atomic<size_t> abandoned_dirty_pages{0};
 
 void uncount_dirty(Heap* heap) {
+  MAPALLOC_ASSERT(
+      abandoned_dirty_pages.load(std::memory_order_relaxed) >= heap->counted_dirty_pages,
+      "the abandoned heaps' allowance counts each abandoned heap's pages", heap);
   abandoned_dirty_pages.fetch_sub(heap->counted_dirty_pages, std::memory_order_relaxed);
   heap->counted_dirty_pages = 0;
 }
@@ -83,6 +87,8 @@ void pool_push(Heap* heap) {
 Heap* take_from(HeapStack& stack) {
   Heap* heap = stack.pop();
   if (heap == nullptr) return nullptr;
+  MAPALLOC_ASSERT(heap->abandoned.load(std::memory_order_relaxed),
+                  "a heap in the pool is abandoned", heap);
   heap->abandoned.store(false, std::memory_order_seq_cst);
   while (heap->purge_claimed.load(std::memory_order_seq_cst)) os_yield();
   uncount_dirty(heap);
@@ -118,6 +124,8 @@ Heap* heap_create() {
 // their old owner belongs to no thread; a remote free racing with the change may still deliver
 // a block to `from`'s delayed list, and whoever takes `from` next forwards it (drain_delayed).
 void reclaim(Heap* into, Heap* from) {
+  MAPALLOC_ASSERT(from->counted_dirty_pages == 0,
+                  "a heap taken from the pool no longer counts in the allowance", from);
   heap_collect(from);
   // The segments `from` kept empty for an adopting thread go to the process cache: the
   // reclaiming heap wants pages with blocks to reuse, not more empty segments.
@@ -144,6 +152,9 @@ void reclaim(Heap* into, Heap* from) {
 // Sets an abandoned heap's share of the allowance to what it holds now.
 void recount_dirty(Heap* heap) {
   size_t pages = dirty_pages_of(heap);
+  MAPALLOC_ASSERT(
+      abandoned_dirty_pages.load(std::memory_order_relaxed) >= heap->counted_dirty_pages,
+      "the abandoned heaps' allowance counts each abandoned heap's pages", heap);
   abandoned_dirty_pages.fetch_add(pages - heap->counted_dirty_pages, std::memory_order_relaxed);
   heap->counted_dirty_pages = pages;
 }
@@ -170,6 +181,10 @@ Heap* heap_acquire() {
 }
 
 void heap_abandon(Heap* heap) {
+  MAPALLOC_ASSERT(
+      !heap->abandoned.load(std::memory_order_relaxed) && heap->counted_dirty_pages == 0,
+      "a heap abandoned was owned and counted nothing in the allowance", heap);
+  if constexpr (kDebug) heap_validate(heap);
   // Its empty segments stay with it: the next thread to adopt it will need pages (see
   // heap_purge for when they are let go).
   heap->segments.keep_empty = true;

@@ -6,6 +6,7 @@
 
 #include "core/heap_internal.h"
 #include "core/purge_deadline.h"
+#include "platform/debug_assert.h"
 #include "platform/options.h"
 
 namespace mapalloc {
@@ -39,6 +40,9 @@ void drain_delayed(Heap* heap) {
     // heap (see reclaim): its block is passed on to the page's owner now, still as a claimed
     // delayed block (the page's kFullFlag was consumed by it).
     Heap* owner = __atomic_load_n(&page->owner, __ATOMIC_ACQUIRE);
+    MAPALLOC_ASSERT(owner != nullptr && page->state != PageState::kFree &&
+                        span_contains(page, block) && page_is_block_start(page, block),
+                    "a delayed block belongs to a span in use", block);
     if (owner == heap) {
       heap_free_local(heap, page, block);
     } else {
@@ -66,7 +70,10 @@ unsigned collect_available(Heap* heap, unsigned size_class) {
 
 void heap_free_remote(Page* page, Block* block) {
   Heap* owner = __atomic_load_n(&page->owner, __ATOMIC_ACQUIRE);
-  block->free_key = page->free_key;
+  MAPALLOC_ASSERT(
+      owner != nullptr && page->state != PageState::kSpanTail && page->state != PageState::kFree,
+      "a remote free goes to the head of a span in use", page);
+  set_block_key(block, page->free_key);
   if (page_remote_free(page, block)) push_delayed(owner, block);
   note_remote_free(owner);
 }

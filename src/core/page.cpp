@@ -1,6 +1,8 @@
 #include "core/page.h"
 
 #include <string.h>
+#include "core/debug_fill.h"
+#include "platform/debug_assert.h"
 
 namespace mapalloc {
 
@@ -31,7 +33,7 @@ namespace {
     auto* block =
         reinterpret_cast<Block*>(first + ((start + uint64_t{i} * stride) % count) * block_bytes);
     set_block_next(block, head);
-    block->free_key = key;
+    set_block_key(block, key);
     if (block_bytes > 16 && block_bytes < kSecureProtectMinBytes) {
       uint64_t word = kCarvedTrailerWord ^ block_link_mask(block);
       memcpy(reinterpret_cast<char*>(block) + block_bytes - 8, &word, 8);
@@ -62,6 +64,15 @@ void page_init(Page* head, Heap* owner, unsigned size_class) {
   head->prof_samples.store(0, std::memory_order_relaxed);
   for (auto& slot : head->prof_slots) slot.store(0, std::memory_order_relaxed);
   head->prof_overflow.store(0, std::memory_order_relaxed);
+  MAPALLOC_ASSERT(head->state == PageState::kFree, "a new span's head is not in use yet", head);
+  MAPALLOC_ASSERT(page_index(head) >= kFirstUsablePage &&
+                      page_index(head) + head->span_pages <= kPagesPerSegment - kGuardPages,
+                  "a span lies within its segment's usable pages", head);
+  MAPALLOC_ASSERT(head->capacity > 0 &&
+                      size_t{head->capacity} * block_bytes <= size_t{head->span_pages} * kPageBytes,
+                  "a span's blocks fit in its pages", head);
+  // Memcheck: the span is the allocator's until its blocks are handed out.
+  if constexpr (kDebug) memcheck::close(page_start(head), size_t{head->span_pages} * kPageBytes);
 }
 
 Block* page_carve(Page* page, Block* then) {
@@ -76,19 +87,34 @@ Block* page_carve(Page* page, Block* then) {
     page->start_limit = page->carved * block_start_step(block_bytes);
   page->synced_used += count;
   page->countdown += count;
+  MAPALLOC_ASSERT(page->carved <= page->capacity, "a span carves no more blocks than it holds",
+                  page);
+  if constexpr (kDebug) {
+    for (unsigned i = 0; i < count; ++i)
+      debug_fill_block(reinterpret_cast<Block*>(first + size_t{i} * block_bytes), block_bytes);
+  }
   if constexpr (kSecure) return link_shuffled(first, block_bytes, count, then, page->free_key);
   char* block = first;
   for (unsigned i = 1; i < count; ++i, block += block_bytes) {
     set_block_next(reinterpret_cast<Block*>(block), reinterpret_cast<Block*>(block + block_bytes));
-    reinterpret_cast<Block*>(block)->free_key = page->free_key;
+    set_block_key(reinterpret_cast<Block*>(block), page->free_key);
   }
   set_block_next(reinterpret_cast<Block*>(block), then);
-  reinterpret_cast<Block*>(block)->free_key = page->free_key;
+  set_block_key(reinterpret_cast<Block*>(block), page->free_key);
   return reinterpret_cast<Block*>(first);
 }
 
 Block* page_take_local_free(Page* page, unsigned limit) {
   Block* blocks = page->local_free;
+  if constexpr (kDebug) {
+    unsigned listed = 0;
+    for (Block* block = blocks; block != nullptr && listed <= page->capacity;
+         block = block_next(block)) {
+      ++listed;
+    }
+    MAPALLOC_ASSERT(listed == page_local_free_count(page),
+                    "local_free holds synced_used - countdown blocks", page);
+  }
   if (limit >= page_local_free_count(page)) {
     page->local_free = nullptr;
     page->countdown = page->synced_used;
@@ -96,7 +122,10 @@ Block* page_take_local_free(Page* page, unsigned limit) {
   }
   if (limit == 0) return nullptr;
   Block* last = blocks;
-  for (unsigned i = 1; i < limit; ++i) last = block_next(last);
+  for (unsigned i = 1; i < limit; ++i) {
+    last = block_next(last);
+    MAPALLOC_ASSERT(last != nullptr, "local_free holds synced_used - countdown blocks", page);
+  }
   page->local_free = block_next(last);
   set_block_next(last, nullptr);
   page->countdown += limit;
@@ -132,9 +161,15 @@ void page_return_blocks(Page* page, Block* blocks) {
   unsigned count = 1;
   Block* last = blocks;
   for (Block* next = block_next(last); next != nullptr; next = block_next(last)) {
+    MAPALLOC_ASSERT(span_contains(page, last) && page_is_block_start(page, last),
+                    "a page's free blocks are blocks of its span", last);
     last = next;
     ++count;
   }
+  MAPALLOC_ASSERT(span_contains(page, last) && page_is_block_start(page, last),
+                  "a page's free blocks are blocks of its span", last);
+  MAPALLOC_ASSERT(count <= page->countdown,
+                  "blocks coming back to a page were counted as used (countdown >= blocks)", page);
   set_block_next(last, page->local_free);
   page->local_free = blocks;
   page->countdown -= count;
@@ -146,6 +181,9 @@ void page_collect_remote(Page* page) {
 }
 
 bool page_remote_free(Page* page, Block* block) {
+  MAPALLOC_ASSERT(
+      page->owner != nullptr && span_contains(page, block) && page_is_block_start(page, block),
+      "a remote free lands on the page whose span holds the block", block);
   uintptr_t old = page->thread_free.load(std::memory_order_relaxed);
   for (;;) {
     if (old == kFullFlag) {

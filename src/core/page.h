@@ -65,6 +65,13 @@ inline bool page_is_block_start(const Page* head, const void* pointer) {
   return offset * head->block_magic < limit;
 }
 
+// Whether `pointer` lies within the pages of the span headed by `head`.
+inline bool span_contains(const Page* head, const void* pointer) {
+  uintptr_t offset =
+      reinterpret_cast<uintptr_t>(pointer) - reinterpret_cast<uintptr_t>(page_start(head));
+  return offset < size_t{head->span_pages} * kPageBytes;
+}
+
 // Whether `block` is on the singly linked list starting at `list` (used to confirm a suspected
 // double free; linear, off the fast path).
 bool block_list_contains(const Block* list, const Block* block);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "core/page.h"
+#include "platform/debug_assert.h"
 
 namespace mapalloc {
 
@@ -13,6 +14,12 @@ struct PageQueue {
 };
 
 inline void queue_push(PageQueue& queue, Page* page) {
+  MAPALLOC_ASSERT(page->state == PageState::kAvailable && page->queue_next == nullptr &&
+                      page->queue_prev == nullptr && queue.first != page,
+                  "a page joins a queue only while kAvailable and in no queue", page);
+  MAPALLOC_ASSERT((queue.first == nullptr) == (queue.last == nullptr) &&
+                      (queue.last == nullptr || queue.last->queue_next == nullptr),
+                  "a queue's first and last ends are consistent", queue.last);
   page->queue_next = nullptr;
   page->queue_prev = queue.last;
   if (queue.last != nullptr)
@@ -23,6 +30,13 @@ inline void queue_push(PageQueue& queue, Page* page) {
 }
 
 inline void queue_remove(PageQueue& queue, Page* page) {
+  MAPALLOC_ASSERT(page->state == PageState::kAvailable, "a queued page is kAvailable", page);
+  MAPALLOC_ASSERT(
+      page->queue_prev != nullptr ? page->queue_prev->queue_next == page : queue.first == page,
+      "a queued page's predecessor links to it", page);
+  MAPALLOC_ASSERT(
+      page->queue_next != nullptr ? page->queue_next->queue_prev == page : queue.last == page,
+      "a queued page's successor links back to it", page);
   if (page->queue_prev != nullptr)
     page->queue_prev->queue_next = page->queue_next;
   else

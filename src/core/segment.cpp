@@ -1,6 +1,7 @@
 #include "core/segment.h"
 
 #include "core/purge_deadline.h"
+#include "platform/debug_assert.h"
 #include "platform/diag.h"
 #include "platform/options.h"
 #include "platform/spin_lock.h"
@@ -164,6 +165,10 @@ uint64_t span_mask(unsigned first, unsigned pages) {
 }
 
 Page* take_span(Segment* segment, unsigned first, unsigned pages) {
+  MAPALLOC_ASSERT(pages > 0 &&
+                      (segment->free_pages & span_mask(first, pages)) == span_mask(first, pages) &&
+                      (span_mask(first, pages) & ~kAllUsablePages) == 0,
+                  "a new span takes free, usable pages only", &segment->pages[first]);
   if (segment->huge_pages) {
     // The first touch of a region none of whose pages is resident maps a huge page: its other
     // free pages are resident (dirty) now. (A region partly purged was split: it faults 4 KiB
@@ -231,6 +236,8 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
   Segment* segment = cache_pop();
   if (segment == nullptr) segment = segment_map_new();
   if (segment == nullptr) return nullptr;
+  MAPALLOC_ASSERT(unit_entry(segment) == kUnitSegment && segment->owner == nullptr,
+                  "a segment from the cache or the OS has the unowned map entry", segment);
   segment->owner = owner;
   set_unit_entry(segment, owner_tag);
   segment_list_push(list, segment);
@@ -242,6 +249,8 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
 // An empty segment leaves its heap for the process cache (purged first if the cache already
 // holds enough resident segments), or goes back to the OS when the cache is full.
 void release_segment(SegmentList& list, Segment* segment, uint64_t now_ms) {
+  MAPALLOC_ASSERT(segment->free_pages == kAllUsablePages,
+                  "a segment leaves its heap only with every page free", segment);
   list_remove(list, segment);
   segment->owner = nullptr;
   segment->cached_at_ms = now_ms;
@@ -261,6 +270,19 @@ void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
   Segment* segment = segment_of(head);
   unsigned first = page_index(head);
   unsigned pages = head->span_pages;
+  MAPALLOC_ASSERT(head->head_index == first && head->state != PageState::kSpanTail && pages > 0 &&
+                      first + pages <= kPagesPerSegment - kGuardPages,
+                  "a span freed is a span in use within its segment", head);
+  MAPALLOC_ASSERT((segment->free_pages & span_mask(first, pages)) == 0,
+                  "the pages of a span in use are not free in the segment", head);
+  MAPALLOC_ASSERT(head->owner == nullptr || segment->owner == head->owner,
+                  "a span's segment belongs to the span's heap", head);
+  if constexpr (kDebug) {
+    for (unsigned i = 1; i < pages; ++i) {
+      MAPALLOC_ASSERT(head[i].state == PageState::kSpanTail && head[i].head_index == first,
+                      "a span's tail pages point to its head", &head[i]);
+    }
+  }
   for (unsigned i = 0; i < pages; ++i) {
     head[i].owner = nullptr;
     head[i].start_limit = 0;

@@ -15,6 +15,7 @@
 
 #include "core/size_class.h"
 #include "platform/config.h"
+#include "platform/memcheck.h"
 #include "platform/os.h"
 
 namespace mapalloc {
@@ -235,6 +236,12 @@ constexpr uint64_t kCarvedTrailerWord = 0xfe00000000000000ull;
 [[noreturn]] void report_corrupt_link(const Block* block);
 
 MAPALLOC_INLINE Block* block_next_any(const Block* block) {
+  if constexpr (kDebug) {  // (the block is free: see memcheck.h)
+    memcheck::open_defined(&block->next, sizeof(block->next));
+    Block* next = block->next;
+    memcheck::close(&block->next, sizeof(block->next));
+    return next;
+  }
   if constexpr (!kSecure) return block->next;
   return reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(block->next) ^
                                   block_link_mask(block));
@@ -249,11 +256,33 @@ MAPALLOC_INLINE Block* block_next(const Block* block) {
 }
 
 MAPALLOC_INLINE void set_block_next(Block* block, Block* next) {
+  if constexpr (kDebug) {
+    memcheck::open_undefined(&block->next, sizeof(block->next));
+    block->next = next;
+    memcheck::close(&block->next, sizeof(block->next));
+    return;
+  }
   if constexpr (!kSecure)
     block->next = next;
   else
     block->next =
         reinterpret_cast<Block*>(reinterpret_cast<uintptr_t>(next) ^ block_link_mask(block));
+}
+
+// A block's second word: its page's free key while the block is free, 0 (or the program's data)
+// while it is held. Read through block_key, which leaves memcheck's view of the word as it was
+// (the word may belong to a held block the program never wrote); written through set_block_key
+// only for blocks becoming free or handed out, whose words the debug build keeps closed to the
+// program (memcheck.h).
+MAPALLOC_INLINE uintptr_t block_key(const Block* block) {
+  if constexpr (kDebug) return memcheck::peek_word(&block->free_key);
+  return block->free_key;
+}
+
+MAPALLOC_INLINE void set_block_key(Block* block, uintptr_t key) {
+  if constexpr (kDebug) memcheck::open_undefined(&block->free_key, sizeof(block->free_key));
+  block->free_key = key;
+  if constexpr (kDebug) memcheck::close(&block->free_key, sizeof(block->free_key));
 }
 
 // --- spans ----------------------------------------------------------------------------------

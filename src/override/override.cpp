@@ -8,12 +8,42 @@
 
 #include "api/glibc_rules.h"
 #include "api/init.h"
+#include "api/prof_hooks.h"
 #include "core/stats.h"
 #include "platform/diag.h"
 #include "platform/process.h"
 #include "prof/prof.h"
 
 using namespace mapalloc;
+
+// The allocator's functions that may be the outermost of its frames on a sampled allocation's
+// stack (tail calls leave the exported entry point itself out): the stack starts below the
+// outermost of them (os_backtrace).
+namespace {
+
+// (Here, above every layer it names, and in the object a static link always pulls in.)
+__attribute__((constructor)) void register_profiler_frames() {
+  const uintptr_t starts[] = {reinterpret_cast<uintptr_t>(&malloc_slow),
+                              reinterpret_cast<uintptr_t>(&default_calloc),
+                              reinterpret_cast<uintptr_t>(&default_realloc),
+                              reinterpret_cast<uintptr_t>(&default_aligned_alloc),
+                              reinterpret_cast<uintptr_t>(&calloc_impl),
+                              reinterpret_cast<uintptr_t>(&realloc_impl),
+                              reinterpret_cast<uintptr_t>(&aligned_alloc_impl),
+                              reinterpret_cast<uintptr_t>(&posix_memalign_impl),
+                              reinterpret_cast<uintptr_t>(&aligned_alloc_checked),
+                              reinterpret_cast<uintptr_t>(&memalign_impl),
+                              reinterpret_cast<uintptr_t>(&pvalloc_impl),
+                              reinterpret_cast<uintptr_t>(&secure_malloc),
+                              reinterpret_cast<uintptr_t>(&secure_calloc),
+                              reinterpret_cast<uintptr_t>(&secure_realloc),
+                              reinterpret_cast<uintptr_t>(&secure_aligned_alloc),
+                              reinterpret_cast<uintptr_t>(&prof_class_alloc),
+                              reinterpret_cast<uintptr_t>(&prof_large_alloc)};
+  prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
+}
+
+}  // namespace
 
 MAPALLOC_EXPORT void* malloc(size_t size) __THROW { return malloc_fast(size); }
 MAPALLOC_EXPORT void free(void* pointer) __THROW { free_fast(pointer); }
@@ -124,10 +154,10 @@ MAPALLOC_EXPORT void* __glibc_morecore(ptrdiff_t increment) { return os_move_bre
 // The heap profiler's stacks start below these (the caller of malloc is the first frame).
 __attribute__((constructor)) static void register_profiler_entry_points() {
   const uintptr_t starts[] = {
-      reinterpret_cast<uintptr_t>(&malloc),        reinterpret_cast<uintptr_t>(&calloc),
-      reinterpret_cast<uintptr_t>(&realloc),       reinterpret_cast<uintptr_t>(&reallocarray),
+      reinterpret_cast<uintptr_t>(&malloc),         reinterpret_cast<uintptr_t>(&calloc),
+      reinterpret_cast<uintptr_t>(&realloc),        reinterpret_cast<uintptr_t>(&reallocarray),
       reinterpret_cast<uintptr_t>(&posix_memalign), reinterpret_cast<uintptr_t>(&aligned_alloc),
-      reinterpret_cast<uintptr_t>(&memalign),      reinterpret_cast<uintptr_t>(&valloc),
+      reinterpret_cast<uintptr_t>(&memalign),       reinterpret_cast<uintptr_t>(&valloc),
       reinterpret_cast<uintptr_t>(&pvalloc)};
   prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);
 }

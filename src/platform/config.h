@@ -30,6 +30,18 @@ constexpr bool kSecure = MAPALLOC_SECURE != 0;
 #endif
 constexpr bool kFreeChecks = MAPALLOC_UNCHECKED == 0;
 
+// The debug build (libmapalloc-debug, MAPALLOC_DEBUG=1): assertions on the invariants the
+// comments state (debug_assert.h), a validation walk of the heap at slow paths, freed blocks
+// filled with a pattern that is checked when they are handed out again, and Valgrind client
+// requests so that memcheck sees mapalloc's blocks (memcheck.h). Every check sits behind
+// `if constexpr (kDebug)`, so the default build compiles none of it.
+#ifndef MAPALLOC_DEBUG
+#define MAPALLOC_DEBUG 0
+#endif
+constexpr bool kDebug = MAPALLOC_DEBUG != 0;
+static_assert(!(kDebug && kSecure),
+              "the debug build wraps the default operations, not secure ones");
+
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -74,6 +86,10 @@ constexpr size_t kSmallMaxBytes = 1024;
 // The secure build makes freed blocks of at least this size inaccessible while they wait in its
 // quarantine (api/secure.cpp).
 constexpr size_t kSecureProtectMinBytes = 64 * 1024;
+// Bytes the secure build adds after every block (its canary trailer): the heap profiler reports
+// the size the program asked for.
+constexpr size_t kSecureTrailerBytes = kSecure ? 16 : 0;
+
 constexpr size_t kClassMaxBytes = kSecure ? 1 * kMiB : 128 * kKiB;
 
 // Requests above this are refused with ENOMEM before any arithmetic can overflow (glibc uses

@@ -1,5 +1,6 @@
 #include "platform/diag.h"
 
+#include "platform/debug_assert.h"
 #include "platform/process.h"
 
 #include <stdarg.h>
@@ -146,6 +147,10 @@ void fatal(const char* fmt, ...) {
   write_formatted("mapalloc: ", fmt, args);
   va_end(args);
   abort();
+}
+
+void debug_assert_failed(const char* file, int line, const char* invariant, const void* where) {
+  fatal("assertion failed at %s:%d: %s (block/page %p)", file, line, invariant, where);
 }
 
 }  // namespace mapalloc

@@ -42,7 +42,7 @@ _Unwind_Reason_Code walk_frame(struct _Unwind_Context* context, void* argument) 
   // Past capacity the walk goes on a little, in case an entry point is still to come (a deep
   // chain inside the allocator), then stops.
   return walk->count == walk->capacity && walk->seen > 2 * walk->capacity ? _URC_END_OF_STACK
-                                                                           : _URC_NO_REASON;
+                                                                          : _URC_NO_REASON;
 }
 
 }  // namespace

@@ -8,10 +8,11 @@ namespace mapalloc {
 
 // Up to `capacity` return addresses of the calling thread's stack, innermost first. Frames up to
 // and including the outermost one, among the first few, whose function starts at one of the
-// `entries` (the allocator's functions) are left out: the stack starts at the caller of malloc. Uses the DWARF unwinder (_Unwind_Backtrace of
-// libgcc, linked into the library): it needs unwind tables (.eh_frame, the default on x86-64
-// and AArch64) in the program, not frame pointers. With glibc 2.35 or later it finds them with
-// _dl_find_object, which neither allocates nor takes the loader lock.
+// `entries` (the allocator's functions) are left out: the stack starts at the caller of malloc.
+// Uses the DWARF unwinder (_Unwind_Backtrace of libgcc, linked into the library): it needs unwind
+// tables (.eh_frame, the default on x86-64 and AArch64) in the program, not frame pointers. With
+// glibc 2.35 or later it finds them with _dl_find_object, which neither allocates nor takes the
+// loader lock.
 unsigned os_backtrace(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
                       unsigned entry_count);
 

@@ -238,7 +238,8 @@ void prof_init() {
   }
   if (const char* text = os_getenv("MAPALLOC_PROF_SIGNAL")) {
     uint64_t value;
-    if (parse_unsigned(text, 64, &value) && value >= 1 && os_install_signal(int(value), on_dump_signal))
+    if (parse_unsigned(text, 64, &value) && value >= 1 &&
+        os_install_signal(int(value), on_dump_signal))
       dump_signal = static_cast<int>(value);
     else
       diag_write("mapalloc: ignoring MAPALLOC_PROF_SIGNAL=%s (accepted: a signal number)", text);
@@ -255,7 +256,8 @@ size_t prof_interval() { return interval_bytes; }
 
 int64_t prof_next_countdown(uint64_t* random) {
   // A uniform double in (0, 1] from 53 random bits.
-  double uniform = static_cast<double>((os_next_random(random) >> 11) + 1) * (1.0 / 9007199254740992.0);
+  double uniform =
+      static_cast<double>((os_next_random(random) >> 11) + 1) * (1.0 / 9007199254740992.0);
   double bytes = -natural_log(uniform) * static_cast<double>(interval_bytes);
   if (bytes < 1) return 1;
   if (bytes > 9e18) return INT64_MAX;

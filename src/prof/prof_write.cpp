@@ -130,10 +130,10 @@ void gzip_stored(const Buffer& input, Buffer& output) {
   } while (left > 0);
   uint32_t crc = crc32_update(0, data, input.size());
   uint32_t size = static_cast<uint32_t>(input.size());
-  uint8_t trailer[8] = {
-      static_cast<uint8_t>(crc),  static_cast<uint8_t>(crc >> 8),  static_cast<uint8_t>(crc >> 16),
-      static_cast<uint8_t>(crc >> 24), static_cast<uint8_t>(size), static_cast<uint8_t>(size >> 8),
-      static_cast<uint8_t>(size >> 16), static_cast<uint8_t>(size >> 24)};
+  uint8_t trailer[8] = {static_cast<uint8_t>(crc),        static_cast<uint8_t>(crc >> 8),
+                        static_cast<uint8_t>(crc >> 16),  static_cast<uint8_t>(crc >> 24),
+                        static_cast<uint8_t>(size),       static_cast<uint8_t>(size >> 8),
+                        static_cast<uint8_t>(size >> 16), static_cast<uint8_t>(size >> 24)};
   output.put(trailer, 8);
 }
 
@@ -189,7 +189,8 @@ unsigned parse_maps(const char* text, size_t length, Mapping* mappings) {
   return count;
 }
 
-// ---- pprof ---------------------------------------------------------------------------------------
+// ---- pprof
+// ---------------------------------------------------------------------------------------
 
 // String table indexes (profile.proto: entry 0 is "").
 enum : unsigned {
@@ -204,9 +205,9 @@ enum : unsigned {
   kInherited,
   kFixedStrings
 };
-const char* const kFixed[kFixedStrings] = {"",        "alloc_objects", "count",
-                                           "alloc_space", "bytes",     "inuse_objects",
-                                           "inuse_space", "space",     "inherited"};
+const char* const kFixed[kFixedStrings] = {
+    "",      "alloc_objects", "count", "alloc_space", "bytes", "inuse_objects", "inuse_space",
+    "space", "inherited"};
 
 int64_t rounded(double value) { return value <= 0 ? 0 : static_cast<int64_t>(value + 0.5); }
 
