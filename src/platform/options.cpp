@@ -1,5 +1,6 @@
 #include "platform/options.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "platform/diag.h"
@@ -11,13 +12,18 @@ namespace {
 
 constexpr long kMaxMilliseconds = 3600 * 1000;  // an hour
 const char* const kPurgeMethodWords[] = {"dontneed", "free"};
+const char* const kStatsFileEmpty[] = {"stderr"};
+const char* const kProfFileEmpty[] = {"mapalloc.%p"};
 
 // A row whose value lives in Options::field.
 #define MAPALLOC_OPTION_FIELD(field)                                     \
   [](const Options& values) { return static_cast<long>(values.field); }, \
       [](Options& values, long value) {                                  \
         values.field = static_cast<decltype(Options::field)>(value);     \
-      }
+      },                                                                 \
+      0
+// A kPath row whose text lives in Options::field.
+#define MAPALLOC_OPTION_PATH(field) nullptr, nullptr, offsetof(Options, field)
 
 }  // namespace
 
@@ -40,8 +46,9 @@ constexpr OptionRow kOptionTable[kOptionCount] = {
      MAPALLOC_OPTION_FIELD(transparent_huge_pages)},
     {"stats_at_exit", "MAPALLOC_STATS", OptionKind::kChoice, true, 0, 1, nullptr,
      "1: print the statistics table at exit", MAPALLOC_OPTION_FIELD(stats_at_exit)},
-    {"stats_file", "MAPALLOC_STATS_FILE", OptionKind::kPath, false, 0, 0, nullptr,
-     "where the table (and samples) go; `%p` stands for the process id", nullptr, nullptr},
+    {"stats_file", "MAPALLOC_STATS_FILE", OptionKind::kPath, false, 0, 256, kStatsFileEmpty,
+     "where the table (and samples) go; `%p` stands for the process id",
+     MAPALLOC_OPTION_PATH(stats_file)},
     {"sample_ms", "MAPALLOC_SAMPLE_MS", OptionKind::kMilliseconds, false, 0, kMaxMilliseconds,
      nullptr,
      "append `time_ms,in_use_bytes,mapped_bytes,resident_bytes` to the stats file every N ms (a "
@@ -54,14 +61,27 @@ constexpr OptionRow kOptionTable[kOptionCount] = {
     {"report_faults", "MAPALLOC_REPORT_FAULTS", OptionKind::kChoice, false, 1, 1, nullptr,
      "1: a segmentation fault in mapalloc's memory prints one line saying where, 0: no handler",
      MAPALLOC_OPTION_FIELD(report_faults)},
-    {"fault_mmap", "MAPALLOC_FAULT_MMAP", OptionKind::kRequestNumber, false, 0, 1 << 30, nullptr,
+    {"fault_mmap", "MAPALLOC_FAULT_MMAP", OptionKind::kNumber, false, 0, 1 << 30, nullptr,
      "tests: fail the Nth request for memory from the OS", MAPALLOC_OPTION_FIELD(fault_mmap)},
-    {"fault_mmap_from", "MAPALLOC_FAULT_MMAP_FROM", OptionKind::kRequestNumber, false, 0, 1 << 30,
-     nullptr, "tests: fail the Nth request for memory from the OS and every later one",
+    {"fault_mmap_from", "MAPALLOC_FAULT_MMAP_FROM", OptionKind::kNumber, false, 0, 1 << 30, nullptr,
+     "tests: fail the Nth request for memory from the OS and every later one",
      MAPALLOC_OPTION_FIELD(fault_mmap_from)},
+    {"prof", "MAPALLOC_PROF", OptionKind::kChoice, false, 0, 1, nullptr,
+     "1: the heap profiler samples from the start (`mapalloc_prof_set_active` at run time)",
+     MAPALLOC_OPTION_FIELD(prof)},
+    {"prof_sample_bytes", "MAPALLOC_PROF_SAMPLE", OptionKind::kNumber, false,
+     kProfDefaultSampleBytes, long{1} << 40, nullptr,
+     "the heap profiler's mean interval between samples, in allocated bytes",
+     MAPALLOC_OPTION_FIELD(prof_sample_bytes)},
+    {"prof_file", "MAPALLOC_PROF_FILE", OptionKind::kPath, false, 0, 224, kProfFileEmpty,
+     "the prefix of the heap profile's files; `%p` stands for the process id",
+     MAPALLOC_OPTION_PATH(prof_file)},
+    {"prof_signal", "MAPALLOC_PROF_SIGNAL", OptionKind::kNumber, false, 0, 64, nullptr,
+     "the signal number that writes the heap profile", MAPALLOC_OPTION_FIELD(prof_signal)},
 };
 
 #undef MAPALLOC_OPTION_FIELD
+#undef MAPALLOC_OPTION_PATH
 
 namespace {
 
@@ -82,12 +102,11 @@ void describe_accepted(const OptionRow& row, char* buffer, size_t capacity) {
     case OptionKind::kMilliseconds:
       diag_snprintf(buffer, capacity, "milliseconds, 0..%zu", size_t(row.max));
       return;
-    case OptionKind::kRequestNumber:
-      diag_snprintf(buffer, capacity, "a request number, 1 or more");
+    case OptionKind::kNumber:
+      diag_snprintf(buffer, capacity, "a number, 1..%zu", size_t(row.max));
       return;
     case OptionKind::kPath:
-      diag_snprintf(buffer, capacity, "a path shorter than %zu bytes",
-                    sizeof(current_options.stats_file));
+      diag_snprintf(buffer, capacity, "a path shorter than %zu bytes", size_t(row.max));
       return;
     case OptionKind::kChoice:
     case OptionKind::kWord: {
@@ -117,7 +136,7 @@ bool parse_value(const OptionRow& row, const char* text, long* value) {
       if (!parse_unsigned(text, static_cast<uint64_t>(row.max), &number) || text[1] != '\0')
         return false;
       break;
-    case OptionKind::kRequestNumber:
+    case OptionKind::kNumber:
       if (!parse_unsigned(text, static_cast<uint64_t>(row.max), &number) || number == 0)
         return false;
       break;
@@ -142,8 +161,8 @@ void read_variable(const OptionRow& row) {
   if (text == nullptr) return;
   const char* shown = text;
   if (row.kind == OptionKind::kPath) {
-    if (strlen(text) < sizeof(current_options.stats_file)) {
-      strcpy(current_options.stats_file, text);
+    if (strlen(text) < size_t(row.max)) {
+      strcpy(option_path(row, current_options), text);
       return;
     }
     shown = "(too long)";
@@ -185,13 +204,13 @@ const OptionRow* option_find(const char* name) {
 }
 
 size_t option_format(const OptionRow& row, const Options& values, char* buffer, size_t capacity) {
-  if (row.kind == OptionKind::kPath)
-    return diag_snprintf(buffer, capacity, "%s",
-                         values.stats_file[0] != '\0' ? values.stats_file : "stderr");
+  if (row.kind == OptionKind::kPath) {
+    const char* path = option_path(row, values);
+    return diag_snprintf(buffer, capacity, "%s", path[0] != '\0' ? path : row.words[0]);
+  }
   long value = row.get(values);
   if (row.kind == OptionKind::kWord) return diag_snprintf(buffer, capacity, "%s", row.words[value]);
-  if (row.kind == OptionKind::kRequestNumber && value == 0)
-    return diag_snprintf(buffer, capacity, "off");
+  if (row.kind == OptionKind::kNumber && value == 0) return diag_snprintf(buffer, capacity, "off");
   return diag_snprintf(buffer, capacity, "%zu", size_t(value));
 }
 
@@ -215,10 +234,10 @@ void options_init() {
   for (const OptionRow& row : kOptionTable) read_variable(row);
   if (!current_options.verbose) return;
   // "mapalloc: options: purge_delay_ms=100 unmap_delay_ms=1000 ...", one line.
-  char line[1024];
+  char line[2048];
   size_t length = diag_snprintf(line, sizeof(line), "mapalloc: options:");
   for (const OptionRow& row : kOptionTable) {
-    char value[sizeof(current_options.stats_file)];
+    char value[sizeof(current_options.stats_file) + 16];
     option_format(row, current_options, value, sizeof(value));
     length += diag_snprintf(line + length, sizeof(line) - length, " %s=%s", row.name, value);
   }

@@ -15,6 +15,8 @@ namespace mapalloc {
 enum class PurgeMethod : int;  // os.h
 
 constexpr size_t kThpSegmentsFromBytes = 4 * kMiB;
+// The heap profiler's mean sampling interval, unless MAPALLOC_PROF_SAMPLE says otherwise.
+constexpr size_t kProfDefaultSampleBytes = 512 * kKiB;
 
 // The values in force, read by the layers above with options().field. Their defaults are the
 // table's.
@@ -46,14 +48,22 @@ struct Options {
   // fault_mmap_from, every later one); 0: off.
   uint32_t fault_mmap;
   uint32_t fault_mmap_from;
+  // Heap profiler (README, "Heap profiling"): on from the start; the mean sampling interval;
+  // the prefix of its files ("%p": the process id; empty: "mapalloc.%p"); the signal that
+  // writes them (0: none).
+  bool prof;
+  uint64_t prof_sample_bytes;
+  char prof_file[256];
+  uint32_t prof_signal;
 };
 
 enum class OptionKind : uint8_t {
-  kMilliseconds,   // 0..max
-  kChoice,         // one digit, 0..max (0/1 for a switch)
-  kWord,           // one of `words`; the value is its index
-  kRequestNumber,  // 1..max; 0 (the default) is off
-  kPath,           // text; not a number, so not reachable by mapalloc_option_get/set
+  kMilliseconds,  // 0..max
+  kChoice,        // one digit, 0..max (0/1 for a switch)
+  kWord,          // one of `words`; the value is its index
+  kNumber,        // 1..max; a default of 0 means off
+  kPath,          // text shorter than max bytes; not a number, so not reachable by
+                  // mapalloc_option_get/set
 };
 
 struct OptionRow {
@@ -65,14 +75,16 @@ struct OptionRow {
   bool settable;
   long default_value;
   long max;
-  const char* const* words;  // kWord: the accepted words, max + 1 of them
-  const char* description;   // the README table's "meaning" column, word for word
-  // The field in Options (null for kPath, whose field is stats_file).
+  // kWord: the accepted words, max + 1 of them; kPath: one, shown when the path is empty.
+  const char* const* words;
+  const char* description;  // the README table's "meaning" column, word for word
+  // The field in Options: numbers through get/set (null for kPath), a path at path_offset.
   long (*get)(const Options&);
   void (*set)(Options&, long);
+  size_t path_offset;
 };
 
-constexpr size_t kOptionCount = 12;
+constexpr size_t kOptionCount = 16;
 extern const OptionRow kOptionTable[kOptionCount];
 
 // The row named `name` (as mapalloc_option_get/set take it); nullptr if there is none.
@@ -94,6 +106,14 @@ const Options& options();
 // Reads the environment. Idempotent; called on the first allocation of the process. With
 // MAPALLOC_VERBOSE=1, prints every option in force on one line.
 void options_init();
+
+// The path that a kPath row keeps in `values`.
+inline char* option_path(const OptionRow& row, Options& values) {
+  return reinterpret_cast<char*>(&values) + row.path_offset;
+}
+inline const char* option_path(const OptionRow& row, const Options& values) {
+  return reinterpret_cast<const char*>(&values) + row.path_offset;
+}
 
 // Parses `text` as a decimal number in [0, max]; false if it is not one.
 bool parse_unsigned(const char* text, uint64_t max, uint64_t* value);

@@ -69,7 +69,7 @@ struct Sample {
   uint32_t generation;  // the process's fork generation when sampled (older: inherited)
 };
 
-size_t interval_bytes = kProfDefaultInterval;
+size_t interval_bytes = kProfDefaultSampleBytes;
 char file_prefix[256] = "mapalloc.%p";
 bool ever_on = false;
 bool unwinding_safe = false;
@@ -222,34 +222,23 @@ void fork_child() {
 
 void prof_register_fork_handlers() { os_at_fork(nullptr, nullptr, fork_child); }
 
+// The profiler's options (kOptionTable: read and checked by options_init, which has run).
 void prof_init() {
-  if (const char* text = os_getenv("MAPALLOC_PROF_SAMPLE")) {
-    uint64_t value;
-    if (parse_unsigned(text, uint64_t{1} << 40, &value) && value >= 1)
-      interval_bytes = value;
+  const Options& settings = options();
+  interval_bytes = settings.prof_sample_bytes;
+  if (settings.prof_file[0] != '\0') {
+    static_assert(sizeof settings.prof_file <= sizeof file_prefix);
+    memcpy(file_prefix, settings.prof_file, sizeof file_prefix);
+  }
+  if (settings.prof_signal != 0) {
+    int number = static_cast<int>(settings.prof_signal);
+    if (os_install_signal(number, on_dump_signal))
+      dump_signal = number;
     else
-      diag_write("mapalloc: ignoring MAPALLOC_PROF_SAMPLE=%s (accepted: bytes, 1 or more)", text);
+      diag_write("mapalloc: ignoring MAPALLOC_PROF_SIGNAL=%d (not a signal a handler can catch)",
+                 number);
   }
-  if (const char* text = os_getenv("MAPALLOC_PROF_FILE")) {
-    if (*text != '\0' && strlen(text) < sizeof file_prefix - 32)
-      memcpy(file_prefix, text, strlen(text) + 1);
-    else
-      diag_write("mapalloc: ignoring MAPALLOC_PROF_FILE=%s (accepted: a path prefix)", text);
-  }
-  if (const char* text = os_getenv("MAPALLOC_PROF_SIGNAL")) {
-    uint64_t value;
-    if (parse_unsigned(text, 64, &value) && value >= 1 &&
-        os_install_signal(int(value), on_dump_signal))
-      dump_signal = static_cast<int>(value);
-    else
-      diag_write("mapalloc: ignoring MAPALLOC_PROF_SIGNAL=%s (accepted: a signal number)", text);
-  }
-  if (const char* text = os_getenv("MAPALLOC_PROF")) {
-    if (strcmp(text, "1") == 0)
-      prof_set_active(true);
-    else if (strcmp(text, "0") != 0)
-      diag_write("mapalloc: ignoring MAPALLOC_PROF=%s (accepted: 0, 1)", text);
-  }
+  if (settings.prof) prof_set_active(true);
 }
 
 size_t prof_interval() { return interval_bytes; }

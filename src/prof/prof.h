@@ -16,7 +16,6 @@
 
 namespace mapalloc {
 
-constexpr size_t kProfDefaultInterval = 512 * kKiB;
 constexpr unsigned kProfMaxDepth = 64;
 constexpr unsigned kProfMaxStacks = 16384;
 constexpr unsigned kProfSampleSlots = 1u << 20;
