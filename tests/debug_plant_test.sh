@@ -5,12 +5,7 @@
 # linked with it must abort with the assertion line naming the broken invariant, and the same
 # program linked with the unplanted debug build must finish. A write after free is caught by
 # the fill pattern (no plant), which the default build does not see.
-set -u
-cd "$(dirname "$0")/.."
-passed=0
-failed=0
-ok() { echo "ok $1"; passed=$((passed + 1)); }
-not_ok() { echo "FAIL $1"; failed=$((failed + 1)); }
+source "$(dirname "$0")/check_lib.sh"
 
 make -s -j2 build/libmapalloc-debug.a build/libmapalloc.a >/dev/null || { not_ok "build"; exit 1; }
 scratch=$(mktemp -d)
@@ -85,5 +80,4 @@ else
   not_ok "the default build and the write after free: $out"
 fi
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish

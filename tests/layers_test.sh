@@ -1,12 +1,7 @@
 #!/bin/bash
 # The layer checker (scripts/check_layers.py): src/ passes, and a copy of src/ with each kind of
 # planted fault fails with the fault named.
-set -u
-cd "$(dirname "$0")/.."
-passed=0
-failed=0
-ok() { echo "ok $1"; passed=$((passed + 1)); }
-not_ok() { echo "FAIL $1"; failed=$((failed + 1)); }
+source "$(dirname "$0")/check_lib.sh"
 
 if out=$(scripts/check_layers.py src 2>&1); then ok "src/ keeps its layers"; else
   not_ok "src/ keeps its layers: $out"
@@ -37,4 +32,4 @@ rm -rf "$scratch/src" && cp -r src "$scratch/src" && touch "$scratch/src/stray.c
 if out=$(scripts/check_layers.py "$scratch/src" 2>&1); then not_ok "a file outside the layer folders"
 elif grep -q "belongs to a layer folder" <<<"$out"; then ok "a file outside the layer folders"
 else not_ok "a file outside the layer folders: $out"; fi
-[ "$failed" -eq 0 ]
+finish

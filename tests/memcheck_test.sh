@@ -5,12 +5,7 @@
 # clean program has no error. The same programs linked with the default build
 # (build/libmapalloc.a) get no report at all: memcheck is blind there, which is what the debug
 # build's client requests change.
-set -u
-cd "$(dirname "$0")/.."
-passed=0
-failed=0
-ok() { echo "ok $1"; passed=$((passed + 1)); }
-not_ok() { echo "FAIL $1"; failed=$((failed + 1)); }
+source "$(dirname "$0")/check_lib.sh"
 
 command -v valgrind >/dev/null || { not_ok "valgrind is not installed"; exit 1; }
 [[ -f /usr/include/valgrind/memcheck.h ]] || { not_ok "no /usr/include/valgrind (Debian's valgrind package)"; exit 1; }
@@ -69,5 +64,4 @@ for what in uaf overflow uninit leak; do
   fi
 done
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish

@@ -42,6 +42,15 @@ size_t read_stashed_size(void* block, size_t usable_bytes) {
   return size;
 }
 
+// Under Valgrind: `size` the program's now; the rest of the block (and the stash) closed.
+void stash_size(void* block, size_t usable_bytes, size_t size) {
+  memcheck::close(static_cast<char*>(block) + size, usable_bytes - size);
+  size_t* stash = stashed_size(block, usable_bytes);
+  memcheck::open_undefined(stash, sizeof(size_t));
+  *stash = size;
+  memcheck::close(stash, sizeof(size_t));
+}
+
 // The size the program may use: what it asked for under Valgrind, else the usable size.
 size_t requested_size(void* block, size_t usable_bytes) {
   return memcheck::running() ? read_stashed_size(block, usable_bytes) : usable_bytes;
@@ -57,11 +66,7 @@ void* handed_out(void* block, size_t size, bool valgrind) {
   }
   if (valgrind) {
     memcheck::malloclike(block, size, false);
-    memcheck::close(static_cast<char*>(block) + size, ref.usable_bytes - size);
-    size_t* stash = stashed_size(block, ref.usable_bytes);
-    memcheck::open_undefined(stash, sizeof(size_t));
-    *stash = size;
-    memcheck::close(stash, sizeof(size_t));
+    stash_size(block, ref.usable_bytes, size);
   }
   return block;
 }
@@ -116,11 +121,7 @@ void* debug_realloc(void* pointer, size_t size) {
       request >= ref.usable_bytes / 2) {
     if (valgrind) {
       memcheck::resize_in_place(pointer, old_size, size);
-      memcheck::close(static_cast<char*>(pointer) + size, ref.usable_bytes - size);
-      size_t* stash = stashed_size(pointer, ref.usable_bytes);
-      memcheck::open_undefined(stash, sizeof(size_t));
-      *stash = size;
-      memcheck::close(stash, sizeof(size_t));
+      stash_size(pointer, ref.usable_bytes, size);
     }
     return pointer;
   }
