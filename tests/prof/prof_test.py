@@ -173,7 +173,9 @@ def main():
 
     # Fork: the child's own file, the parent's live samples marked inherited.
     prefix = os.path.join(WORK, "fork")
-    r = run([kinds, "fork"], {"MAPALLOC_PROF_FILE": prefix + ".%p"})
+    # (5 MB per side: 8 KiB samples give about 600 each, so 25 % is 6 standard deviations; at
+    # INTERVAL it was 2, and the check failed about once in 30 runs.)
+    r = run([kinds, "fork"], {"MAPALLOC_PROF_FILE": prefix + ".%p", "MAPALLOC_PROF_SAMPLE": "8192"})
     child = re.search(r"child (\d+)", r.stdout)
     child_file = f"{prefix}.{child.group(1)}.heap.pb.gz" if child else ""
     check("fork: the child writes its own profile", child and os.path.exists(child_file),
