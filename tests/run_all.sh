@@ -12,6 +12,7 @@ failed_names=()
 run_doctest() {
   local name=$1; shift
   echo "== $name"
+  local start=$SECONDS
   local log
   log=$(mktemp)
   "$@" 2>&1 | tee "$log" | grep -E '^(\[doctest\] test cases|.*ERROR|.*FATAL|TEST CASE)' || true
@@ -28,12 +29,14 @@ run_doctest() {
     [[ $f -ne 0 ]] && failed_names+=("$name")
   fi
   rm -f "$log"
+  echo "   ($((SECONDS - start)) s)"
 }
 
 # Shell suites print "ok <name>" / "FAIL <name>" lines.
 run_checks() {
   local name=$1; shift
   echo "== $name"
+  local start=$SECONDS
   local output
   output=$("$@" 2>&1)
   # ok/FAIL lines, and after a FAIL whatever the check printed about it (up to 20 lines), so
@@ -49,6 +52,7 @@ run_checks() {
   fi
   passed=$((passed + p)); failed=$((failed + f))
   [[ $f -ne 0 ]] && failed_names+=("$name")
+  echo "   ($((SECONDS - start)) s)"
 }
 
 run_checks "layers of src/ (scripts/check_layers.py)" tests/layers_test.sh

@@ -96,7 +96,7 @@ fuzz: fuzz-build
 # Builds first (a build failure is reported as FAIL too), then a short run.
 fuzz-quick:
 	@mkdir -p $(FUZZ_DIR)
-	@if ! $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) fuzz-build \
+	@if ! $(MAKE) --no-print-directory -j$(shell nproc) -f $(firstword $(MAKEFILE_LIST)) fuzz-build \
 	    > $(FUZZ_DIR)/build.log 2>&1; then \
 	  tail -n 15 $(FUZZ_DIR)/build.log; \
 	  echo "FAIL fuzz (build failed: $(FUZZ_DIR)/build.log)"; exit 1; \
