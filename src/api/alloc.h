@@ -55,22 +55,18 @@ MAPALLOC_INLINE void default_free(void* pointer) {
 
 // Sized operator delete (`size` the size given to operator new; `exact_class` false for the
 // aligned forms, which may have been served by a bigger class): a size that does not fit the
-// block ends the program. Only the sized-delete path pays for the check: it compares the size's
-// class with the page's and then takes default_free's path (malloc and free are unchanged).
+// block ends the program. The fast path only checks that the size is not above the block's
+// (one load and a compare: a bigger size is the delete of another object, and what an
+// allocator that trusted sizes would corrupt with); everything else goes to free_sized_slow,
+// which checks the size's class exactly. A size too small for the block passes the fast path
+// in the default build (the secure build checks every size exactly).
 MAPALLOC_NOINLINE void free_sized_slow(void* pointer, size_t size, bool exact_class);
 MAPALLOC_INLINE void default_free_sized(void* pointer, size_t size) {
   Heap* heap = tls_heap;
   uintptr_t unit = unit_of(pointer);
-  if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag && size <= kSmallMaxBytes)) {
-    Page* page = page_entry_in_unit(unit, pointer);
-    // (A span tail's record fails this or default_free's block-start test: both go slow.)
-    if (MAPALLOC_LIKELY(
-            heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes] ==
-            page->size_class)) {
-      return default_free(pointer);
-    }
-  } else if (segment_map[unit] == heap->segment_tag && size <= kClassMaxBytes &&
-             size_class_of(size) == page_entry_in_unit(unit, pointer)->size_class) {
+  // (A span tail's record fails this or default_free's block-start test: both go slow.)
+  if (MAPALLOC_LIKELY(segment_map[unit] == heap->segment_tag &&
+                      size <= page_entry_in_unit(unit, pointer)->block_bytes)) {
     return default_free(pointer);
   }
   free_sized_slow(pointer, size, true);

@@ -38,24 +38,32 @@ MAPALLOC_INLINE void* new_fast(size_t size, AllocKind kind) {
     return default_malloc(size);
 }
 
-// operator delete: `kind` the operator's (kNew or kNewArray), `size` the sized forms' (else
-// kAnySize); `exact_class` false for the aligned forms. The default build checks the size
-// against the block's class (sized forms only); the secure build checks the size against the
-// requested one and the kind against the allocating operator. The debug build frees through
-// debug_free (fill pattern, validation) and does not check sizes.
-MAPALLOC_INLINE void delete_fast(void* pointer, AllocKind kind, size_t size = kAnySize,
-                                 bool exact_class = true) {
-  if constexpr (kDebug) {
+// operator delete: `kind` the operator's (kNew or kNewArray). The secure build checks it
+// against the allocating operator; the debug build frees through debug_free (fill pattern,
+// validation).
+MAPALLOC_INLINE void delete_fast(void* pointer, AllocKind kind) {
+  if constexpr (kDebug)
     debug_free(pointer);
-  } else if constexpr (kSecure) {
-    secure_delete(pointer, size, kind);
-  } else if (size == kAnySize) {
+  else if constexpr (kSecure)
+    secure_delete(pointer, kAnySize, kind);
+  else
     default_free(pointer);
-  } else if (exact_class) {
+}
+
+// The sized forms: `size` the size given, `exact_class` false for the aligned forms. The
+// default build checks the size against the block (default_free_sized), the secure build
+// against the requested size and the kind against the allocating operator; the debug build
+// does not check sizes.
+MAPALLOC_INLINE void delete_sized_fast(void* pointer, AllocKind kind, size_t size,
+                                       bool exact_class = true) {
+  if constexpr (kDebug)
+    debug_free(pointer);
+  else if constexpr (kSecure)
+    secure_delete(pointer, size, kind);
+  else if (exact_class)
     default_free_sized(pointer, size);
-  } else {
+  else
     free_sized_slow(pointer, size, false);
-  }
 }
 
 // NULL with errno = ENOMEM when count * size overflows.

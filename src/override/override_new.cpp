@@ -66,16 +66,16 @@ MAPALLOC_CXX_EXPORT void* operator new[](size_t size, std::align_val_t alignment
   return new_or_null(size, alignment, kArray);
 }
 
-// Sized forms: the size is checked (default build: against the block's class; secure build:
-// against the requested size). The secure build also checks new against delete[] and new[]
+// Sized forms: the size is checked (default build: not above the block's, and exactly on the
+// slow path; secure build: against the requested size). The secure build also checks new against delete[] and new[]
 // against delete.
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer) noexcept { delete_fast(pointer, kNew); }
 MAPALLOC_CXX_EXPORT void operator delete[](void* pointer) noexcept { delete_fast(pointer, kArray); }
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer, size_t size) noexcept {
-  delete_fast(pointer, kNew, size);
+  delete_sized_fast(pointer, kNew, size);
 }
 MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, size_t size) noexcept {
-  delete_fast(pointer, kArray, size);
+  delete_sized_fast(pointer, kArray, size);
 }
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer, const std::nothrow_t&) noexcept {
   delete_fast(pointer, kNew);
@@ -90,10 +90,10 @@ MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, std::align_val_t) noex
   delete_fast(pointer, kArray);
 }
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer, size_t size, std::align_val_t) noexcept {
-  delete_fast(pointer, kNew, size, false);
+  delete_sized_fast(pointer, kNew, size, false);
 }
 MAPALLOC_CXX_EXPORT void operator delete[](void* pointer, size_t size, std::align_val_t) noexcept {
-  delete_fast(pointer, kArray, size, false);
+  delete_sized_fast(pointer, kArray, size, false);
 }
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer, std::align_val_t,
                                          const std::nothrow_t&) noexcept {
