@@ -2,11 +2,11 @@
 # Runs the stress suite: every program of stress/ under each allocator, and prints a table
 # program x allocator with the result and the peak RSS (and wall time) of each run.
 #
-#   stress/run.sh [--quick] [--allocators "mapalloc glibc jemalloc mimalloc tcmalloc"]
+#   stress/run.sh [--quick [--no-static]] [--allocators "mapalloc glibc jemalloc mimalloc tcmalloc"]
 #                 [--static] [--tsan] [--library debug]
 #
 #   --quick        small arguments (about a minute for mapalloc preloaded + static on 2 cores);
-#                  implies --static. Default allocators then: mapalloc only.
+#                  implies --static (not with --no-static). Default allocators then: mapalloc only.
 #   --allocators   the allocators to preload (glibc = none). Default: all five ("" for none).
 #   --static       also the programs linked with -static against build/libmapalloc.a
 #   --tsan         also the ThreadSanitizer build on build/libmapalloc-prefixed.a
@@ -27,6 +27,7 @@ library=libmapalloc
 libdir_sys=/usr/lib/x86_64-linux-gnu
 
 quick=0
+no_static=0
 static=0
 tsan=0
 allocators=
@@ -34,6 +35,7 @@ allocators_set=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) quick=1 ;;
+    --no-static) no_static=1 ;;
     --static) static=1 ;;
     --tsan) tsan=1 ;;
     --library) library=libmapalloc-${2-}; out_dir=$lib_dir/stress-${2-}; shift ;;
@@ -45,7 +47,7 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 if [[ $quick -eq 1 ]]; then
-  static=1
+  [[ $no_static -eq 1 ]] || static=1
   [[ $allocators_set -eq 1 ]] || allocators="mapalloc"
 else
   [[ $allocators_set -eq 1 ]] || allocators="mapalloc glibc jemalloc mimalloc tcmalloc"

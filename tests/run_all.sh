@@ -68,7 +68,7 @@ run_checks "stress suite under ThreadSanitizer" stress/run.sh --allocators "" --
 run_checks "security suite: mapalloc's catches (tests/security/expected.txt)" tests/security/run.py --check tests/security/expected.txt
 run_checks "heap profiler" tests/prof/prof_test.sh
 run_doctest "unit tests, debug build" build/tests/unit-debug
-run_checks "stress suite against the debug build, small scale" stress/run.sh --quick --library debug
+run_checks "stress suite against the debug build, small scale (preloaded)" stress/run.sh --quick --no-static --library debug
 run_checks "debug build catches planted bugs" tests/debug_plant_test.sh
 run_checks "memcheck sees the debug build's blocks (static linking)" tests/memcheck_test.sh
 run_doctest "unit tests, UBSan build" build/tests/unit-ubsan
