@@ -67,8 +67,8 @@ MAPALLOC_CXX_EXPORT void* operator new[](size_t size, std::align_val_t alignment
 }
 
 // Sized forms: the size is checked (default build: not above the block's, and exactly on the
-// slow path; secure build: against the requested size). The secure build also checks new against delete[] and new[]
-// against delete.
+// slow path; secure build: against the requested size). The secure build also checks new against
+// delete[] and new[] against delete.
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer) noexcept { delete_fast(pointer, kNew); }
 MAPALLOC_CXX_EXPORT void operator delete[](void* pointer) noexcept { delete_fast(pointer, kArray); }
 MAPALLOC_CXX_EXPORT void operator delete(void* pointer, size_t size) noexcept {
