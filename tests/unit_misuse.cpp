@@ -14,6 +14,7 @@ namespace {
 
 const char* kDefaultLibrary = "build/libmapalloc.so";
 const char* kSecureLibrary = "build/libmapalloc-secure.so";
+const char* kDebugLibrary = "build/libmapalloc-debug.so";
 
 test_support::ChildResult run_case(const char* library, const char* name,
                                    const char* zero_on_free = nullptr) {
@@ -139,11 +140,13 @@ void expect_got_away(const char* library, const char* name) {
 
 }  // namespace
 
-TEST_CASE("a sized delete with the wrong size is caught in both builds") {
+TEST_CASE("a sized delete with the wrong size is caught in every build") {
   expect_stop(kDefaultLibrary, "sized-delete-wrong-size.8B", SIGABRT, "sized delete of 0x");
   expect_stop(kSecureLibrary, "sized-delete-wrong-size.8B", SIGABRT, "sized delete of 0x");
   expect_stop(kDefaultLibrary, "sized-delete-wrong-size.2MiB", SIGABRT, "wrong size");
   expect_stop(kSecureLibrary, "sized-delete-wrong-size.2MiB", SIGABRT, "wrong size");
+  expect_stop(kDebugLibrary, "sized-delete-wrong-size.8B", SIGABRT, "sized delete of 0x");
+  expect_stop(kDebugLibrary, "sized-delete-wrong-size.2MiB", SIGABRT, "wrong size");
 }
 
 TEST_CASE("new/delete[] and new[]/delete mismatches: caught by the secure build only") {

@@ -204,11 +204,7 @@ void free_slow(void* pointer) {
   release_located(locate(pointer, "free"), pointer);
 }
 
-void free_sized_slow(void* pointer, size_t size, bool exact_class) {
-  if (pointer == nullptr) return;
-  BlockRef ref = locate(pointer, "sized delete");
-  // A class block: the size's class (aligned forms: any size up to the block's). A large
-  // block: any size up to its usable bytes that rounds to it (more than half of it).
+void check_sized_delete(const BlockRef& ref, const void* pointer, size_t size, bool exact_class) {
   bool fits = size <= ref.usable_bytes;
   if (ref.kind == BlockKind::kClass && exact_class)
     fits = fits && size_class_of(size == 0 ? 1 : size) == ref.page->size_class;
@@ -218,6 +214,12 @@ void free_sized_slow(void* pointer, size_t size, bool exact_class) {
     fatal("sized delete of %p: wrong size %zu for a block of %zu bytes (%s)", pointer, size,
           ref.usable_bytes, ref.kind == BlockKind::kClass ? "size class" : "large block");
   }
+}
+
+void free_sized_slow(void* pointer, size_t size, bool exact_class) {
+  if (pointer == nullptr) return;
+  BlockRef ref = locate(pointer, "sized delete");
+  check_sized_delete(ref, pointer, size, exact_class);
   free_located(ref, pointer);
 }
 

@@ -88,6 +88,11 @@ BlockRef locate(const void* pointer, const char* operation);
 // Frees a block that locate() accepted.
 void free_located(const BlockRef& ref, void* pointer);
 
+// A sized delete's check: a class block must be of `size`'s class (aligned forms, `exact_class`
+// false: any size up to the block's); a large block must be more than half of `size`'s usable
+// bytes and no more than all of them. Ends the program with a one-line diagnostic otherwise.
+void check_sized_delete(const BlockRef& ref, const void* pointer, size_t size, bool exact_class);
+
 // calloc of `total` bytes (the product already checked).
 void* default_calloc(size_t total);
 // realloc of a block that is not NULL to a size that is not 0.

@@ -99,6 +99,12 @@ void debug_free(void* pointer) {
   default_free(pointer);
 }
 
+void debug_free_sized(void* pointer, size_t size, bool exact_class) {
+  if (pointer != nullptr && !memcheck::running())
+    check_sized_delete(locate(pointer, "sized delete"), pointer, size, exact_class);
+  debug_free(pointer);
+}
+
 void* debug_calloc(size_t total) {
   void* block = debug_malloc(total);
   if (block != nullptr) memset(block, 0, total);

@@ -9,6 +9,9 @@ namespace mapalloc {
 
 void* debug_malloc(size_t size);
 void debug_free(void* pointer);
+// Sized operator delete: the size checked as the default build's slow path does (not under
+// Valgrind, whose red zones make blocks bigger than asked for), then debug_free.
+void debug_free_sized(void* pointer, size_t size, bool exact_class);
 void* debug_calloc(size_t total);
 // `pointer` is not NULL and `size` not 0.
 void* debug_realloc(void* pointer, size_t size);

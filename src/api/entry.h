@@ -53,11 +53,11 @@ MAPALLOC_INLINE void delete_fast(void* pointer, AllocKind kind) {
 // The sized forms: `size` the size given, `exact_class` false for the aligned forms. The
 // default build checks the size against the block (default_free_sized), the secure build
 // against the requested size and the kind against the allocating operator; the debug build
-// does not check sizes.
+// checks every size exactly.
 MAPALLOC_INLINE void delete_sized_fast(void* pointer, AllocKind kind, size_t size,
                                        bool exact_class = true) {
   if constexpr (kDebug)
-    debug_free(pointer);
+    debug_free_sized(pointer, size, exact_class);
   else if constexpr (kSecure)
     secure_delete(pointer, size, kind);
   else if (exact_class)
