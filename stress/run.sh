@@ -12,6 +12,7 @@
 #   --tsan         also the ThreadSanitizer build on build/libmapalloc-prefixed.a
 #   --library V    mapalloc's variant V instead of the default build: preloads
 #                  build/libmapalloc-V.so and links build/libmapalloc-V.a (e.g. debug)
+#   --profile      mapalloc's runs with the heap profiler on, sampling about every 256 bytes
 #
 # One line per check, "ok <program> <mode>" or "FAIL <program> <mode>" (mode: preload, static,
 # tsan, or preload:<allocator> for the baselines), then the table. Exit status 1 if anything
@@ -28,6 +29,7 @@ libdir_sys=/usr/lib/x86_64-linux-gnu
 
 quick=0
 no_static=0
+profile=0
 static=0
 tsan=0
 allocators=
@@ -36,12 +38,13 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) quick=1 ;;
     --no-static) no_static=1 ;;
+    --profile) profile=1; out_dir=$lib_dir/stress-profile ;;
     --static) static=1 ;;
     --tsan) tsan=1 ;;
     --library) library=libmapalloc-${2-}; out_dir=$lib_dir/stress-${2-}; shift ;;
     --allocators) allocators=${2-}; allocators_set=1; shift ;;
     --allocators=*) allocators=${1#*=}; allocators_set=1 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -145,6 +148,7 @@ declare -A cell
 failed=0
 log_dir=$out_dir/logs
 mkdir -p "$log_dir"
+[[ $profile -eq 1 ]] && rm -rf "$out_dir/profiles" && mkdir -p "$out_dir/profiles"
 start_all=$(date +%s.%N)
 
 run_one() { # column program
@@ -164,6 +168,10 @@ run_one() { # column program
   local log=$log_dir/$p.$col.log tfile=$log_dir/$p.$col.time
   local -a envs=(env -u LD_PRELOAD)
   [[ -n $lib ]] && envs=(env "LD_PRELOAD=$lib")
+  # --profile: the heap profiler samples about every 256 bytes (most blocks), each process
+  # writing its profile at exit.
+  [[ $profile -eq 1 && ( $col == mapalloc || $col == static ) ]] &&
+    envs+=(MAPALLOC_PROF=1 MAPALLOC_PROF_SAMPLE=256 "MAPALLOC_PROF_FILE=$out_dir/profiles/$p.%p")
   [[ $col == tsan ]] && envs+=("TSAN_OPTIONS=halt_on_error=1 exitcode=66 ${TSAN_OPTIONS:-}")
   # shellcheck disable=SC2086
   timeout -k 5 "$limit" /usr/bin/time -f "%M %e" -o "$tfile" "${envs[@]}" "$bin" $args $extra \
@@ -197,6 +205,18 @@ for p in "${programs[@]}"; do
   done
 done
 end_all=$(date +%s.%N)
+
+# --profile: every program's processes wrote a profile that pprof's format starts with (gzip).
+if [[ $profile -eq 1 ]]; then
+  for p in "${programs[@]}"; do
+    files=("$out_dir/profiles/$p".*.heap.pb.gz)
+    if [[ -s ${files[0]} && $(head -c 2 "${files[0]}" | od -An -tx1 | tr -d ' ') == 1f8b ]]; then
+      echo "ok $p profile (${#files[@]} files)"
+    else
+      echo "FAIL $p profile: no heap profile in $out_dir/profiles"; failed=$((failed + 1))
+    fi
+  done
+fi
 
 # ---- table -------------------------------------------------------------------------------------
 echo
