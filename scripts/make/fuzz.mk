@@ -48,6 +48,9 @@ FUZZ_HEADERS := $(wildcard src/*/*.h) include/mapalloc.h
 
 FUZZ_ENV := ASAN_OPTIONS=detect_leaks=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# FUZZ_PROFILE=1: with the heap profiler on, sampling about every 256 bytes.
+FUZZ_ENV += $(if $(FUZZ_PROFILE),MAPALLOC_PROF=1 MAPALLOC_PROF_SAMPLE=256 \
+  MAPALLOC_PROF_FILE=$(FUZZ_DIR)/profile.%p)
 
 $(FUZZ_DIR)/obj/%.o: src/%.cpp $(FUZZ_HEADERS) scripts/make/fuzz.mk
 	@mkdir -p $(dir $@)
