@@ -2,7 +2,7 @@
 # usable alone: make -f scripts/make/fuzz.mk fuzz-quick.
 #
 #   make fuzz                 fuzz for FUZZ_TIME seconds (600), corpus kept in build/fuzz/corpus
-#   make fuzz-quick           about FUZZ_QUICK_TIME seconds (30); its last line is
+#   make fuzz-quick           about FUZZ_QUICK_TIME seconds (20); its last line is
 #                             "ok fuzz (N runs)" or "FAIL fuzz ..." (for tests/run_all.sh)
 #   make fuzz-repro INPUT=f   runs one input again and prints its calls, decoded
 #
@@ -17,7 +17,7 @@
 BUILD ?= build
 FUZZ_CXX ?= clang++
 FUZZ_TIME ?= 600
-FUZZ_QUICK_TIME ?= 30
+FUZZ_QUICK_TIME ?= 20
 FUZZ_FLAGS ?= -timeout=30 -rss_limit_mb=4096
 FUZZ_LIB_SANITIZE ?= address,undefined
 
