@@ -165,12 +165,7 @@ MAPALLOC_INLINE void release_located(const BlockRef& ref, void* pointer) {
   if (MAPALLOC_LIKELY(ref.kind == BlockKind::kClass)) {
     Page* page = ref.page;
     Heap* heap = tls_heap;
-    // A span holding sampled blocks has start_limit 0 (prof_hooks.h): one test for the
-    // profiler's two hooks, on a field locate has just read.
-    if (MAPALLOC_UNLIKELY(page->start_limit == 0)) {
-      if (page->prof_samples.load(std::memory_order_relaxed) != 0) prof_class_free(page, block);
-      if (page->owner == heap) prof_restore_fast_free(page);
-    }
+    prof_note_class_free(heap, page, block);
     if (page->owner == heap) return heap_free_local(heap, page, block);
     if (heap != &empty_heap) heap->remote_frees++;
     return heap_free_remote(page, block);

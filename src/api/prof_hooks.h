@@ -30,4 +30,13 @@ MAPALLOC_NOINLINE void prof_class_free(Page* page, void* block);
 // path once the span holds no sample.
 void prof_restore_fast_free(Page* page);
 
+// The profiler's part of a size-class block's free on a slow path (by `heap`'s thread): a span
+// holding sampled blocks has start_limit 0, so one test of a field the block's lookup has just
+// read covers both hooks.
+MAPALLOC_INLINE void prof_note_class_free(Heap* heap, Page* page, Block* block) {
+  if (MAPALLOC_LIKELY(page->start_limit != 0)) return;
+  if (page->prof_samples.load(std::memory_order_relaxed) != 0) prof_class_free(page, block);
+  if (page->owner == heap) prof_restore_fast_free(page);
+}
+
 }  // namespace mapalloc

@@ -258,10 +258,7 @@ MAPALLOC_NOINLINE void free_elsewhere(Heap* heap, void* pointer, size_t expected
     check_trailer(pointer, ref.usable_bytes, "free", expected_size, kind);
     return free_located(ref, pointer);
   }
-  if (MAPALLOC_UNLIKELY(ref.page->prof_samples.load(std::memory_order_relaxed) != 0))
-    prof_class_free(ref.page, pointer);
-  if (ref.page->owner == heap && MAPALLOC_UNLIKELY(ref.page->start_limit == 0))
-    prof_restore_fast_free(ref.page);
+  prof_note_class_free(heap, ref.page, static_cast<Block*>(pointer));
   release(heap, ref.page, static_cast<Block*>(pointer), ref.usable_bytes, expected_size, kind);
 }
 
