@@ -83,7 +83,11 @@ SpinLock map_lock;
 ProfStack* stacks = nullptr;  // kProfMaxStacks
 uint32_t* used_stacks = nullptr;
 unsigned used_stack_count = 0;
-Sample* samples = nullptr;  // kProfSampleSlots
+// Live samples: open addressing in `sample_slots` slots (a power of two), grown 4x at 3/4 full
+// up to kProfSampleSlots: a table sized for the live samples, not for the most there could be,
+// keeps a new sample from faulting in a page of its own.
+Sample* samples = nullptr;
+size_t sample_slots = 0;
 size_t sample_count = 0;
 size_t dropped = 0;
 double inuse_total = 0, peak_total = 0, snapshot_total = 0;
@@ -96,7 +100,9 @@ __thread bool busy __attribute__((tls_model("initial-exec"))) = false;
 
 constexpr size_t kStacksBytes = align_up(sizeof(ProfStack) * kProfMaxStacks, kOsPageBytes);
 constexpr size_t kUsedBytes = align_up(sizeof(uint32_t) * kProfMaxStacks, kOsPageBytes);
-constexpr size_t kSamplesBytes = sizeof(Sample) * kProfSampleSlots;
+constexpr size_t kInitialSampleSlots = 4096;
+
+constexpr size_t samples_bytes(size_t slots) { return sizeof(Sample) * slots; }
 
 bool tables_ready() {
   if (__atomic_load_n(&samples, __ATOMIC_ACQUIRE) != nullptr) return true;
@@ -104,17 +110,19 @@ bool tables_ready() {
   if (samples != nullptr) return true;
   auto* new_stacks = static_cast<ProfStack*>(os_map_aligned(kStacksBytes, kOsPageBytes));
   auto* new_used = static_cast<uint32_t*>(os_map_aligned(kUsedBytes, kOsPageBytes));
-  auto* new_samples = static_cast<Sample*>(os_map_aligned(kSamplesBytes, kOsPageBytes));
+  auto* new_samples =
+      static_cast<Sample*>(os_map_aligned(samples_bytes(kInitialSampleSlots), kOsPageBytes));
   if (new_stacks == nullptr || new_used == nullptr || new_samples == nullptr) {
     if (new_stacks != nullptr) os_unmap(new_stacks, kStacksBytes);
     if (new_used != nullptr) os_unmap(new_used, kUsedBytes);
-    if (new_samples != nullptr) os_unmap(new_samples, kSamplesBytes);
+    if (new_samples != nullptr) os_unmap(new_samples, samples_bytes(kInitialSampleSlots));
     return false;
   }
   stacks = new_stacks;
   used_stacks = new_used;
   stacks[0].used = 1;  // the catch-all for a full table
   used_stacks[used_stack_count++] = 0;
+  sample_slots = kInitialSampleSlots;
   __atomic_store_n(&samples, new_samples, __ATOMIC_RELEASE);
   return true;
 }
@@ -149,8 +157,32 @@ uint32_t intern(const uintptr_t* frames, unsigned depth, uint64_t hash) {
   }
 }
 
-size_t slot_of(uintptr_t address) {
-  return static_cast<size_t>(mix(address) & (kProfSampleSlots - 1));
+size_t slot_of(uintptr_t address) { return static_cast<size_t>(mix(address) & (sample_slots - 1)); }
+
+// The slot of `address`, or the empty slot where it would go. Under the lock.
+size_t find_slot(uintptr_t address) {
+  size_t slot = slot_of(address);
+  while (samples[slot].address != 0 && samples[slot].address != address)
+    slot = (slot + 1) & (sample_slots - 1);
+  return slot;
+}
+
+// Room for one more sample: grows the table at 3/4 full; false at the limit or if no memory
+// could be mapped. Under the lock.
+bool make_room_for_sample() {
+  if (sample_count < sample_slots / 4 * 3) return true;
+  if (sample_slots >= kProfSampleSlots) return false;
+  size_t new_slots = sample_slots * 4 < kProfSampleSlots ? sample_slots * 4 : kProfSampleSlots;
+  auto* grown = static_cast<Sample*>(os_map_aligned(samples_bytes(new_slots), kOsPageBytes));
+  if (grown == nullptr) return false;
+  Sample* old = samples;
+  size_t old_slots = sample_slots;
+  samples = grown;
+  sample_slots = new_slots;
+  for (size_t i = 0; i < old_slots; ++i)
+    if (old[i].address != 0) samples[find_slot(old[i].address)] = old[i];
+  os_unmap(old, samples_bytes(old_slots));
+  return true;
 }
 
 // The peak profile: copies every stack's live counts (under the lock).
@@ -275,12 +307,10 @@ bool prof_record(const void* block, size_t size, size_t charged) {
   double weight = 1 / one_minus_exp_minus(static_cast<double>(charged) / interval_bytes);
   bool recorded = false;
   lock.lock();
-  if (sample_count < kProfSampleSlots / 4 * 3) {
+  if (make_room_for_sample()) {
     uint32_t index = intern(frames, depth, hash);
     uintptr_t address = reinterpret_cast<uintptr_t>(block);
-    size_t slot = slot_of(address);
-    while (samples[slot].address != 0 && samples[slot].address != address)
-      slot = (slot + 1) & (kProfSampleSlots - 1);
+    size_t slot = find_slot(address);
     if (samples[slot].address == 0) {
       samples[slot] = {address, size, weight, index, generation};
       sample_count++;
@@ -307,9 +337,7 @@ bool prof_forget(const void* block) {
   if (samples == nullptr) return false;
   uintptr_t address = reinterpret_cast<uintptr_t>(block);
   lock.lock();
-  size_t slot = slot_of(address);
-  while (samples[slot].address != 0 && samples[slot].address != address)
-    slot = (slot + 1) & (kProfSampleSlots - 1);
+  size_t slot = find_slot(address);
   bool found = samples[slot].address == address;
   if (found) {
     Sample sample = samples[slot];
@@ -327,8 +355,8 @@ bool prof_forget(const void* block) {
     inuse_total -= bytes;
     // Backward-shift deletion (linear probing, no tombstones).
     size_t hole = slot;
-    for (size_t next = (hole + 1) & (kProfSampleSlots - 1); samples[next].address != 0;
-         next = (next + 1) & (kProfSampleSlots - 1)) {
+    for (size_t next = (hole + 1) & (sample_slots - 1); samples[next].address != 0;
+         next = (next + 1) & (sample_slots - 1)) {
       size_t home = slot_of(samples[next].address);
       // Move `next` into the hole unless its home lies cyclically in (hole, next].
       bool stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next);
@@ -378,10 +406,9 @@ ProfStats prof_stats() {
   result.stacks = used_stack_count;
   result.live_samples = sample_count;
   result.dropped = dropped;
-  // Touched pages: the stacks in use, and at most one page per live sample (hashed slots).
-  size_t sample_pages = sample_count * kOsPageBytes;
-  result.memory_bytes = used_stack_count * sizeof(ProfStack) + kOsPageBytes +
-                        (sample_pages < kSamplesBytes ? sample_pages : kSamplesBytes);
+  // Touched pages: the stacks in use, and the live samples' table.
+  result.memory_bytes =
+      used_stack_count * sizeof(ProfStack) + kOsPageBytes + samples_bytes(sample_slots);
   lock.unlock();
   return result;
 }

@@ -5,9 +5,9 @@
 // draws the countdowns, captures and interns stacks, keeps the table of live samples, and
 // writes the profiles (prof_write.cpp).
 //
-// Memory: two fixed tables mapped once (stacks: kProfMaxStacks interned stacks; live samples:
-// kProfSampleSlots), touched as they fill. One spin lock guards both; it is never held while
-// allocating or unwinding.
+// Memory: the interned stacks' table (kProfMaxStacks), mapped once and touched as it fills, and
+// the live samples' table, grown with the live samples up to kProfSampleSlots. One spin lock
+// guards both; it is never held while allocating or unwinding.
 #pragma once
 
 #include <atomic>
