@@ -9,6 +9,7 @@
 #include <unwind.h>
 
 #include "platform/os.h"
+#include "platform/unwind.h"
 
 namespace mapalloc {
 
@@ -23,35 +24,61 @@ struct Walk {
   unsigned entry_count;
   unsigned count;
   unsigned seen;
+  uintptr_t lowest_entry;  // the bounds of `entries`: most frames are outside them
+  uintptr_t highest_entry;
 };
 
-_Unwind_Reason_Code walk_frame(struct _Unwind_Context* context, void* argument) {
+Walk make_walk(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
+               unsigned entry_count) {
+  Walk walk = {frames, capacity, entries, entry_count, 0, 0, ~uintptr_t{0}, 0};
+  for (unsigned i = 0; i < entry_count; ++i) {
+    if (entries[i] < walk.lowest_entry) walk.lowest_entry = entries[i];
+    if (entries[i] > walk.highest_entry) walk.highest_entry = entries[i];
+  }
+  return walk;
+}
+
+// One frame of either walk: `pc` its return address, `start` its function's first address.
+bool visit_frame(void* argument, uintptr_t pc, uintptr_t start) {
   auto* walk = static_cast<Walk*>(argument);
-  uintptr_t pc = _Unwind_GetIP(context);
-  if (pc == 0) return _URC_END_OF_STACK;
-  if (++walk->seen > 256) return _URC_END_OF_STACK;  // a corrupt or endless chain
-  uintptr_t start = _Unwind_GetRegionStart(context);
+  if (pc == 0) return false;
+  if (++walk->seen > 256) return false;  // a corrupt or endless chain
   // The outermost of the allocator's frames among the first few (tail calls leave some out).
-  for (unsigned i = 0; i < walk->entry_count && walk->seen <= kAllocatorFrames; ++i) {
-    if (walk->entries[i] == start) {  // what came before was the allocator
-      walk->count = 0;
-      return _URC_NO_REASON;
+  if (walk->seen <= kAllocatorFrames && start >= walk->lowest_entry &&
+      start <= walk->highest_entry) {
+    for (unsigned i = 0; i < walk->entry_count; ++i) {
+      if (walk->entries[i] == start) {  // what came before was the allocator
+        walk->count = 0;
+        return true;
+      }
     }
   }
   if (walk->count < walk->capacity) walk->frames[walk->count++] = pc;
   // Past capacity the walk goes on a little, in case an entry point is still to come (a deep
   // chain inside the allocator), then stops.
-  return walk->count == walk->capacity && walk->seen > 2 * walk->capacity ? _URC_END_OF_STACK
-                                                                          : _URC_NO_REASON;
+  return !(walk->count == walk->capacity && walk->seen > 2 * walk->capacity);
+}
+
+_Unwind_Reason_Code walk_frame(struct _Unwind_Context* context, void* argument) {
+  return visit_frame(argument, _Unwind_GetIP(context), _Unwind_GetRegionStart(context))
+             ? _URC_NO_REASON
+             : _URC_END_OF_STACK;
 }
 
 }  // namespace
 
-unsigned os_backtrace(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
-                      unsigned entry_count) {
-  Walk walk = {frames, capacity, entries, entry_count, 0, 0};
+unsigned os_backtrace_full(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
+                           unsigned entry_count) {
+  Walk walk = make_walk(frames, capacity, entries, entry_count);
   _Unwind_Backtrace(walk_frame, &walk);
   return walk.count;
+}
+
+unsigned os_backtrace(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
+                      unsigned entry_count) {
+  Walk walk = make_walk(frames, capacity, entries, entry_count);
+  if (unwind_stack_cached(visit_frame, &walk)) return walk.count;
+  return os_backtrace_full(frames, capacity, entries, entry_count);
 }
 
 int os_create_file(const char* path) {

@@ -9,12 +9,17 @@ namespace mapalloc {
 // Up to `capacity` return addresses of the calling thread's stack, innermost first. Frames up to
 // and including the outermost one, among the first few, whose function starts at one of the
 // `entries` (the allocator's functions) are left out: the stack starts at the caller of malloc.
-// Uses the DWARF unwinder (_Unwind_Backtrace of libgcc, linked into the library): it needs unwind
-// tables (.eh_frame, the default on x86-64 and AArch64) in the program, not frame pointers. With
-// glibc 2.35 or later it finds them with _dl_find_object, which neither allocates nor takes the
-// loader lock.
+// Needs unwind tables (.eh_frame, the default on x86-64 and AArch64) in the program, not frame
+// pointers. Walks with the cached rules of unwind.h where it can (tens of instructions a frame),
+// else with the DWARF unwinder (_Unwind_Backtrace of libgcc, linked into the library: thousands
+// of instructions a frame). Both find unwind tables with _dl_find_object on glibc 2.35 or later,
+// which neither allocates nor takes the loader lock.
 unsigned os_backtrace(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
                       unsigned entry_count);
+
+// The same walk with _Unwind_Backtrace alone (the tests compare the two).
+unsigned os_backtrace_full(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
+                           unsigned entry_count);
 
 // A file created (truncated) for writing, 0644; -1 on failure. os_write_all (process.h) writes.
 int os_create_file(const char* path);

@@ -1,0 +1,130 @@
+// The profiler's cached stack walk (platform/unwind.h) against libgcc's _Unwind_Backtrace: the
+// same frames from plain, deep, rbp-framed (alloca) and libc-called (qsort) stacks, in the main
+// thread and another; a signal frame makes the cached walk give up, and os_backtrace still gets
+// the full unwinder's answer.
+#include <doctest/doctest.h>
+
+#include <alloca.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "platform/prof_os.h"
+#include "platform/unwind.h"
+
+using namespace mapalloc;
+
+namespace {
+
+constexpr unsigned kDepth = 64;
+
+struct Stacks {
+  uintptr_t cached[kDepth];
+  uintptr_t full[kDepth];
+  unsigned cached_count = 0;
+  unsigned full_count = 0;
+};
+
+// Both walks from the same frame; frames up to and including this function's are left out (it
+// is the "entry point"), so both start at its caller.
+__attribute__((noinline)) void capture(Stacks* stacks) {
+  static const uintptr_t entries[] = {reinterpret_cast<uintptr_t>(&capture)};
+  stacks->cached_count = os_backtrace(stacks->cached, kDepth, entries, 1);
+  stacks->full_count = os_backtrace_full(stacks->full, kDepth, entries, 1);
+  asm volatile("" ::: "memory");  // (not a tail call)
+}
+
+void check_same(const Stacks& stacks) {
+  REQUIRE(stacks.full_count >= 3);
+  REQUIRE(stacks.cached_count == stacks.full_count);
+  for (unsigned i = 0; i < stacks.full_count; ++i) CHECK(stacks.cached[i] == stacks.full[i]);
+}
+
+__attribute__((noinline)) void recurse(Stacks* stacks, int depth) {
+  if (depth == 0)
+    capture(stacks);
+  else
+    recurse(stacks, depth - 1);
+  asm volatile("" ::: "memory");
+}
+
+// alloca makes GCC address the frame through rbp: the CFA is rbp-based here.
+__attribute__((noinline)) void with_alloca(Stacks* stacks, size_t bytes) {
+  auto* buffer = static_cast<volatile char*>(alloca(bytes));
+  buffer[0] = 1;
+  capture(stacks);
+  buffer[bytes - 1] = buffer[0];
+}
+
+Stacks* qsort_stacks = nullptr;
+int compare_and_capture(const void* a, const void* b) {
+  if (qsort_stacks != nullptr) {
+    capture(qsort_stacks);
+    qsort_stacks = nullptr;
+  }
+  return *static_cast<const int*>(a) - *static_cast<const int*>(b);
+}
+
+Stacks signal_stacks;
+UnwindCounters signal_before, signal_after;
+void capture_in_handler(int) {
+  signal_before = unwind_counters();
+  capture(&signal_stacks);
+  signal_after = unwind_counters();
+}
+
+}  // namespace
+
+TEST_CASE("the cached walk finds the frames libgcc's unwinder finds") {
+  Stacks stacks;
+  recurse(&stacks, 0);
+  check_same(stacks);
+  recurse(&stacks, 40);
+  check_same(stacks);
+  CHECK(stacks.full_count >= 40);
+  with_alloca(&stacks, 4000);
+  check_same(stacks);
+  int numbers[16];
+  for (int i = 0; i < 16; ++i) numbers[i] = (i * 7) % 16;
+  qsort_stacks = &stacks;
+  qsort(numbers, 16, sizeof numbers[0], compare_and_capture);
+  check_same(stacks);
+}
+
+TEST_CASE("a second walk of a stack reads no rule again") {
+  Stacks stacks;
+  uint64_t reads[2];
+  for (uint64_t& read : reads) {  // (one call site: the same return addresses twice)
+    UnwindCounters before = unwind_counters();
+    recurse(&stacks, 5);
+    read = unwind_counters().rules_read - before.rules_read;
+  }
+  CHECK(reads[0] > 0);
+  CHECK(reads[1] == 0);
+  check_same(stacks);
+}
+
+TEST_CASE("the cached walk gives the same frames in another thread") {
+  Stacks stacks;
+  pthread_t thread;
+  REQUIRE(pthread_create(
+              &thread, nullptr,
+              [](void* argument) -> void* {
+                recurse(static_cast<Stacks*>(argument), 3);
+                return nullptr;
+              },
+              &stacks) == 0);
+  pthread_join(thread, nullptr);
+  check_same(stacks);
+}
+
+TEST_CASE("through a signal frame the cached walk gives up, and the full unwinder answers") {
+  struct sigaction action = {}, previous = {};
+  action.sa_handler = capture_in_handler;
+  REQUIRE(sigaction(SIGUSR2, &action, &previous) == 0);
+  raise(SIGUSR2);
+  sigaction(SIGUSR2, &previous, nullptr);
+  CHECK(signal_after.walks_given_up == signal_before.walks_given_up + 1);
+  check_same(signal_stacks);
+}
