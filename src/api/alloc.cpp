@@ -32,12 +32,19 @@ size_t release_for_retry() {
          large_cache_purge(now_ms, true, &unused_deadline_ms);
 }
 
-void* class_alloc(Heap* heap, unsigned size_class) {
+// kCounted: class_alloc_profiled's, whose refills also say how many blocks they listed
+// (`*handed`, left alone if no refill happened).
+template <bool kCounted = false>
+void* class_alloc(Heap* heap, unsigned size_class, unsigned* handed = nullptr) {
   Block* block = heap->free[size_class];
   if (block == nullptr) {
     purge_if_due_soon(heap);
-    block = heap_refill(heap, size_class);
-    if (block == nullptr && release_for_retry() != 0) block = heap_refill(heap, size_class);
+    auto refill = [&] {
+      return kCounted ? heap_refill_counted(heap, size_class, handed)
+                      : heap_refill(heap, size_class);
+    };
+    block = refill();
+    if (block == nullptr && release_for_retry() != 0) block = refill();
     if (block == nullptr) return out_of_memory();
   }
   heap->free[size_class] = block_next(block);
@@ -47,10 +54,10 @@ void* class_alloc(Heap* heap, unsigned size_class) {
 
 // class_alloc with the heap profiler on (prof_hooks.h): the sampling decision.
 MAPALLOC_NOINLINE void* class_alloc_profiled(Heap* heap, unsigned size_class, size_t size) {
-  bool refilled = heap->free[size_class] == nullptr;
-  void* block = class_alloc(heap, size_class);
+  unsigned handed = 0;
+  void* block = class_alloc<true>(heap, size_class, &handed);
   if (block == nullptr) return nullptr;
-  return prof_class_alloc(heap, size_class, static_cast<Block*>(block), size, refilled);
+  return prof_class_alloc(heap, size_class, static_cast<Block*>(block), size, handed);
 }
 
 // Blocks that outgrow their arena run by realloc past this size move to their own mapping,
@@ -188,7 +195,8 @@ void* malloc_slow(size_t size, Heap* heap) {
   if (size <= kClassMaxBytes) {
     unsigned size_class = size_class_of(size == 0 ? 1 : size);
     // The heap profiler's one test on the way to a refill (prof_hooks.h).
-    if (MAPALLOC_UNLIKELY(prof_active())) return class_alloc_profiled(heap, size_class, size);
+    if (MAPALLOC_UNLIKELY(prof_active()) && heap->free[size_class] == nullptr)
+      return class_alloc_profiled(heap, size_class, size);
     return class_alloc(heap, size_class);
   }
   return large_malloc(size, kMinAlignBytes, false);
@@ -265,7 +273,8 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
         ++size_class;
       }
       if (size_class < kClassCount) {
-        if (MAPALLOC_UNLIKELY(prof_active())) return class_alloc_profiled(heap, size_class, size);
+        if (MAPALLOC_UNLIKELY(prof_active()) && heap->free[size_class] == nullptr)
+          return class_alloc_profiled(heap, size_class, size);
         return class_alloc(heap, size_class);
       }
     }
@@ -275,7 +284,7 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
 
 // (For the heap profiler: see prof_hooks.cpp.)
 __attribute__((constructor)) static void register_profiler_frames() {
-  const uintptr_t starts[] = {reinterpret_cast<uintptr_t>(&class_alloc),
+  const uintptr_t starts[] = {reinterpret_cast<uintptr_t>(&class_alloc<false>),
                               reinterpret_cast<uintptr_t>(&class_alloc_profiled),
                               reinterpret_cast<uintptr_t>(&large_malloc)};
   prof_set_entry_points(starts, sizeof starts / sizeof starts[0]);

@@ -26,55 +26,64 @@ Page* span_head_of(void* block) {
   return entry->state == PageState::kSpanTail ? span_head(entry) : entry;
 }
 
+// A sampled block's span names it in a slot (or counts it as overflow) and sends its frees to
+// the slow path, which looks sampled blocks up (prof_class_free).
+void hold_frees_of_sampled(Block* block) {
+  Page* page = span_head_of(block);
+  uint16_t mark = block_mark(page, block);
+  bool slotted = false;
+  for (auto& slot : page->prof_slots) {
+    uint16_t empty = 0;
+    if (slot.load(std::memory_order_relaxed) == 0 &&
+        slot.compare_exchange_strong(empty, mark, std::memory_order_relaxed)) {
+      slotted = true;
+      break;
+    }
+  }
+  if (!slotted) page->prof_overflow.fetch_add(1, std::memory_order_relaxed);
+  page->prof_samples.fetch_add(1, std::memory_order_relaxed);
+  page->start_limit = 0;
+}
+
 }  // namespace
 
-void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t size, bool refilled) {
+void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t size,
+                       unsigned handed) {
+  // Every block of a class comes from a list that a refill handed out, and is charged then:
+  // the refill's first block (`block`) here, the rest of its list below.
+  if (handed == 0) return block;
   size_t bytes = class_block_bytes(size_class);
-  // Classes the malloc fast path serves: their lists were charged when handed out.
-  bool fast_class = bytes <= kSmallMaxBytes;
   int64_t& countdown = countdown_of(heap, size_class);
-  if (refilled || !fast_class) {
-    countdown -= static_cast<int64_t>(bytes);
-    if (countdown <= 0) {
-      countdown = prof_next_countdown(&heap->prof_random);
-      if (prof_record(block, requested(size), bytes)) {
-        Page* page = span_head_of(block);
-        uint16_t mark = block_mark(page, block);
-        bool slotted = false;
-        for (auto& slot : page->prof_slots) {
-          uint16_t empty = 0;
-          if (slot.load(std::memory_order_relaxed) == 0 &&
-              slot.compare_exchange_strong(empty, mark, std::memory_order_relaxed)) {
-            slotted = true;
-            break;
-          }
-        }
-        if (!slotted) page->prof_overflow.fetch_add(1, std::memory_order_relaxed);
-        page->prof_samples.fetch_add(1, std::memory_order_relaxed);
-        page->start_limit = 0;  // frees of this span take the slow path
-      }
-    }
+  countdown -= static_cast<int64_t>(bytes);
+  if (countdown <= 0) {
+    countdown = prof_next_countdown(&heap->prof_random);
+    if (prof_record(block, requested(size), bytes)) hold_frees_of_sampled(block);
   }
   Block* list = heap->free[size_class];
-  if (fast_class && refilled && list != nullptr) {
-    // Hand the fast path the blocks before the one where the countdown runs out.
-    int64_t allowed = (countdown - 1) / static_cast<int64_t>(bytes);
-    int64_t handed = 0;
-    Block* last = nullptr;
-    for (Block* next = list; next != nullptr && handed < allowed; next = block_next(next)) {
-      last = next;
-      ++handed;
-    }
-    Page* page = heap->current[size_class];
-    if (last == nullptr) {
-      heap->free[size_class] = nullptr;
-      page_return_blocks(page, list);
-    } else if (Block* rest = block_next(last)) {
-      set_block_next(last, nullptr);
-      page_return_blocks(page, rest);
-    }
-    countdown -= handed * static_cast<int64_t>(bytes);
+  if (list == nullptr) return block;
+  // The rest of the refill's list (`block` was its first) is charged now.
+  int64_t list_bytes = static_cast<int64_t>(handed - 1) * static_cast<int64_t>(bytes);
+  if (countdown > list_bytes) {  // the sample point lies beyond the list: hand all of it out
+    countdown -= list_bytes;
+    return block;
   }
+  // Hand out the blocks before the one where the countdown runs out; return the rest.
+  int64_t allowed = (countdown - 1) / static_cast<int64_t>(bytes);
+  int64_t kept = 0;
+  Block* last = nullptr;
+  for (Block* next = list; next != nullptr && kept < allowed; next = block_next(next)) {
+    last = next;
+    ++kept;
+  }
+  Page* page = heap->current[size_class];
+  if (last == nullptr) {
+    heap->free[size_class] = nullptr;
+    page_return_blocks(page, list);
+  } else if (Block* rest = block_next(last)) {
+    set_block_next(last, nullptr);
+    page_return_blocks(page, rest);
+  }
+  countdown -= kept * static_cast<int64_t>(bytes);
   return block;
 }
 

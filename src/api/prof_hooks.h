@@ -1,8 +1,10 @@
 // Where the heap profiler (src/prof/) meets the allocator. Every hook runs off the fast paths:
-//  - Small classes: each heap keeps a byte countdown per size class. A refill charges the block
-//    it returns and hands the fast path only as many blocks as the countdown still covers (the
-//    rest go back to the page), so the allocation where the countdown runs out comes to the
-//    slow path, which samples it. The malloc fast path has no extra test.
+//  - Size classes: each heap keeps a byte countdown per class. Every block of a class comes
+//    from a list that a refill hands out, so a refill charges its whole list (the count comes
+//    from the page's counters, not from a walk) and lists only as many blocks as the countdown
+//    still covers (the rest go back to the page): the allocation where the countdown runs out
+//    is the first of the next refill, which samples it. malloc's fast path has no extra test;
+//    its slow path tests prof_active only where a refill is due.
 //  - A sampled small block's span gets start_limit 0 (Page::prof_samples counts its samples):
 //    the owner's free fast path then fails its block-start test for that span, and the slow
 //    path looks the block up. Other spans' frees never look anything up.
@@ -15,10 +17,11 @@
 
 namespace mapalloc {
 
-// class_alloc with profiling on: `block` was just taken from heap->free[size_class] (after a
-// refill if `refilled`) for a request of `size` bytes.
+// class_alloc with profiling on: `block` was just taken from heap->free[size_class] for a request
+// of `size` bytes, after a refill that listed `handed` blocks (`block` among them; 0: no refill,
+// the block's list was charged already).
 MAPALLOC_NOINLINE void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t size,
-                                         bool refilled);
+                                         unsigned handed);
 
 // A large block of `size` bytes was allocated (profiling on).
 MAPALLOC_NOINLINE void prof_large_alloc(void* block, size_t size);

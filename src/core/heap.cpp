@@ -22,6 +22,12 @@ Block* append_blocks(Block* front, Block* back) {
   return front;
 }
 
+unsigned list_length(const Block* blocks) {
+  unsigned count = 0;
+  for (; blocks != nullptr; blocks = block_next(blocks)) ++count;
+  return count;
+}
+
 // Refills hand out at most this many blocks while purge work is waiting: a program making one
 // malloc per millisecond still reaches a slow path every quarter of a second.
 constexpr unsigned kPendingRefillBlocks = 256;
@@ -98,7 +104,9 @@ uint8_t map_entry_of(const Heap* heap) {
   return heap->segment_tag == kNoHeapTag ? uint8_t{kUnitSegment} : heap->segment_tag;
 }
 
-Block* heap_refill(Heap* heap, unsigned size_class) {
+// kCounted: heap_refill_counted (the count costs the others nothing).
+template <bool kCounted>
+MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed) {
   heap->slow_calls++;
   if constexpr (kDebug) heap_validate_sometimes(heap);
   MAPALLOC_ASSERT(heap->free[size_class] == nullptr, "a refill finds its class's free list empty",
@@ -118,15 +126,34 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
       // blocks while the span has any.
       bool short_list = page_local_free_count(page) < page_carve_batch(page) / 2 + 1;
       unsigned limit = heap_purge_pending(heap) ? kPendingRefillBlocks : ~0u;
+      unsigned count = 0;
+      if constexpr (kCounted) {
+        unsigned local_count = page_local_free_count(page);
+        count = limit < local_count ? limit : local_count;
+      }
       Block* blocks = page_take_local_free(page, limit);
       if (short_list) {
-        if (Block* remote = page_take_thread_free(page))
+        if (Block* remote = page_take_thread_free(page)) {
+          if constexpr (kCounted) count += list_length(remote);
           blocks = append_blocks(blocks, remote);
-        else
+        } else {
+          unsigned carved_before = page->carved;
           blocks = page_carve(page, blocks);
+          if constexpr (kCounted) count += page->carved - carved_before;
+        }
       }
-      if (blocks == nullptr) blocks = page_take_thread_free(page);
-      if (blocks != nullptr) return blocks;
+      if (blocks == nullptr) {
+        blocks = page_take_thread_free(page);
+        if constexpr (kCounted) count = list_length(blocks);
+      }
+      if (blocks != nullptr) {
+        if constexpr (kCounted) {
+          MAPALLOC_ASSERT(!kDebug || list_length(blocks) == count,
+                          "a counted refill lists as many blocks as it says", page);
+          *handed = count;
+        }
+        return blocks;
+      }
       if (!page_try_mark_full(page)) continue;  // a remote free just arrived: take it
       page->state = PageState::kFull;
       heap->current[size_class] = nullptr;
@@ -150,6 +177,14 @@ Block* heap_refill(Heap* heap, unsigned size_class) {
     page->state = PageState::kCurrent;
     heap->current[size_class] = page;
   }
+}
+
+Block* heap_refill(Heap* heap, unsigned size_class) {
+  return refill<false>(heap, size_class, nullptr);
+}
+
+Block* heap_refill_counted(Heap* heap, unsigned size_class, unsigned* handed) {
+  return refill<true>(heap, size_class, handed);
 }
 
 void heap_page_countdown_zero(Heap* heap, Page* page) {

@@ -81,7 +81,12 @@ extern constinit Heap empty_heap;
 extern __thread Heap* tls_heap __attribute__((tls_model("initial-exec")));
 
 // Slow paths of the fast paths in alloc.h.
-MAPALLOC_NOINLINE Block* heap_refill(Heap* heap, unsigned size_class);  // nullptr: out of memory
+// heap_refill: a list of free blocks of `size_class` from one page (nullptr: out of memory).
+// heap_refill_counted (the heap profiler's refills) also says how many blocks the list holds
+// (`*handed`): known from the page's counters except for blocks other threads freed, which are
+// counted by walking.
+MAPALLOC_NOINLINE Block* heap_refill(Heap* heap, unsigned size_class);
+MAPALLOC_NOINLINE Block* heap_refill_counted(Heap* heap, unsigned size_class, unsigned* handed);
 MAPALLOC_NOINLINE void heap_page_countdown_zero(Heap* heap, Page* page);
 
 // Owner: frees `block` of `page` (the page's head record) outside the fast path.
