@@ -280,7 +280,8 @@ def measure(chosen, allocators, runs_of):
                 if workload.server:
                     result = run_redis(workload.server, preload)
                 else:
-                    env = dict(environment(None), **workload.env)
+                    env = dict(environment(None), **workload.env,
+                               **ALLOCATOR_ENV.get(allocator, {}))
                     result = run_process(workload.argv, preload, workload.stdin, env)
                 for key, field in RUN_FIELDS.items():
                     results[workload.name][allocator][key].append(getattr(result, field))
@@ -497,6 +498,22 @@ def extra_allocator(spec):
     return name, library
 
 
+# --env NAME:VAR=VALUE: variables set for one allocator's runs (not for redis or callgrind).
+ALLOCATOR_ENV = {}
+
+
+def allocator_env(spec, allocators):
+    """--env "NAME:VAR=VALUE" -> (NAME, VAR, VALUE); ValueError with a one-line message if
+    NAME is not one of `allocators` or the rest is not VAR=VALUE."""
+    name, sep, setting = spec.partition(":")
+    variable, equals, value = setting.partition("=")
+    if not sep or not equals or not variable:
+        raise ValueError(f"--env {spec}: expected NAME:VAR=VALUE (e.g. mapalloc+prof:MAPALLOC_PROF=1)")
+    if name not in allocators:
+        raise ValueError(f"--env {spec}: {name} is not an allocator of this run")
+    return name, variable, value
+
+
 def choose_allocators(names, extras):
     """{name: library to preload (None: glibc)} of the allocators to run, mapalloc first:
     `names` (default: every one of ALLOCATORS; an item may be NAME=PATH) and the NAME=PATH
@@ -586,12 +603,19 @@ def main():
     parser.add_argument("--extra", nargs="+", action="extend", default=[], metavar="NAME=PATH",
                         help="other allocators, each a shared library to preload, added to the "
                         "default set or to --allocators (make bench EXTRA=\"NAME=PATH ...\")")
+    parser.add_argument("--env", nargs="+", action="extend", default=[], metavar="NAME:VAR=VALUE",
+                        help="an environment variable for one allocator's runs, e.g. to compare "
+                        "a build with a feature on: --extra mapalloc+prof=build/libmapalloc.so "
+                        "--env mapalloc+prof:MAPALLOC_PROF=1")
     parser.add_argument("--no-callgrind", action="store_true")
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     real_runs = args.real_runs or min(runs, 3)
     try:
         allocators = choose_allocators(args.allocators, args.extra)
+        for spec in args.env:
+            name, variable, value = allocator_env(spec, allocators)
+            ALLOCATOR_ENV.setdefault(name, {})[variable] = value
     except ValueError as error:
         sys.exit(f"bench.py: {error}")
 
@@ -619,6 +643,8 @@ def main():
     extras = [f"{a}={lib}" for a, lib in allocators.items() if a not in ALLOCATORS]
     if extras:
         print("extra allocators: " + ", ".join(extras))
+    for name, settings in ALLOCATOR_ENV.items():
+        print(f"{name} runs with " + " ".join(f"{k}={v}" for k, v in settings.items()))
 
     mode = "quick" if args.quick else "full"
     history = OUT / f"last-{mode}.json"

@@ -5,6 +5,7 @@
 #                        the frees in another thread), glibc, jemalloc, mimalloc and tcmalloc
 #                        (scripts/bench/memory_return.py; EXTRA="NAME=PATH.so ..." adds other
 #                        allocators, MEMORY_RETURN_ARGS="--runs 5" passes options to the script)
+#   make prof-cost       the heap profiler's cost when on, beside jemalloc's (below)
 
 BUILD ?= build
 MEMORY_RETURN_ARGS ?=
@@ -17,3 +18,19 @@ $(BUILD)/bench/memory_return: scripts/bench/memory_return.c
 memory-return: $(BUILD)/libmapalloc.so $(BUILD)/bench/memory_return
 	@scripts/ensure-packages.sh bench
 	@python3 scripts/bench/memory_return.py $(if $(EXTRA),--extra $(EXTRA)) $(MEMORY_RETURN_ARGS)
+
+# make prof-cost: what the heap profiler costs when on (README "Heap profiling"): make bench's
+# workloads (--quick) under mapalloc and jemalloc, each also with its profiler on at its default
+# interval (MAPALLOC_PROF=1; jemalloc's MALLOC_CONF=prof:true), alternating. PROF_COST_ARGS
+# passes options to scripts/bench.py (e.g. "--runs 5" or "--only lifo churn").
+PROF_COST_ARGS ?=
+JEMALLOC_LIBRARY ?= /usr/lib/$(shell gcc -print-multiarch)/libjemalloc.so.2
+
+.PHONY: prof-cost
+prof-cost: $(BUILD)/libmapalloc.so
+	@scripts/ensure-packages.sh bench
+	@python3 scripts/bench.py --quick --no-callgrind --allocators mapalloc jemalloc \
+	  --extra mapalloc+prof=$(BUILD)/libmapalloc.so jemalloc+prof=$(JEMALLOC_LIBRARY) \
+	  --env mapalloc+prof:MAPALLOC_PROF=1 \
+	        mapalloc+prof:MAPALLOC_PROF_FILE=$(abspath $(BUILD))/bench/prof-cost.%p \
+	        jemalloc+prof:MALLOC_CONF=prof:true $(PROF_COST_ARGS)
