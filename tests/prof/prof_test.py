@@ -113,6 +113,13 @@ def main():
     prefix = os.path.join(WORK, "sites-dense")
     run([sites], {"MAPALLOC_PROF_FILE": prefix, "MAPALLOC_PROF_SAMPLE": "1024"})
     accuracy("1 KiB interval (the samples' table grows)", sites, prefix)
+    # The debug build's invariants and heap walks hold with the profiler's spans and refills.
+    prefix = os.path.join(WORK, "sites-debug")
+    result = run([sites], {"MAPALLOC_PROF_FILE": prefix, "MAPALLOC_PROF_SAMPLE": "4096"},
+                 library="libmapalloc-debug.so")
+    check("debug build: no assertion fires with profiling on", result.returncode == 0,
+          result.stderr[-300:])
+    accuracy("debug build", sites, prefix)
     prefix = os.path.join(WORK, "sites-secure")
     run([sites], {"MAPALLOC_PROF_FILE": prefix}, library="libmapalloc-secure.so")
     accuracy("secure build", sites, prefix)
@@ -152,8 +159,9 @@ def main():
     check("threads: remote frees of sampled blocks leave no in-use bytes",
           r.returncode == 0 and inuse.get("site_remote", 0) == 0 and alloc.get("site_remote", 0) > 0,
           f"rc {r.returncode} inuse {inuse} alloc {alloc}")
-    check("threads: exited threads' live blocks still counted (within 20 %)",
-          abs(inuse.get("site_thread_kept", 0) - kept) <= 0.2 * kept, f"inuse {inuse}")
+    # About 244 samples of 64 KiB: a 6.4 % standard deviation, so 25 % is 4 of them.
+    check("threads: exited threads' live blocks still counted (within 25 %)",
+          abs(inuse.get("site_thread_kept", 0) - kept) <= 0.25 * kept, f"inuse {inuse}")
 
     # Block kinds: realloc, aligned, calloc, large.
     prefix = os.path.join(WORK, "kinds")
@@ -228,7 +236,10 @@ def command_checks(sites, kinds):
     top = [l for l in lines if "site_" in l]
     svgs = [f for f in os.listdir(out)] if os.path.isdir(out) else []
     check("mapalloc profile: top call sites with bytes, %, objects and a flame graph",
-          r.returncode == 0 and len(top) == 3 and "site_large" in top[0]
+          # site_large (21 MB) and site_medium (18 MB) lead, in either order: 275 samples of
+          # site_medium leave its estimate a 6 % standard deviation.
+          r.returncode == 0 and len(top) == 3
+          and all(any(name in line for line in top[:2]) for name in ("site_large", "site_medium"))
           and any(f.endswith(".inuse.svg") for f in svgs),
           r.stdout[-800:] + r.stderr[-400:])
     svg = [f for f in svgs if f.endswith(".inuse.svg")]
