@@ -67,7 +67,7 @@ run_checks "stress suite, small scale (preloaded and static)" stress/run.sh --qu
 run_checks "stress suite under ThreadSanitizer" stress/run.sh --allocators "" --tsan
 run_checks "security suite: mapalloc's catches (tests/security/expected.txt)" tests/security/run.py --check tests/security/expected.txt
 run_checks "heap profiler" tests/prof/prof_test.sh
-run_checks "stress suite with the heap profiler sampling every 256 bytes (preloaded)" stress/run.sh --quick --no-static --profile
+run_checks "stress suite with the heap profiler sampling every 256 bytes (preloaded and static)" stress/run.sh --quick --profile
 run_doctest "unit tests, debug build" build/tests/unit-debug
 run_checks "stress suite against the debug build, small scale (preloaded)" stress/run.sh --quick --no-static --library debug
 run_checks "debug build catches planted bugs" tests/debug_plant_test.sh
