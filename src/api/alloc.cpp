@@ -60,6 +60,13 @@ MAPALLOC_NOINLINE void* class_alloc_profiled(Heap* heap, unsigned size_class, si
   return prof_class_alloc(heap, size_class, static_cast<Block*>(block), size, handed);
 }
 
+// class_alloc, through the profiler's path when it is on and a refill is due (prof_hooks.h).
+MAPALLOC_INLINE void* class_alloc_sampled(Heap* heap, unsigned size_class, size_t size) {
+  if (MAPALLOC_UNLIKELY(prof_active()) && heap->free[size_class] == nullptr)
+    return class_alloc_profiled(heap, size_class, size);
+  return class_alloc(heap, size_class);
+}
+
 // Blocks that outgrow their arena run by realloc past this size move to their own mapping,
 // where later growth moves pages with mremap instead of copying them.
 constexpr size_t kGrowIntoOwnMappingBytes = 1 * kMiB;
@@ -194,10 +201,7 @@ void* malloc_slow(size_t size, Heap* heap) {
   }
   if (size <= kClassMaxBytes) {
     unsigned size_class = size_class_of(size == 0 ? 1 : size);
-    // The heap profiler's one test on the way to a refill (prof_hooks.h).
-    if (MAPALLOC_UNLIKELY(prof_active()) && heap->free[size_class] == nullptr)
-      return class_alloc_profiled(heap, size_class, size);
-    return class_alloc(heap, size_class);
+    return class_alloc_sampled(heap, size_class, size);
   }
   return large_malloc(size, kMinAlignBytes, false);
 }
@@ -273,9 +277,7 @@ void* default_aligned_alloc(size_t alignment, size_t size) {
         ++size_class;
       }
       if (size_class < kClassCount) {
-        if (MAPALLOC_UNLIKELY(prof_active()) && heap->free[size_class] == nullptr)
-          return class_alloc_profiled(heap, size_class, size);
-        return class_alloc(heap, size_class);
+        return class_alloc_sampled(heap, size_class, size);
       }
     }
   }

@@ -22,12 +22,6 @@ Block* append_blocks(Block* front, Block* back) {
   return front;
 }
 
-unsigned list_length(const Block* blocks) {
-  unsigned count = 0;
-  for (; blocks != nullptr; blocks = block_next(blocks)) ++count;
-  return count;
-}
-
 // Refills hand out at most this many blocks while purge work is waiting: a program making one
 // malloc per millisecond still reaches a slow path every quarter of a second.
 constexpr unsigned kPendingRefillBlocks = 256;
@@ -134,7 +128,7 @@ MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed)
       Block* blocks = page_take_local_free(page, limit);
       if (short_list) {
         if (Block* remote = page_take_thread_free(page)) {
-          if constexpr (kCounted) count += list_length(remote);
+          if constexpr (kCounted) count += block_list_length(remote);
           blocks = append_blocks(blocks, remote);
         } else {
           unsigned carved_before = page->carved;
@@ -144,11 +138,11 @@ MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed)
       }
       if (blocks == nullptr) {
         blocks = page_take_thread_free(page);
-        if constexpr (kCounted) count = list_length(blocks);
+        if constexpr (kCounted) count = block_list_length(blocks);
       }
       if (blocks != nullptr) {
         if constexpr (kCounted) {
-          MAPALLOC_ASSERT(!kDebug || list_length(blocks) == count,
+          MAPALLOC_ASSERT(!kDebug || block_list_length(blocks) == count,
                           "a counted refill lists as many blocks as it says", page);
           *handed = count;
         }

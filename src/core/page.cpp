@@ -202,6 +202,12 @@ bool page_remote_free(Page* page, Block* block) {
   }
 }
 
+unsigned block_list_length(const Block* list) {
+  unsigned count = 0;
+  for (; list != nullptr; list = block_next(list)) ++count;
+  return count;
+}
+
 bool block_list_contains(const Block* list, const Block* block) {
   for (; list != nullptr; list = block_next_any(list)) {
     if (list == block) return true;

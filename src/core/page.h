@@ -75,5 +75,7 @@ inline bool span_contains(const Page* head, const void* pointer) {
 // Whether `block` is on the singly linked list starting at `list` (used to confirm a suspected
 // double free; linear, off the fast path).
 bool block_list_contains(const Block* list, const Block* block);
+// The number of blocks in `list`.
+unsigned block_list_length(const Block* list);
 
 }  // namespace mapalloc
