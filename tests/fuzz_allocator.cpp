@@ -130,10 +130,13 @@ const OptionSetting kOptionSettings[] = {
     {"zero_on_free", 1, true},           {"zero_on_free", 0, true},
     {"purge_method", 2, false},          {"purge_delay_ms", -1, false},
     {"no_such_option", 1, false},        {"unmap_delay_ms", 3600 * 1000 + 1, false},
+    {"large_quarantine", 0, true},       {"large_quarantine", 1, true},
+    {"large_quarantine", 2, false},
 };
 // Restored after every input, so that inputs do not depend on each other's settings.
-const char* const kRestoredOptions[] = {"purge_delay_ms", "unmap_delay_ms", "purge_method",
-                                        "transparent_huge_pages", "zero_on_free"};
+const char* const kRestoredOptions[] = {"purge_delay_ms", "unmap_delay_ms",
+                                        "purge_method",   "transparent_huge_pages",
+                                        "zero_on_free",   "large_quarantine"};
 long default_options[sizeof(kRestoredOptions) / sizeof(kRestoredOptions[0])];
 
 // Reads the input front to back; past its end every read gives 0.

@@ -98,6 +98,7 @@ TEST_CASE("the secure build keeps freed mappings for later blocks, and malloc_tr
 TEST_CASE("a freed run serves a smaller request, and what is left serves the next") {
   if (kSecure) return;  // (the secure build has no arenas)
   expect_child_passes([] {
+    mapalloc_option_set("large_quarantine", 0);  // (placement: freed runs reused at once)
     malloc_trim(0);
     char* block = static_cast<char*>(malloc(runtime(24 << 20)));
     opaque_memset(block, 1, 24 << 20);
@@ -124,6 +125,7 @@ TEST_CASE("a freed run serves a smaller request, and what is left serves the nex
 TEST_CASE("neighbouring free runs merge") {
   if (kSecure) return;
   expect_child_passes([] {
+    mapalloc_option_set("large_quarantine", 0);  // (placement: freed runs reused at once)
     malloc_trim(0);
     free(malloc(runtime(12 << 20)));  // one resident free run, which the four blocks fill
     char* blocks[4];
@@ -385,8 +387,9 @@ TEST_CASE("calloc zeroes pages purged with MADV_FREE, whatever the purge method 
   // reused as if it held data, even after the method changed back to MADV_DONTNEED. (Not in a
   // forked child: there the kernel drops pages shared with the parent at once.)
   if (kSecure) return;
-  long saved_unmap_ms = 0, saved_delay_ms = 0;
+  long saved_unmap_ms = 0, saved_delay_ms = 0, saved_quarantine = 0;
   mapalloc_option_get("unmap_delay_ms", &saved_unmap_ms);
+  mapalloc_option_get("large_quarantine", &saved_quarantine);
   mapalloc_option_get("purge_delay_ms", &saved_delay_ms);
   for (size_t size : {size_t{512} << 10, size_t{2} << 20}) {
     char* block = static_cast<char*>(malloc(runtime(size)));
@@ -396,6 +399,7 @@ TEST_CASE("calloc zeroes pages purged with MADV_FREE, whatever the purge method 
     mapalloc_option_set("unmap_delay_ms", 3600 * 1000);
     mapalloc_option_set("purge_method", 1);
     mapalloc_option_set("purge_delay_ms", 0);
+    mapalloc_option_set("large_quarantine", 0);  // (the freed run must be reused at once)
     free(block);
     mapalloc_option_set("purge_method", 0);
     mapalloc_option_set("purge_delay_ms", saved_delay_ms);
@@ -415,4 +419,5 @@ TEST_CASE("calloc zeroes pages purged with MADV_FREE, whatever the purge method 
     for (unsigned char* zeroed : taken) free(zeroed);
   }
   mapalloc_option_set("unmap_delay_ms", saved_unmap_ms);
+  mapalloc_option_set("large_quarantine", saved_quarantine);
 }

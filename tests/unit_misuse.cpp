@@ -110,19 +110,22 @@ TEST_CASE("the secure build zeroes blocks on free when MAPALLOC_ZERO_ON_FREE=1, 
 namespace {
 
 test_support::ChildResult run_security_case(const char* library, const char* name,
-                                            const char* report_faults = nullptr) {
+                                            const char* report_faults = nullptr,
+                                            const char* large_quarantine = nullptr) {
   std::string path = std::string("build/security/") + name;
-  return test_support::run_in_child([library, path, report_faults] {
+  return test_support::run_in_child([library, path, report_faults, large_quarantine] {
     setenv("LD_PRELOAD", library, 1);
     if (report_faults != nullptr) setenv("MAPALLOC_REPORT_FAULTS", report_faults, 1);
+    if (large_quarantine != nullptr) setenv("MAPALLOC_LARGE_QUARANTINE", large_quarantine, 1);
     execl(path.c_str(), path.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   });
 }
 
 // Stopped by `signal` with exactly one line on stderr, a mapalloc line containing `message`.
-void expect_stop(const char* library, const char* name, int signal, const char* message) {
-  test_support::ChildResult result = run_security_case(library, name);
+void expect_stop(const char* library, const char* name, int signal, const char* message,
+                 const char* large_quarantine = nullptr) {
+  test_support::ChildResult result = run_security_case(library, name, nullptr, large_quarantine);
   INFO(library << " " << name << ": stderr: " << result.stderr_text);
   CHECK_FALSE(result.exited);
   CHECK(result.signal == signal);
@@ -131,8 +134,9 @@ void expect_stop(const char* library, const char* name, int signal, const char* 
   CHECK(std::count(result.stderr_text.begin(), result.stderr_text.end(), '\n') == 1);
 }
 
-void expect_got_away(const char* library, const char* name) {
-  test_support::ChildResult result = run_security_case(library, name);
+void expect_got_away(const char* library, const char* name,
+                     const char* large_quarantine = nullptr) {
+  test_support::ChildResult result = run_security_case(library, name, nullptr, large_quarantine);
   INFO(library << " " << name << ": stderr: " << result.stderr_text);
   CHECK(result.exited);
   CHECK(result.exit_code == 0);
@@ -184,8 +188,26 @@ TEST_CASE("the secure build keeps freed blocks of 64 KiB and more inaccessible")
               "use after free or double free");
   expect_stop(kSecureLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x");
   expect_stop(kSecureLibrary, "uaf-read.2MiB", SIGSEGV, "large block");
-  expect_got_away(kDefaultLibrary, "uaf-read.256KiB");
   expect_stop(kDefaultLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x");
+}
+
+TEST_CASE("the default build's quarantine of freed arena blocks catches uses after free") {
+  // MAPALLOC_LARGE_QUARANTINE=1 (off by default: README, Hardening).
+  expect_stop(kDefaultLibrary, "uaf-read.256KiB", SIGSEGV, "bytes into the freed 262144-byte block",
+              "1");
+  expect_stop(kDefaultLibrary, "uaf-write-after-malloc.256KiB", SIGSEGV, "use after free", "1");
+  expect_stop(kDefaultLibrary, "uaf-read.2MiB", SIGSEGV, "bytes into the freed 2097152-byte block",
+              "1");
+  expect_stop(kDefaultLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x", "1");
+  // Off, the use after free goes unnoticed; a double free is still caught.
+  expect_got_away(kDefaultLibrary, "uaf-read.256KiB");
+  expect_got_away(kDefaultLibrary, "uaf-write-after-malloc.256KiB", "0");
+}
+
+TEST_CASE("an underflow from an arena's first block faults in the gap before it") {
+  expect_stop(kDefaultLibrary, "underflow-1-direct.256KiB", SIGSEGV, "1 bytes before the block");
+  expect_stop(kDefaultLibrary, "underflow-32-direct.2MiB", SIGSEGV, "32 bytes before the block");
+  expect_stop(kDefaultLibrary, "underflow-1MiB-direct.2MiB", SIGSEGV, "(heap underflow)");
 }
 
 TEST_CASE("the secure build's blocks of 0 bytes fault on access, also after free") {

@@ -30,7 +30,7 @@ FUZZ_ARTIFACTS := $(FUZZ_DIR)/artifacts
 # The Makefile's library sources and flags when included from it, else the same by hand: the
 # core only (not override*.cpp nor trace.cpp, which define malloc itself).
 FUZZ_CORE_SOURCES := $(if $(CORE_SOURCES),$(CORE_SOURCES),platform/diag platform/options platform/process \
-  platform/os core/segment core/arena core/page core/large core/heap core/heap_remote \
+  platform/os core/segment core/arena core/arena_quarantine core/page core/large core/heap core/heap_remote \
   core/heap_pool core/heap_purge core/purge core/stats api/init \
   api/alloc api/secure api/entry api/glibc_rules api/api api/cxx_runtime)
 FUZZ_LIB_SOURCES := $(FUZZ_CORE_SOURCES:%=src/%.cpp)

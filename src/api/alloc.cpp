@@ -86,6 +86,10 @@ void* large_malloc(size_t size, size_t alignment, bool zero, LargePlace place = 
   if (size > kMaxRequestBytes) return out_of_memory();
   purge_if_due_soon(tls_heap);
   void* block = allocate_large(size, alignment, zero, place);
+  // No room and no new memory: first the quarantine's blocks, whose pages are resident and
+  // committed, then everything cached.
+  if (block == nullptr && arena_release_quarantine() != 0)
+    block = allocate_large(size, alignment, zero, place);
   if (block == nullptr) {
     if (release_for_retry() == 0) return out_of_memory();
     block = allocate_large(size, alignment, zero, place);

@@ -1,6 +1,8 @@
 #include "api/entry.h"
 
 #include "api/init.h"
+#include "core/arena.h"
+#include "core/arena_quarantine.h"
 #include "platform/diag.h"
 
 namespace mapalloc {
@@ -82,7 +84,26 @@ size_t describe_fault(const void* address, char* buffer, size_t capacity) {
           buffer, capacity, "segmentation fault at %p, %zu bytes into the %zu-byte block %p (%s)",
           address, offset, size_t{head->block_bytes}, reinterpret_cast<void*>(at - offset), what);
     }
-    case kUnitArena:
+    case kUnitArena: {
+      QuarantinedBlock freed;
+      if (arena_quarantine_find(address, &freed)) {
+        return diag_snprintf(buffer, capacity,
+                             "segmentation fault at %p, %zu bytes into the freed %zu-byte block %p "
+                             "(use after free: freed large blocks wait inaccessible)",
+                             address,
+                             static_cast<size_t>(at - reinterpret_cast<uintptr_t>(freed.block)),
+                             freed.bytes, static_cast<void*>(freed.block));
+      }
+      if (const char* first_block = arena_gap_end(address)) {
+        return diag_snprintf(buffer, capacity,
+                             "segmentation fault at %p, %zu bytes before the block %p (heap "
+                             "underflow)",
+                             address,
+                             static_cast<size_t>(reinterpret_cast<uintptr_t>(first_block) - at),
+                             static_cast<const void*>(first_block));
+      }
+      [[fallthrough]];
+    }
     case kUnitLarge:
     case kUnitLargeBelow:
       return diag_snprintf(buffer, capacity,

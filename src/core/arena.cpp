@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "core/arena_quarantine.h"
 #include "core/bitmap.h"
 #include "core/purge_deadline.h"
 #include "platform/diag.h"
@@ -29,7 +30,7 @@ constexpr uint32_t head_pages(uint32_t head) { return head >> 2; }
 // are free pages not purged since they were last used; stale pages are free pages that may not
 // read as zero: the dirty ones, and those purged with MADV_FREE (never-used pages, and those
 // purged with MADV_DONTNEED, read as zero); pages at or above `committed_pages` are free, clean
-// and inaccessible.
+// and inaccessible, and so are those between the metadata and `first_usable_page` (a gap).
 struct Arena {
   Arena* next;  // every arena, newest first
   size_t bytes;
@@ -54,14 +55,29 @@ static_assert(metadata_bytes(kArenaMaxBytes / kPageBytes) <= 4 * kPageBytes);
 // Commits grow in steps of this much (fewer mprotect calls, each extending one mapping).
 constexpr size_t kCommitStepBytes = 4 * kMiB;
 
+// The metadata's pages, committed when the arena is reserved.
+constexpr size_t metadata_commit_bytes(size_t arena_bytes) {
+  return align_up(metadata_bytes(arena_bytes / kPageBytes), kPageBytes);
+}
+
+// Blocks start after an inaccessible gap that follows the metadata: an underflow from the
+// arena's first block faults (and is reported, arena_underflow_gap) instead of overwriting the
+// page records. The gap is address space only, never committed: at least one page, and up to
+// the second huge page in arenas of kArenaFirstBytes and more (the first huge page then holds
+// only the metadata, which keeps it in normal pages where transparent huge pages are on).
+constexpr size_t first_usable_page_of(size_t arena_bytes) {
+  if (arena_bytes >= kArenaFirstBytes) return kHugePageBytes / kPageBytes;
+  return metadata_commit_bytes(arena_bytes) / kPageBytes + 1;
+}
+static_assert(metadata_commit_bytes(kArenaMaxBytes) < kHugePageBytes);
+
 Arena* arena_at(void* base, size_t bytes) {
   auto* arena = static_cast<Arena*>(base);
   size_t page_count = bytes / kPageBytes;
   char* cursor = static_cast<char*>(base) + align_up(sizeof(Arena), 64);
   arena->bytes = bytes;
   arena->page_count = static_cast<uint32_t>(page_count);
-  arena->first_usable_page =
-      static_cast<uint32_t>(align_up(metadata_bytes(page_count), kPageBytes) / kPageBytes);
+  arena->first_usable_page = static_cast<uint32_t>(first_usable_page_of(bytes));
   arena->free_bits = reinterpret_cast<uint64_t*>(cursor);
   cursor += words_for(page_count) * sizeof(uint64_t);
   arena->dirty_bits = reinterpret_cast<uint64_t*>(cursor);
@@ -284,23 +300,18 @@ Arena* reserve_arena(size_t pages, size_t align_pages, size_t wanted_bytes) {
   for (; bytes >= least && bytes <= kArenaMaxBytes; bytes /= 2) {
     void* base = os_reserve_aligned(bytes, bytes);
     if (base == nullptr) continue;
-    size_t metadata = align_up(metadata_bytes(bytes / kPageBytes), kPageBytes);
-    if (!os_commit(base, metadata < kCommitStepBytes ? kCommitStepBytes : metadata)) {
+    if (!os_commit(base, metadata_commit_bytes(bytes))) {
       os_unmap(base, bytes);
       continue;
     }
     Arena* arena = arena_at(base, bytes);
     if (options().transparent_huge_pages != 0 && bytes >= kArenaFirstBytes) {
       // Transparent huge pages: a 2 MiB page faulted in at once (on the benchmark machine, a
-      // VM, a 4 KiB fault costs 12-18 us) and one TLB entry. Blocks start at the second huge
-      // page: the first holds the metadata, in normal pages, where a huge page would be
-      // resident for the sake of a few records. (Arenas smaller than kArenaFirstBytes, made when
-      // address space is short, keep normal pages and that room.)
+      // VM, a 4 KiB fault costs 12-18 us) and one TLB entry. (Arenas smaller than
+      // kArenaFirstBytes, made when address space is short, keep normal pages.)
       os_advise_huge_pages(static_cast<char*>(base) + kHugePageBytes, bytes - kHugePageBytes);
-      arena->first_usable_page = kHugePageBytes / kPageBytes;
     }
-    arena->committed_pages = static_cast<uint32_t>(
-        (metadata < kCommitStepBytes ? kCommitStepBytes : metadata) / kPageBytes);
+    arena->committed_pages = arena->first_usable_page;  // (the gap before it never is)
     arena->free_pages = arena->page_count - arena->first_usable_page;
     set_bits(arena->free_bits, arena->first_usable_page, arena->free_pages, true);
     return arena;
@@ -414,6 +425,17 @@ void* arena_alloc(size_t size, size_t alignment, bool zero) {
 
 // --- lookup, free, resize ---------------------------------------------------------------------
 
+const char* arena_gap_end(const void* address) {
+  const Arena* arena = arena_of(address);
+  size_t offset =
+      static_cast<size_t>(static_cast<const char*>(address) - reinterpret_cast<const char*>(arena));
+  if (offset < metadata_commit_bytes(arena->bytes) ||
+      offset >= size_t{arena->first_usable_page} * kPageBytes) {
+    return nullptr;
+  }
+  return page_address(arena, arena->first_usable_page);
+}
+
 ArenaBlock arena_locate(const void* pointer) {
   const Arena* arena = arena_of(pointer);
   uint32_t page = page_of(arena, pointer);
@@ -434,6 +456,38 @@ ArenaBlock arena_locate(const void* pointer) {
 
 namespace {
 size_t purge_over_budget(uint64_t now_ms, bool force);
+
+// Frees the pages of quarantined blocks once they are accessible again (outside the lock: each
+// takes a system call). A block that cannot be made accessible keeps its pages out of use.
+void release_quarantined(const QuarantinedBlock* blocks, unsigned count) {
+  bool accessible[kQuarantineSlots];
+  for (unsigned i = 0; i < count; ++i) accessible[i] = os_unguard(blocks[i].block, blocks[i].bytes);
+  SpinLockGuard guard(arena_set.lock);
+  for (unsigned i = 0; i < count; ++i) {
+    if (!accessible[i]) continue;
+    Arena* arena = arena_of(blocks[i].block);
+    release_pages(arena, page_of(arena, blocks[i].block),
+                  static_cast<uint32_t>(blocks[i].bytes / kPageBytes), blocks[i].freed_at_ms);
+  }
+}
+
+// A freed block the quarantine admitted: made inaccessible (or, if mprotect fails, freed as
+// usual), then the block it pushed out is freed.
+void quarantine_freed(char* block, size_t bytes, uint64_t now_ms, const QuarantinedBlock& evicted) {
+  bool inaccessible = os_guard(block, bytes);
+  {
+    SpinLockGuard guard(arena_set.lock);
+    arena_quarantine_protected(block, inaccessible);
+    if (!inaccessible) {
+      Arena* arena = arena_of(block);
+      release_pages(arena, page_of(arena, block), static_cast<uint32_t>(bytes / kPageBytes),
+                    now_ms);
+    }
+  }
+  if (evicted.block != nullptr) release_quarantined(&evicted, 1);
+  note_global_purge_deadline(now_ms + options().purge_delay_ms);
+}
+
 }  // namespace
 
 void arena_free(void* pointer) {
@@ -449,12 +503,19 @@ void arena_free(void* pointer) {
   }
   uint32_t pages = head_pages(head);
   store_head(arena, page, head_of(pages, kHeadFreed));
-  release_pages(arena, page, pages, now_ms);
+  // Quarantined: its pages stay out of the free ones until it leaves the quarantine.
+  QuarantinedBlock evicted;
+  bool quarantined = options().large_quarantine &&
+                     arena_quarantine_admit(static_cast<char*>(pointer), size_t{pages} * kPageBytes,
+                                            now_ms, &evicted);
+  if (!quarantined) release_pages(arena, page, pages, now_ms);
   arena_set.live_pages -= pages;
   arena_set.live_blocks--;
   bool over_budget = arena_set.dirty_pages > dirty_budget_pages(now_ms);
   uint64_t budget_change_ms = next_budget_change_ms();
   arena_set.lock.unlock();
+  if (quarantined)
+    quarantine_freed(static_cast<char*>(pointer), size_t{pages} * kPageBytes, now_ms, evicted);
   if (over_budget) purge_over_budget(now_ms, false);
   note_global_purge_deadline(budget_change_ms);
 }
@@ -635,7 +696,29 @@ size_t unmap_empty(uint64_t now_ms, bool force, uint64_t* next_deadline_ms) {
 
 }  // namespace
 
+size_t arena_release_quarantine() {
+  QuarantinedBlock held[kQuarantineSlots];
+  unsigned held_count;
+  uint64_t unused_deadline_ms = 0;
+  {
+    SpinLockGuard guard(arena_set.lock);
+    held_count = arena_quarantine_take_expired(0, 0, true, held, &unused_deadline_ms);
+  }
+  release_quarantined(held, held_count);
+  size_t bytes = 0;
+  for (unsigned i = 0; i < held_count; ++i) bytes += held[i].bytes;
+  return bytes;
+}
+
 size_t arena_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms) {
+  QuarantinedBlock expired[kQuarantineSlots];
+  unsigned expired_count;
+  {
+    SpinLockGuard guard(arena_set.lock);
+    expired_count = arena_quarantine_take_expired(now_ms, options().purge_delay_ms, force, expired,
+                                                  next_deadline_ms);
+  }
+  release_quarantined(expired, expired_count);
   size_t released = purge_over_budget(now_ms, force);
   released += unmap_empty(now_ms, force, next_deadline_ms);
   SpinLockGuard guard(arena_set.lock);
@@ -688,7 +771,12 @@ void arena_after_fork_child() {
   bool busy = arena_set.lock.held() || arena_set.purges_in_flight.load() != 0;
   arena_set.lock.reset_after_fork();
   arena_set.purges_in_flight.store(0, std::memory_order_relaxed);
-  if (!busy) return;
+  // The quarantine starts empty: a block another thread was protecting would never finish.
+  // (When the arenas are rebuilt, its blocks are freed by that, being no longer live.)
+  QuarantinedBlock held[kQuarantineSlots];
+  unsigned held_count = arena_quarantine_take_all(held);
+  if (!busy) return release_quarantined(held, held_count);
+  for (unsigned i = 0; i < held_count; ++i) os_unguard(held[i].block, held[i].bytes);
   arena_set.live_pages = 0;
   arena_set.live_blocks = 0;
   arena_set.dirty_pages = 0;

@@ -41,7 +41,13 @@ struct ArenaBlock {
 };
 ArenaBlock arena_locate(const void* pointer);
 
+// For the fault handler (reads only): if `address` lies in the inaccessible gap between an
+// arena's metadata and its first block, where that block starts (an underflow ran out of it);
+// else nullptr. `address` must be in an arena's unit.
+const char* arena_gap_end(const void* address);
+
 // Frees a live block; a block freed twice meanwhile (a race between two frees) is reported.
+// Within a budget, freed blocks wait inaccessible for a while (core/arena_quarantine.h).
 void arena_free(void* pointer);
 
 // Resizes a live block in place to hold `new_size` bytes: shrinking gives its tail pages back,
@@ -65,6 +71,10 @@ ArenaCounters arena_counters();
 // and every empty arena unmapped. Returns the bytes released; lowers `*next_deadline_ms` to
 // when more work falls due.
 size_t arena_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms);
+
+// Frees every block the quarantine holds (their pages stay resident, first in line for the next
+// request). Returns their bytes. For a request that found no room.
+size_t arena_release_quarantine();
 
 // In a forked child: a thread that does not exist there may have been changing an arena.
 void arena_after_fork_child();

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/arena_quarantine.h"
 #include "core/large.h"
 #include "platform/diag.h"
 #include "platform/options.h"
@@ -119,7 +120,8 @@ void stats_collect(mapalloc_stats_t* stats) {
       large_counters.live_bytes.load(std::memory_order_relaxed) + arenas.live_bytes;
   stats->in_use_blocks += stats->large_blocks;
   stats->in_use_bytes += stats->large_bytes;
-  stats->cached_large_bytes = arenas.dirty_bytes + large_cache_bytes();
+  // (Blocks in the arenas' quarantine are freed and resident: counted with the free pages.)
+  stats->cached_large_bytes = arenas.dirty_bytes + arena_quarantine_bytes() + large_cache_bytes();
   stats->arenas = arenas.arenas;
   stats->arena_reserved_bytes = arenas.reserved_bytes;
   SegmentCacheCounters cache = segment_cache_counters();

@@ -30,6 +30,9 @@ struct Options {
   uint32_t unmap_delay_ms;
   // Secure build: overwrite blocks with zeroes when they are freed.
   bool zero_on_free;
+  // Default build: freed arena blocks wait inaccessible for a while, within a budget of
+  // mprotect calls (core/arena_quarantine.h).
+  bool large_quarantine;
   // Install the SIGSEGV/SIGBUS reporter that names the block or structure a fault hit.
   bool report_faults;
   // Transparent huge pages (madvise MADV_HUGEPAGE): far fewer page faults and TLB misses,
@@ -84,7 +87,7 @@ struct OptionRow {
   size_t path_offset;
 };
 
-constexpr size_t kOptionCount = 16;
+constexpr size_t kOptionCount = 17;
 extern const OptionRow kOptionTable[kOptionCount];
 
 // The row named `name` (as mapalloc_option_get/set take it); nullptr if there is none.

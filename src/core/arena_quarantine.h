@@ -1,0 +1,66 @@
+// The default build's quarantine of freed arena blocks (blocks above kClassMaxBytes), on with
+// MAPALLOC_LARGE_QUARANTINE=1. Off by default: with transparent huge pages, protecting part of a
+// huge page was measured to cost make bench's bigblock twice its time (README, Hardening).
+//
+// A freed arena block is normally available again at once. A watched one instead waits a while
+// inaccessible (mprotect PROT_NONE) and out of reach of new requests: a read or write through
+// the stale pointer faults and is reported (os_report_faults), a second free is caught by the
+// arena's head record, and the address just freed is not the next one handed out.
+//
+// Watching costs two mprotect calls (and, in a threaded process, a TLB shootdown each), about
+// as much as a hundred arena frees. So only a budget of frees is watched: kQuarantineBurst at
+// once, then one per kQuarantineRefillMs. A program that frees big blocks faster than that pays
+// for at most that many per second and its other frees take the usual path; a program that
+// frees few of them (most programs, and the typical use-after-free of a big buffer) has every
+// one watched. A watched block waits for kQuarantineSlots later watched frees or one purge
+// delay, whichever comes first, then its pages are made accessible and freed (still resident).
+//
+// The ring is guarded by the arena lock (its caller's): every function but
+// arena_quarantine_find expects it held, and none makes a system call.
+#pragma once
+
+#include "platform/config.h"
+
+namespace mapalloc {
+
+constexpr unsigned kQuarantineSlots = 4;
+constexpr unsigned kQuarantineBurst = 8;
+constexpr uint64_t kQuarantineRefillMs = 16;
+// Bigger blocks are never watched (they would hold too much memory back).
+constexpr size_t kQuarantineMaxBlockBytes = 32 * kMiB;
+
+struct QuarantinedBlock {
+  char* block = nullptr;  // nullptr: none
+  size_t bytes = 0;
+  uint64_t freed_at_ms = 0;
+};
+
+// Admits a freed block of `bytes` if the budget allows and the slot it would take is not still
+// being protected by another thread: the block takes that slot, marked as being protected, and
+// the slot's previous block (fully protected) is returned for the caller to make accessible and
+// free. false (nothing changes) if the block is not admitted.
+bool arena_quarantine_admit(char* block, size_t bytes, uint64_t now_ms, QuarantinedBlock* evicted);
+
+// The caller protected `block` (admitted, not yet evicted: only the slot's owner evicts a slot
+// being protected, never another thread) or failed to (`protected_ok` false: the slot is
+// emptied and the caller frees the block as usual).
+void arena_quarantine_protected(const char* block, bool protected_ok);
+
+// Takes out the fully protected blocks that have waited `delay_ms` (all of them with `force`);
+// lowers `*next_deadline_ms` to when the next one is due. Returns how many it wrote to `out`.
+unsigned arena_quarantine_take_expired(uint64_t now_ms, uint64_t delay_ms, bool force,
+                                       QuarantinedBlock out[kQuarantineSlots],
+                                       uint64_t* next_deadline_ms);
+
+// In a forked child (one thread, lock reset): takes out every block, whatever its state.
+unsigned arena_quarantine_take_all(QuarantinedBlock out[kQuarantineSlots]);
+
+// For the fault handler (no lock; an estimate while other threads free): the watched block that
+// holds `address`, if any.
+bool arena_quarantine_find(const void* address, QuarantinedBlock* found);
+
+// The bytes waiting, and how many blocks were ever admitted (statistics, tests; no lock).
+size_t arena_quarantine_bytes();
+size_t arena_quarantine_admitted();
+
+}  // namespace mapalloc
