@@ -64,6 +64,15 @@ void expect_child_passes(const std::function<void()>& body) {
 // A block's address, kept as a number (comparing a freed pointer is undefined behaviour).
 uintptr_t address_of(const void* block) { return reinterpret_cast<uintptr_t>(block); }
 
+// In a child: the quarantine on, nothing leaving it (or unmapped) for age while the test runs,
+// and a full budget (every token refilled).
+void switch_on_with_full_budget() {
+  mapalloc_option_set("large_quarantine", 1);
+  mapalloc_option_set("purge_delay_ms", 3600 * 1000);
+  mapalloc_option_set("unmap_delay_ms", 3600 * 1000);
+  usleep((kQuarantineBurst + 1) * kQuarantineRefillMs * 1000);
+}
+
 uint64_t now_ms() {
   timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
@@ -124,10 +133,7 @@ TEST_CASE("a waiting block leaves the quarantine after the purge delay, accessib
 TEST_CASE("the quarantine admits a burst of frees, then one per refill interval, and holds four") {
   if (kSecure) return;
   expect_child_passes([] {
-    mapalloc_option_set("large_quarantine", 1);
-    mapalloc_option_set("purge_delay_ms", 3600 * 1000);
-    mapalloc_option_set("unmap_delay_ms", 3600 * 1000);
-    usleep((kQuarantineBurst + 1) * kQuarantineRefillMs * 1000);  // a full budget
+    switch_on_with_full_budget();
     constexpr int kBlocks = 40;
     uintptr_t addresses[kBlocks];
     for (uintptr_t& address : addresses) address = address_of(opaque_malloc(runtime(kBlockBytes)));
@@ -178,10 +184,7 @@ TEST_CASE("by default (MAPALLOC_LARGE_QUARANTINE=0) freed arena blocks are free 
 TEST_CASE("a request that finds no room takes the quarantine's blocks before failing") {
   if (kSecure) return;
   expect_child_passes([] {
-    mapalloc_option_set("large_quarantine", 1);
-    mapalloc_option_set("purge_delay_ms", 3600 * 1000);
-    mapalloc_option_set("unmap_delay_ms", 3600 * 1000);
-    usleep((kQuarantineBurst + 1) * kQuarantineRefillMs * 1000);  // a full budget
+    switch_on_with_full_budget();
     // With every request for memory from the OS refused, 2 MiB blocks until the arenas' committed
     // pages are full; then one freed into the quarantine is the only room for the next.
     constexpr size_t kTwoMiB = 2 * kMiB;
