@@ -61,7 +61,7 @@ constexpr size_t metadata_commit_bytes(size_t arena_bytes) {
 }
 
 // Blocks start after an inaccessible gap that follows the metadata: an underflow from the
-// arena's first block faults (and is reported, arena_underflow_gap) instead of overwriting the
+// arena's first block faults (and is reported: arena_gap_end) instead of overwriting the
 // page records. The gap is address space only, never committed: at least one page, and up to
 // the second huge page in arenas of kArenaFirstBytes and more (the first huge page then holds
 // only the metadata, which keeps it in normal pages where transparent huge pages are on).
@@ -457,6 +457,13 @@ ArenaBlock arena_locate(const void* pointer) {
 namespace {
 size_t purge_over_budget(uint64_t now_ms, bool force);
 
+// Returns a freed block's pages to the free ones (lock held).
+void release_block(char* block, size_t bytes, uint64_t freed_at_ms) {
+  Arena* arena = arena_of(block);
+  release_pages(arena, page_of(arena, block), static_cast<uint32_t>(bytes / kPageBytes),
+                freed_at_ms);
+}
+
 // Frees the pages of quarantined blocks once they are accessible again (outside the lock: each
 // takes a system call). A block that cannot be made accessible keeps its pages out of use.
 void release_quarantined(const QuarantinedBlock* blocks, unsigned count) {
@@ -464,11 +471,23 @@ void release_quarantined(const QuarantinedBlock* blocks, unsigned count) {
   for (unsigned i = 0; i < count; ++i) accessible[i] = os_unguard(blocks[i].block, blocks[i].bytes);
   SpinLockGuard guard(arena_set.lock);
   for (unsigned i = 0; i < count; ++i) {
-    if (!accessible[i]) continue;
-    Arena* arena = arena_of(blocks[i].block);
-    release_pages(arena, page_of(arena, blocks[i].block),
-                  static_cast<uint32_t>(blocks[i].bytes / kPageBytes), blocks[i].freed_at_ms);
+    if (accessible[i]) release_block(blocks[i].block, blocks[i].bytes, blocks[i].freed_at_ms);
   }
+}
+
+// Frees the quarantined blocks that have waited `delay_ms` (all with `force`). Returns their
+// bytes; lowers `*next_deadline_ms` to when the next one is due.
+size_t release_expired(uint64_t now_ms, uint64_t delay_ms, bool force, uint64_t* next_deadline_ms) {
+  QuarantinedBlock expired[kQuarantineSlots];
+  unsigned count;
+  {
+    SpinLockGuard guard(arena_set.lock);
+    count = arena_quarantine_take_expired(now_ms, delay_ms, force, expired, next_deadline_ms);
+  }
+  release_quarantined(expired, count);
+  size_t bytes = 0;
+  for (unsigned i = 0; i < count; ++i) bytes += expired[i].bytes;
+  return bytes;
 }
 
 // A freed block the quarantine admitted: made inaccessible (or, if mprotect fails, freed as
@@ -478,11 +497,7 @@ void quarantine_freed(char* block, size_t bytes, uint64_t now_ms, const Quaranti
   {
     SpinLockGuard guard(arena_set.lock);
     arena_quarantine_protected(block, inaccessible);
-    if (!inaccessible) {
-      Arena* arena = arena_of(block);
-      release_pages(arena, page_of(arena, block), static_cast<uint32_t>(bytes / kPageBytes),
-                    now_ms);
-    }
+    if (!inaccessible) release_block(block, bytes, now_ms);
   }
   if (evicted.block != nullptr) release_quarantined(&evicted, 1);
   note_global_purge_deadline(now_ms + options().purge_delay_ms);
@@ -697,28 +712,12 @@ size_t unmap_empty(uint64_t now_ms, bool force, uint64_t* next_deadline_ms) {
 }  // namespace
 
 size_t arena_release_quarantine() {
-  QuarantinedBlock held[kQuarantineSlots];
-  unsigned held_count;
   uint64_t unused_deadline_ms = 0;
-  {
-    SpinLockGuard guard(arena_set.lock);
-    held_count = arena_quarantine_take_expired(0, 0, true, held, &unused_deadline_ms);
-  }
-  release_quarantined(held, held_count);
-  size_t bytes = 0;
-  for (unsigned i = 0; i < held_count; ++i) bytes += held[i].bytes;
-  return bytes;
+  return release_expired(0, 0, true, &unused_deadline_ms);
 }
 
 size_t arena_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms) {
-  QuarantinedBlock expired[kQuarantineSlots];
-  unsigned expired_count;
-  {
-    SpinLockGuard guard(arena_set.lock);
-    expired_count = arena_quarantine_take_expired(now_ms, options().purge_delay_ms, force, expired,
-                                                  next_deadline_ms);
-  }
-  release_quarantined(expired, expired_count);
+  release_expired(now_ms, options().purge_delay_ms, force, next_deadline_ms);
   size_t released = purge_over_budget(now_ms, force);
   released += unmap_empty(now_ms, force, next_deadline_ms);
   SpinLockGuard guard(arena_set.lock);
