@@ -131,7 +131,7 @@ const OptionSetting kOptionSettings[] = {
     {"purge_method", 2, false},          {"purge_delay_ms", -1, false},
     {"no_such_option", 1, false},        {"unmap_delay_ms", 3600 * 1000 + 1, false},
     {"large_quarantine", 0, true},       {"large_quarantine", 1, true},
-    {"large_quarantine", 2, false},
+    {"large_quarantine", 2, true},       {"large_quarantine", 3, false},
 };
 // Restored after every input, so that inputs do not depend on each other's settings.
 const char* const kRestoredOptions[] = {"purge_delay_ms", "unmap_delay_ms",

@@ -192,16 +192,20 @@ TEST_CASE("the secure build keeps freed blocks of 64 KiB and more inaccessible")
 }
 
 TEST_CASE("the default build's quarantine of freed arena blocks catches uses after free") {
-  // MAPALLOC_LARGE_QUARANTINE=1 (off by default: README, Hardening).
+  // By default (MAPALLOC_LARGE_QUARANTINE=1) a write after free is caught when the block leaves.
+  expect_stop(kDefaultLibrary, "uaf-write.256KiB", SIGABRT, "write after free of 0x");
+  expect_stop(kDefaultLibrary, "uaf-zero-after-malloc.2MiB", SIGABRT, "byte 0 changed");
+  expect_got_away(kDefaultLibrary, "uaf-read.256KiB");  // (a read changes nothing)
+  // Inaccessible blocks (2): reads fault too.
   expect_stop(kDefaultLibrary, "uaf-read.256KiB", SIGSEGV, "bytes into the freed 262144-byte block",
-              "1");
-  expect_stop(kDefaultLibrary, "uaf-write-after-malloc.256KiB", SIGSEGV, "use after free", "1");
+              "2");
+  expect_stop(kDefaultLibrary, "uaf-write-after-malloc.256KiB", SIGSEGV, "use after free", "2");
   expect_stop(kDefaultLibrary, "uaf-read.2MiB", SIGSEGV, "bytes into the freed 2097152-byte block",
-              "1");
-  expect_stop(kDefaultLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x", "1");
-  // Off, the use after free goes unnoticed; a double free is still caught.
-  expect_got_away(kDefaultLibrary, "uaf-read.256KiB");
+              "2");
+  expect_stop(kDefaultLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x", "2");
+  // Off, a use after free goes unnoticed; a double free is still caught.
   expect_got_away(kDefaultLibrary, "uaf-write-after-malloc.256KiB", "0");
+  expect_stop(kDefaultLibrary, "double-free-now.256KiB", SIGABRT, "double free of 0x", "0");
 }
 
 TEST_CASE("an underflow from an arena's first block faults in the gap before it") {

@@ -6,6 +6,7 @@
 #include "core/bitmap.h"
 #include "core/purge_deadline.h"
 #include "platform/diag.h"
+#include "platform/memcheck.h"
 #include "platform/options.h"
 #include "platform/spin_lock.h"
 
@@ -464,11 +465,55 @@ void release_block(char* block, size_t bytes, uint64_t freed_at_ms) {
                 freed_at_ms);
 }
 
-// Frees the pages of quarantined blocks once they are accessible again (outside the lock: each
-// takes a system call). A block that cannot be made accessible keeps its pages out of use.
+// A block waiting with a canary (MAPALLOC_LARGE_QUARANTINE=1) holds these in its first 64 bytes
+// (they depend on a process secret and the block's address, so data the program left there
+// never matches by chance). A write after free that reaches them is caught when it leaves.
+constexpr unsigned kCanaryWords = 8;
+uint64_t canary_word(const char* block, unsigned index) {
+  uint64_t mixed = (process_secrets.large_check ^ reinterpret_cast<uintptr_t>(block)) +
+                   (index + 1) * 0x9e3779b97f4a7c15ull;
+  return mixed * 0xff51afd7ed558ccdull;
+}
+
+// The canary is the allocator's write to a freed block: memcheck must not see it as the
+// program's (platform/memcheck.h).
+void write_canary(char* block) {
+  memcheck::open_undefined(block, kCanaryWords * sizeof(uint64_t));
+  for (unsigned i = 0; i < kCanaryWords; ++i) {
+    uint64_t word = canary_word(block, i);
+    memcpy(block + i * sizeof word, &word, sizeof word);
+  }
+  memcheck::close(block, kCanaryWords * sizeof(uint64_t));
+}
+
+void check_canary(const QuarantinedBlock& held) {
+  memcheck::open_defined(held.block, kCanaryWords * sizeof(uint64_t));
+  for (unsigned i = 0; i < kCanaryWords; ++i) {
+    uint64_t word;
+    memcpy(&word, held.block + i * sizeof word, sizeof word);
+    uint64_t expected = canary_word(held.block, i);
+    if (word == expected) continue;
+    size_t offset = i * sizeof word + static_cast<size_t>(__builtin_ctzll(word ^ expected) / 8);
+    fatal(
+        "write after free of %p (large block, %zu bytes): byte %zu changed while it waited in "
+        "the quarantine",
+        static_cast<void*>(held.block), held.bytes, offset);
+  }
+  memcheck::close(held.block, kCanaryWords * sizeof(uint64_t));
+}
+
+// Frees the pages of quarantined blocks: made accessible again (outside the lock: a system call
+// each), or their canary checked. A block that cannot be made accessible keeps its pages out of
+// use.
 void release_quarantined(const QuarantinedBlock* blocks, unsigned count) {
   bool accessible[kQuarantineSlots];
-  for (unsigned i = 0; i < count; ++i) accessible[i] = os_unguard(blocks[i].block, blocks[i].bytes);
+  for (unsigned i = 0; i < count; ++i) {
+    accessible[i] = true;
+    if (blocks[i].inaccessible)
+      accessible[i] = os_unguard(blocks[i].block, blocks[i].bytes);
+    else if (blocks[i].held)
+      check_canary(blocks[i]);
+  }
   SpinLockGuard guard(arena_set.lock);
   for (unsigned i = 0; i < count; ++i) {
     if (accessible[i]) release_block(blocks[i].block, blocks[i].bytes, blocks[i].freed_at_ms);
@@ -490,14 +535,19 @@ size_t release_expired(uint64_t now_ms, uint64_t delay_ms, bool force, uint64_t*
   return bytes;
 }
 
-// A freed block the quarantine admitted: made inaccessible (or, if mprotect fails, freed as
-// usual), then the block it pushed out is freed.
-void quarantine_freed(char* block, size_t bytes, uint64_t now_ms, const QuarantinedBlock& evicted) {
-  bool inaccessible = os_guard(block, bytes);
+// A freed block the quarantine admitted: given its canary, or made inaccessible (if mprotect
+// fails, freed as usual); then the block it pushed out is freed.
+void quarantine_freed(char* block, size_t bytes, bool inaccessible, uint64_t now_ms,
+                      const QuarantinedBlock& evicted) {
+  bool held = true;
+  if (inaccessible)
+    held = os_guard(block, bytes);
+  else
+    write_canary(block);
   {
     SpinLockGuard guard(arena_set.lock);
-    arena_quarantine_protected(block, inaccessible);
-    if (!inaccessible) release_block(block, bytes, now_ms);
+    arena_quarantine_protected(block, held);
+    if (!held) release_block(block, bytes, now_ms);
   }
   if (evicted.block != nullptr) release_quarantined(&evicted, 1);
   note_global_purge_deadline(now_ms + options().purge_delay_ms);
@@ -520,9 +570,10 @@ void arena_free(void* pointer) {
   store_head(arena, page, head_of(pages, kHeadFreed));
   // Quarantined: its pages stay out of the free ones until it leaves the quarantine.
   QuarantinedBlock evicted;
-  bool quarantined = options().large_quarantine &&
+  uint32_t quarantine_mode = options().large_quarantine;
+  bool quarantined = quarantine_mode != 0 &&
                      arena_quarantine_admit(static_cast<char*>(pointer), size_t{pages} * kPageBytes,
-                                            now_ms, &evicted);
+                                            quarantine_mode == 2, now_ms, &evicted);
   if (!quarantined) release_pages(arena, page, pages, now_ms);
   arena_set.live_pages -= pages;
   arena_set.live_blocks--;
@@ -530,7 +581,8 @@ void arena_free(void* pointer) {
   uint64_t budget_change_ms = next_budget_change_ms();
   arena_set.lock.unlock();
   if (quarantined)
-    quarantine_freed(static_cast<char*>(pointer), size_t{pages} * kPageBytes, now_ms, evicted);
+    quarantine_freed(static_cast<char*>(pointer), size_t{pages} * kPageBytes, quarantine_mode == 2,
+                     now_ms, evicted);
   if (over_budget) purge_over_budget(now_ms, false);
   note_global_purge_deadline(budget_change_ms);
 }
@@ -775,7 +827,9 @@ void arena_after_fork_child() {
   QuarantinedBlock held[kQuarantineSlots];
   unsigned held_count = arena_quarantine_take_all(held);
   if (!busy) return release_quarantined(held, held_count);
-  for (unsigned i = 0; i < held_count; ++i) os_unguard(held[i].block, held[i].bytes);
+  for (unsigned i = 0; i < held_count; ++i) {
+    if (held[i].inaccessible) os_unguard(held[i].block, held[i].bytes);
+  }
   arena_set.live_pages = 0;
   arena_set.live_blocks = 0;
   arena_set.dirty_pages = 0;

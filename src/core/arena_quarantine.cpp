@@ -15,6 +15,7 @@ struct Slot {
   size_t bytes;
   uint64_t freed_at_ms;
   SlotState state;
+  bool inaccessible;
 };
 
 struct Quarantine {
@@ -38,7 +39,8 @@ void refill(uint64_t now_ms) {
 }
 
 QuarantinedBlock take(Slot* slot) {
-  QuarantinedBlock taken{slot->block, slot->bytes, slot->freed_at_ms};
+  QuarantinedBlock taken{slot->block, slot->bytes, slot->freed_at_ms, slot->inaccessible,
+                         slot->state == SlotState::kHeld};
   quarantine.bytes -= slot->bytes;
   slot->state = SlotState::kEmpty;
   __atomic_store_n(&slot->block, nullptr, __ATOMIC_RELAXED);
@@ -54,7 +56,8 @@ Slot* slot_of(const char* block) {
 
 }  // namespace
 
-bool arena_quarantine_admit(char* block, size_t bytes, uint64_t now_ms, QuarantinedBlock* evicted) {
+bool arena_quarantine_admit(char* block, size_t bytes, bool inaccessible, uint64_t now_ms,
+                            QuarantinedBlock* evicted) {
   *evicted = {};
   if (bytes > kQuarantineMaxBlockBytes) return false;
   refill(now_ms);
@@ -66,6 +69,7 @@ bool arena_quarantine_admit(char* block, size_t bytes, uint64_t now_ms, Quaranti
   if (slot.state == SlotState::kHeld) *evicted = take(&slot);
   __atomic_store_n(&slot.bytes, bytes, __ATOMIC_RELAXED);
   slot.freed_at_ms = now_ms;
+  slot.inaccessible = inaccessible;
   slot.state = SlotState::kProtecting;
   __atomic_store_n(&slot.block, block, __ATOMIC_RELAXED);
   quarantine.bytes += bytes;
@@ -112,7 +116,8 @@ bool arena_quarantine_find(const void* address, QuarantinedBlock* found) {
     const char* block = __atomic_load_n(&slot.block, __ATOMIC_RELAXED);
     size_t bytes = __atomic_load_n(&slot.bytes, __ATOMIC_RELAXED);
     if (block != nullptr && at >= block && at < block + bytes) {
-      *found = {const_cast<char*>(block), bytes, slot.freed_at_ms};
+      *found = {const_cast<char*>(block), bytes, slot.freed_at_ms, slot.inaccessible,
+                slot.state == SlotState::kHeld};
       return true;
     }
   }

@@ -1,19 +1,20 @@
-// The default build's quarantine of freed arena blocks (blocks above kClassMaxBytes), on with
-// MAPALLOC_LARGE_QUARANTINE=1. Off by default: with transparent huge pages, protecting part of a
-// huge page was measured to cost make bench's bigblock twice its time (README, Hardening).
+// The default build's quarantine of freed arena blocks (blocks above kClassMaxBytes).
 //
-// A freed arena block is normally available again at once. A watched one instead waits a while
-// inaccessible (mprotect PROT_NONE) and out of reach of new requests: a read or write through
-// the stale pointer faults and is reported (os_report_faults), a second free is caught by the
-// arena's head record, and the address just freed is not the next one handed out.
+// A freed arena block is normally available again at once. A held one instead waits a while out
+// of reach of new requests, so the address just freed is not the next one handed out, and a
+// second free is caught by the arena's head record. MAPALLOC_LARGE_QUARANTINE picks how it waits:
+//   1 (default): with a canary in its first 64 bytes, checked when it leaves (arena.cpp): a write
+//     after free that reaches them aborts;
+//   2: inaccessible (mprotect PROT_NONE): any use after free faults and is reported
+//     (os_report_faults). Not the default: with transparent huge pages it was measured to cost
+//     make bench's bigblock twice its time (README, Hardening).
 //
-// Watching costs two mprotect calls (and, in a threaded process, a TLB shootdown each), about
-// as much as a hundred arena frees. So only a budget of frees is watched: kQuarantineBurst at
-// once, then one per kQuarantineRefillMs. A program that frees big blocks faster than that pays
-// for at most that many per second and its other frees take the usual path; a program that
-// frees few of them (most programs, and the typical use-after-free of a big buffer) has every
-// one watched. A watched block waits for kQuarantineSlots later watched frees or one purge
-// delay, whichever comes first, then its pages are made accessible and freed (still resident).
+// Only a budget of frees is held: kQuarantineBurst at once, then one per kQuarantineRefillMs.
+// (Inaccessible blocks cost two mprotect calls each, and a TLB shootdown in a threaded process.)
+// A program that frees big blocks faster than that has most of its frees take the usual path;
+// a program that frees few of them (most programs, and the typical use after free of a big
+// buffer) has every one held. A held block waits for kQuarantineSlots later held frees or one
+// purge delay, whichever comes first, then its pages are freed (still resident).
 //
 // The ring is guarded by the arena lock (its caller's): every function but
 // arena_quarantine_find expects it held, and none makes a system call.
@@ -33,13 +34,18 @@ struct QuarantinedBlock {
   char* block = nullptr;  // nullptr: none
   size_t bytes = 0;
   uint64_t freed_at_ms = 0;
+  bool inaccessible = false;  // protected (MAPALLOC_LARGE_QUARANTINE=2), else it holds a canary
+  // Its canary or protection is complete. Only a forked child takes out a block that is not:
+  // another thread of the parent was still writing its canary, so it cannot be checked.
+  bool held = false;
 };
 
 // Admits a freed block of `bytes` if the budget allows and the slot it would take is not still
 // being protected by another thread: the block takes that slot, marked as being protected, and
 // the slot's previous block (fully protected) is returned for the caller to make accessible and
 // free. false (nothing changes) if the block is not admitted.
-bool arena_quarantine_admit(char* block, size_t bytes, uint64_t now_ms, QuarantinedBlock* evicted);
+bool arena_quarantine_admit(char* block, size_t bytes, bool inaccessible, uint64_t now_ms,
+                            QuarantinedBlock* evicted);
 
 // The caller protected `block` (admitted, not yet evicted: only the slot's owner evicts a slot
 // being protected, never another thread) or failed to (`protected_ok` false: the slot is

@@ -58,9 +58,10 @@ constexpr OptionRow kOptionTable[kOptionCount] = {
      "1: print the options in force at start, and failed mappings", MAPALLOC_OPTION_FIELD(verbose)},
     {"zero_on_free", "MAPALLOC_ZERO_ON_FREE", OptionKind::kChoice, true, 0, 1, nullptr,
      "secure build: 1 zeroes blocks when freed", MAPALLOC_OPTION_FIELD(zero_on_free)},
-    {"large_quarantine", "MAPALLOC_LARGE_QUARANTINE", OptionKind::kChoice, true, 0, 1, nullptr,
-     "default build: 1 holds freed blocks above 128 KiB inaccessible for a while (at most about "
-     "60 a second), so that a use after free faults",
+    {"large_quarantine", "MAPALLOC_LARGE_QUARANTINE", OptionKind::kChoice, true, 1, 2, nullptr,
+     "default build: freed blocks above 128 KiB wait a while (at most about 60 a second) with a "
+     "canary in their first 64 bytes (1; a write after free aborts when they leave) or "
+     "inaccessible (2; any use after free faults); 0: never",
      MAPALLOC_OPTION_FIELD(large_quarantine)},
     {"report_faults", "MAPALLOC_REPORT_FAULTS", OptionKind::kChoice, false, 1, 1, nullptr,
      "1: a segmentation fault in mapalloc's memory prints one line saying where, 0: no handler",

@@ -30,9 +30,9 @@ struct Options {
   uint32_t unmap_delay_ms;
   // Secure build: overwrite blocks with zeroes when they are freed.
   bool zero_on_free;
-  // Default build: freed arena blocks wait inaccessible for a while, within a budget of
-  // mprotect calls (core/arena_quarantine.h).
-  bool large_quarantine;
+  // Default build: freed arena blocks wait for a while, within a budget (0 never, 1 with a
+  // canary, 2 inaccessible; core/arena_quarantine.h).
+  uint32_t large_quarantine;
   // Install the SIGSEGV/SIGBUS reporter that names the block or structure a fault hit.
   bool report_faults;
   // Transparent huge pages (madvise MADV_HUGEPAGE): far fewer page faults and TLB misses,
