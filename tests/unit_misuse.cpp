@@ -178,7 +178,21 @@ TEST_CASE("segmentation faults in mapalloc's memory are reported, others are not
 }
 
 TEST_CASE("the secure build catches heap underflows into the previous block's size field") {
-  expect_stop(kSecureLibrary, "underflow-1-direct.8B", SIGABRT, "heap underflow detected");
+  // The check misses about 2 runs in 100 (measured: 7 of 300): the secure build carves in
+  // random order, and a block first in its page has no block before it to check (2 in 400);
+  // and the byte written lands in the size word's top byte, the allocating operator, which is
+  // encoded with a random mask: about 3 values in 256 decode to a valid operator. Three runs
+  // that all miss (about 1 in 100,000) fail the test, as a check that no longer works does.
+  test_support::ChildResult result;
+  for (int run = 0; run < 3; ++run) {
+    result = run_security_case(kSecureLibrary, "underflow-1-direct.8B");
+    if (!result.exited) break;
+  }
+  INFO("stderr: " << result.stderr_text);
+  CHECK_FALSE(result.exited);
+  CHECK(result.signal == SIGABRT);
+  CHECK(result.stderr_text.find("heap underflow detected") != std::string::npos);
+  CHECK(result.stderr_text.rfind("mapalloc: ", 0) == 0);
   expect_got_away(kDefaultLibrary, "underflow-1-direct.8B");
 }
 
