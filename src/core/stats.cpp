@@ -169,8 +169,9 @@ void stats_print(mapalloc_writer_t write, void* context) {
   ProfStats prof = prof_stats();
   if (prof.memory_bytes != 0) {
     out.line(
-        "  heap profiler %s in its tables (touched), %zu stacks, %zu live samples, %zu dropped",
-        human(prof.memory_bytes, a), prof.stacks, prof.live_samples, prof.dropped);
+        "  heap profiler %s in its tables (touched), %zu stacks, %zu live samples, %zu dropped, "
+        "%zu stale",
+        human(prof.memory_bytes, a), prof.stacks, prof.live_samples, prof.dropped, prof.stale);
   }
   out.line("  %5s %12s %14s %10s %7s %14s", "class", "block bytes", "blocks in use", "capacity",
            "spans", "bytes in use");

@@ -90,6 +90,9 @@ Sample* samples = nullptr;
 size_t sample_slots = 0;
 size_t sample_count = 0;
 size_t dropped = 0;
+// Samples found still recorded at the address of a new sample: their block's free was missed
+// (a bug: every free path forgets its sample). Replaced, so that the new block is counted.
+size_t stale = 0;
 double inuse_total = 0, peak_total = 0, snapshot_total = 0;
 std::atomic<bool> dump_pending{false};
 
@@ -165,6 +168,19 @@ size_t find_slot(uintptr_t address) {
   while (samples[slot].address != 0 && samples[slot].address != address)
     slot = (slot + 1) & (sample_slots - 1);
   return slot;
+}
+
+// A live sample's block is gone: its bytes leave its stack's in-use counts. Under the lock.
+void uncount(const Sample& sample) {
+  ProfStack& stack = stacks[sample.stack];
+  double bytes = sample.weight * static_cast<double>(sample.size);
+  stack.inuse_objects -= sample.weight;
+  stack.inuse_bytes -= bytes;
+  if (sample.generation != generation) {
+    stack.inherited_objects -= sample.weight;
+    stack.inherited_bytes -= bytes;
+  }
+  inuse_total -= bytes;
 }
 
 // Room for one more sample: grows the table at 3/4 full; false at the limit or if no memory
@@ -311,20 +327,23 @@ bool prof_record(const void* block, size_t size, size_t charged) {
     uint32_t index = intern(frames, depth, hash);
     uintptr_t address = reinterpret_cast<uintptr_t>(block);
     size_t slot = find_slot(address);
-    if (samples[slot].address == 0) {
-      samples[slot] = {address, size, weight, index, generation};
+    if (samples[slot].address == address) {
+      stale++;
+      uncount(samples[slot]);
+    } else {
       sample_count++;
-      ProfStack& stack = stacks[index];
-      double bytes = weight * static_cast<double>(size);
-      stack.alloc_objects += weight;
-      stack.alloc_bytes += bytes;
-      stack.inuse_objects += weight;
-      stack.inuse_bytes += bytes;
-      inuse_total += bytes;
-      if (inuse_total > peak_total) peak_total = inuse_total;
       prof_live_samples.fetch_add(1, std::memory_order_relaxed);
-      recorded = true;
     }
+    samples[slot] = {address, size, weight, index, generation};
+    ProfStack& stack = stacks[index];
+    double bytes = weight * static_cast<double>(size);
+    stack.alloc_objects += weight;
+    stack.alloc_bytes += bytes;
+    stack.inuse_objects += weight;
+    stack.inuse_bytes += bytes;
+    inuse_total += bytes;
+    if (inuse_total > peak_total) peak_total = inuse_total;
+    recorded = true;
   } else {
     dropped++;
   }
@@ -344,15 +363,7 @@ bool prof_forget(const void* block) {
     // The process is about to leave a new high: keep its composition (the peak profile), unless
     // it is within 1/128 of the last one kept.
     if (inuse_total >= peak_total && peak_total > snapshot_total * (1 + 1.0 / 128)) take_snapshot();
-    ProfStack& stack = stacks[sample.stack];
-    double bytes = sample.weight * static_cast<double>(sample.size);
-    stack.inuse_objects -= sample.weight;
-    stack.inuse_bytes -= bytes;
-    if (sample.generation != generation) {
-      stack.inherited_objects -= sample.weight;
-      stack.inherited_bytes -= bytes;
-    }
-    inuse_total -= bytes;
+    uncount(sample);
     // Backward-shift deletion (linear probing, no tombstones).
     size_t hole = slot;
     for (size_t next = (hole + 1) & (sample_slots - 1); samples[next].address != 0;
@@ -400,12 +411,13 @@ void prof_dump_at_exit() {
 }
 
 ProfStats prof_stats() {
-  ProfStats result = {0, 0, 0, 0};
+  ProfStats result = {0, 0, 0, 0, 0};
   if (samples == nullptr) return result;
   lock.lock();
   result.stacks = used_stack_count;
   result.live_samples = sample_count;
   result.dropped = dropped;
+  result.stale = stale;
   // Touched pages: the stacks in use, and the live samples' table.
   result.memory_bytes =
       used_stack_count * sizeof(ProfStack) + kOsPageBytes + samples_bytes(sample_slots);

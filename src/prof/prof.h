@@ -68,12 +68,14 @@ int prof_dump(const char* prefix);
 void prof_dump_at_exit();
 
 // For the statistics: bytes of the profiler's tables in use (touched), interned stacks, live
-// samples, samples dropped because a table was full.
+// samples, samples dropped because a table was full, samples replaced because a new sample
+// came at their address (their free was missed: always 0 unless mapalloc has a bug).
 struct ProfStats {
   size_t memory_bytes;
   size_t stacks;
   size_t live_samples;
   size_t dropped;
+  size_t stale;
 };
 ProfStats prof_stats();
 
