@@ -158,6 +158,83 @@ TEST_CASE("a class the heap stopped using gives its current span back after remo
   });
 }
 
+// The flags of the mapping that holds `address` (smaps' VmFlags: "hg" MADV_HUGEPAGE, "nh"
+// MADV_NOHUGEPAGE).
+std::string vm_flags_of(const void* address) {
+  FILE* smaps = fopen("/proc/self/smaps", "r");
+  REQUIRE(smaps != nullptr);
+  char line[512];
+  bool inside = false;
+  std::string flags;
+  auto at = reinterpret_cast<uintptr_t>(address);
+  while (fgets(line, sizeof line, smaps) != nullptr) {
+    uintptr_t start, end;
+    if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, ':') != nullptr &&
+        line[0] != 'V') {
+      inside = at >= start && at < end;
+    } else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+      flags = line + 8;
+    }
+  }
+  fclose(smaps);
+  return flags;
+}
+
+// A free segment waits in the process cache with its metadata page resident: khugepaged
+// could make its first 2 MiB a huge page again (seen: 8 MiB resident in four cached segments
+// that held no block). Once purged it is advised MADV_NOHUGEPAGE, and MADV_HUGEPAGE again
+// when reused.
+
+// The 4 MiB segments that hold `blocks`, each once.
+std::vector<void*> segments_of(const std::vector<void*>& blocks) {
+  std::vector<void*> segments;
+  for (void* block : blocks) {
+    segments.push_back(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(block) &
+                                               ~(mapalloc::kSegmentBytes - 1)));
+  }
+  std::sort(segments.begin(), segments.end());
+  segments.erase(std::unique(segments.begin(), segments.end()), segments.end());
+  return segments;
+}
+
+size_t count_flagged(const std::vector<void*>& segments, const char* flag) {
+  size_t count = 0;
+  for (void* segment : segments) count += vm_flags_of(segment).find(flag) != std::string::npos;
+  return count;
+}
+
+TEST_CASE("a purged cached segment is no huge-page candidate until a heap takes it again") {
+  in_child([] {
+    auto blocks = allocate(24 * kMiB, Sizes::kSmall);  // beyond 4 MiB: segments get huge pages
+    auto segments = segments_of(blocks);
+    if (count_flagged(segments, " hg") == 0) {
+      fprintf(stderr, "none of %zu segments was advised MADV_HUGEPAGE\n", segments.size());
+      _exit(1);
+    }
+    // Freed by another thread: every span goes back, so the empty segments (but the one a live
+    // heap keeps) enter the cache, are purged after the delay and then advised "nh".
+    std::thread([&blocks] { free_all(blocks); }).join();
+    size_t paused = 0;
+    for (int waited_ms = 0; waited_ms < 2000 && paused == 0; waited_ms += 10) {
+      light_activity(10);
+      paused = count_flagged(segments, " nh");
+    }
+    if (paused == 0) {
+      fprintf(stderr, "no free, purged segment of %zu was advised MADV_NOHUGEPAGE\n",
+              segments.size());
+      _exit(1);
+    }
+    blocks = allocate(24 * kMiB, Sizes::kSmall);  // takes the cached segments first
+    auto reused = segments_of(blocks);
+    if (count_flagged(reused, " nh") != 0 || count_flagged(reused, " hg") == 0) {
+      fprintf(stderr, "segments in use again: %zu of %zu still MADV_NOHUGEPAGE\n",
+              count_flagged(reused, " nh"), reused.size());
+      _exit(1);
+    }
+    free_all(blocks);
+  });
+}
+
 TEST_CASE("memory of a thread that exited comes back, freed there or elsewhere") {
   in_child([] {
     size_t start = resident_mib();

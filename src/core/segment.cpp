@@ -129,6 +129,7 @@ Segment* segment_map_new() {
                        kThpSegmentsFromBytes);
   if (huge_pages) os_advise_huge_pages(memory, kSegmentBytes);
   segment->huge_pages = huge_pages;
+  segment->huge_pages_paused = false;
   segment->free_pages = kAllUsablePages;
   segment->purged_pages = kAllUsablePages;
   segment->untouched_pages = 0;
@@ -231,9 +232,30 @@ Page* span_alloc_in_list(SegmentList& list, unsigned pages) {
   return nullptr;
 }
 
+namespace {
+
+// A cached segment whose pages are all purged stops being a huge-page candidate (see
+// Segment::huge_pages_paused); one taken from the cache becomes one again.
+void pause_huge_pages_if_purged(Segment* segment) {
+  if (!segment->huge_pages || is_dirty(segment)) return;
+  os_advise_no_huge_pages(segment, kSegmentBytes);
+  segment->huge_pages = false;
+  segment->huge_pages_paused = true;
+}
+
+void resume_huge_pages(Segment* segment) {
+  if (!segment->huge_pages_paused) return;
+  os_advise_huge_pages(segment, kSegmentBytes);
+  segment->huge_pages = true;
+  segment->huge_pages_paused = false;
+}
+
+}  // namespace
+
 Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pages) {
   if (Page* page = span_alloc_in_list(list, pages)) return page;
   Segment* segment = cache_pop();
+  if (segment != nullptr) resume_huge_pages(segment);
   if (segment == nullptr) segment = segment_map_new();
   if (segment == nullptr) return nullptr;
   MAPALLOC_ASSERT(unit_entry(segment) == kUnitSegment && segment->owner == nullptr,
@@ -258,6 +280,7 @@ void release_segment(SegmentList& list, Segment* segment, uint64_t now_ms) {
   if (__atomic_load_n(&segment_cache.dirty_count, __ATOMIC_RELAXED) >= kMaxDirtyCachedSegments) {
     uint64_t unused_deadline = 0;
     segment_purge(segment, now_ms, 0, &unused_deadline);
+    pause_huge_pages_if_purged(segment);
   }
   if (cache_push(segment)) {
     note_global_purge_deadline(now_ms + options().purge_delay_ms);
@@ -388,6 +411,7 @@ size_t segment_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_
     }
     // Every usable page is free here; purge those not purged yet once the delay has passed.
     size_t purged = segment_purge(segment, now_ms, settings.purge_delay_ms, next_deadline_ms);
+    pause_huge_pages_if_purged(segment);
     released += purged;
     if (age < settings.unmap_delay_ms && kept >= kRetainedSegments) {
       lower_deadline(next_deadline_ms, segment->cached_at_ms + settings.unmap_delay_ms);

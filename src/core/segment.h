@@ -166,6 +166,11 @@ struct Segment {
   // use (that would split the huge page, and the next spans there would fault 4 KiB pages one
   // at a time). Pages freed by a span are purged after the delay as always.
   bool huge_pages;
+  // Advised MADV_NOHUGEPAGE while it waits purged in the process cache, MADV_HUGEPAGE again
+  // when a heap takes it (then huge_pages is set again). Without it khugepaged may collapse
+  // the first 2 MiB region, whose metadata page stays resident, into a huge page: 2 MiB
+  // resident for a segment that holds no block.
+  bool huge_pages_paused;
   uint64_t untouched_pages;
 };
 static_assert(sizeof(Segment) <= kPageBytes);

@@ -194,6 +194,12 @@ void os_advise_huge_pages(void* start, size_t bytes) {
   madvise(start, bytes, MADV_HUGEPAGE);
 }
 
+void os_advise_no_huge_pages(void* start, size_t bytes) {
+  ErrnoGuard keep_errno;
+  os_counters.madvise_calls.fetch_add(1, std::memory_order_relaxed);
+  madvise(start, bytes, MADV_NOHUGEPAGE);
+}
+
 bool os_guard(void* start, size_t bytes) {
   ErrnoGuard keep_errno;
   return mprotect(start, bytes, PROT_NONE) == 0;

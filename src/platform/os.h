@@ -58,6 +58,8 @@ bool os_move(void* start, size_t old_bytes, void* target, size_t new_bytes);
 
 // Asks for transparent huge pages on a range (MADV_HUGEPAGE); ignored where unsupported.
 void os_advise_huge_pages(void* start, size_t bytes);
+// MADV_NOHUGEPAGE: khugepaged leaves the range alone (see segment.cpp's cache).
+void os_advise_no_huge_pages(void* start, size_t bytes);
 
 // Makes a page-aligned range inaccessible (a guard: any access faults). Secure build only.
 bool os_guard(void* start, size_t bytes);
