@@ -115,33 +115,38 @@ MAPALLOC_INLINE void* prof_resized(void* old_block, void* block, size_t size) {
   fatal("%s of freed block %p (%s, %zu bytes)", operation, pointer, what, bytes);
 }
 
+// locate's case of a size-class block, inlined into free_slow: the path of every remote free
+// and of the owner's frees of a span that holds a heap profiler's sample (a call less there).
+MAPALLOC_INLINE BlockRef locate_class_block(const void* pointer, const char* operation) {
+  Page* entry = page_entry_of(pointer);
+  Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
+  Heap* owner = head->owner;
+  if (owner == nullptr) {
+    fatal("%s of %p: not a block of mapalloc (no span in use there)", operation, pointer);
+  }
+  if (!page_is_block_start(head, pointer)) {
+    fatal(
+        "%s of %p: not the start of a block (interior or misaligned pointer; size class "
+        "%zu bytes)",
+        operation, pointer, size_t{head->block_bytes});
+  }
+  auto* block = static_cast<Block*>(const_cast<void*>(pointer));
+  // The key is random per page: a match is a double free, except in the rare case of user
+  // data that equals it, which the owner can rule out by looking through its lists (the
+  // secure build, whose quarantine such a search would miss, trusts the key).
+  if (kFreeChecks && block_key(block) == head->free_key &&
+      (kSecure || owner != tls_heap || heap_block_is_free(owner, head, block))) {
+    report_freed(operation, pointer, "size class", head->block_bytes);
+  }
+  return {BlockKind::kClass, head, nullptr, head->block_bytes};
+}
+
 }  // namespace
 
 BlockRef locate(const void* pointer, const char* operation) {
   switch (unit_kind(pointer)) {
-    case kUnitSegment: {
-      Page* entry = page_entry_of(pointer);
-      Page* head = entry->state == PageState::kSpanTail ? span_head(entry) : entry;
-      Heap* owner = head->owner;
-      if (owner == nullptr) {
-        fatal("%s of %p: not a block of mapalloc (no span in use there)", operation, pointer);
-      }
-      if (!page_is_block_start(head, pointer)) {
-        fatal(
-            "%s of %p: not the start of a block (interior or misaligned pointer; size class "
-            "%zu bytes)",
-            operation, pointer, size_t{head->block_bytes});
-      }
-      auto* block = static_cast<Block*>(const_cast<void*>(pointer));
-      // The key is random per page: a match is a double free, except in the rare case of user
-      // data that equals it, which the owner can rule out by looking through its lists (the
-      // secure build, whose quarantine such a search would miss, trusts the key).
-      if (kFreeChecks && block_key(block) == head->free_key &&
-          (kSecure || owner != tls_heap || heap_block_is_free(owner, head, block))) {
-        report_freed(operation, pointer, "size class", head->block_bytes);
-      }
-      return {BlockKind::kClass, head, nullptr, head->block_bytes};
-    }
+    case kUnitSegment:
+      return locate_class_block(pointer, operation);
     case kUnitArena: {
       ArenaBlock block = arena_locate(pointer);
       if (block.state == ArenaBlockState::kFreed)
@@ -212,6 +217,8 @@ void* malloc_slow(size_t size, Heap* heap) {
 
 void free_slow(void* pointer) {
   if (pointer == nullptr) return;
+  if (MAPALLOC_LIKELY(unit_kind(pointer) == kUnitSegment))
+    return release_located(locate_class_block(pointer, "free"), pointer);
   release_located(locate(pointer, "free"), pointer);
 }
 

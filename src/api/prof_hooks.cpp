@@ -21,6 +21,34 @@ uint16_t block_mark(const Page* page, const void* block) {
   return static_cast<uint16_t>(offset / page->block_bytes + 1);
 }
 
+// Slot lanes (Page::prof_slot_words): the lowest lane of `word` equal to `mark`, as a mask of
+// its 16 bits (0: none). SWAR zero-lane test: a lane of word ^ marks is 0 exactly where the
+// mark is; the subtraction sets a lane's top bit from a zero lane upwards, so only the lowest
+// such lane is exact, which is the one taken.
+constexpr uint64_t kLaneLows = 0x0001000100010001ull;
+constexpr uint64_t kLaneHighs = 0x8000800080008000ull;
+MAPALLOC_INLINE uint64_t lane_of(uint64_t word, uint16_t mark) {
+  uint64_t differences = word ^ (kLaneLows * mark);
+  uint64_t zero_tops = (differences - kLaneLows) & ~differences & kLaneHighs;
+  if (zero_tops == 0) return 0;
+  unsigned lane_shift = static_cast<unsigned>(__builtin_ctzll(zero_tops)) - 15;
+  return uint64_t{0xffff} << lane_shift;
+}
+
+// Replaces `old_mark` by `new_mark` in the first lane of the page's slots that holds it.
+// Returns false when no lane does.
+MAPALLOC_INLINE bool swap_slot(Page* page, uint16_t old_mark, uint16_t new_mark) {
+  for (auto& slot_word : page->prof_slot_words) {
+    uint64_t word = slot_word.load(std::memory_order_relaxed);
+    for (uint64_t lane = lane_of(word, old_mark); lane != 0; lane = lane_of(word, old_mark)) {
+      uint64_t lane_low = lane & (~lane + 1);  // the lane's lowest bit
+      uint64_t replaced = (word & ~lane) | lane_low * new_mark;
+      if (slot_word.compare_exchange_weak(word, replaced, std::memory_order_relaxed)) return true;
+    }
+  }
+  return false;
+}
+
 Page* span_head_of(void* block) {
   Page* entry = page_entry_of(block);
   return entry->state == PageState::kSpanTail ? span_head(entry) : entry;
@@ -30,17 +58,8 @@ Page* span_head_of(void* block) {
 // the slow path, which looks sampled blocks up (prof_class_free).
 void hold_frees_of_sampled(Block* block) {
   Page* page = span_head_of(block);
-  uint16_t mark = block_mark(page, block);
-  bool slotted = false;
-  for (auto& slot : page->prof_slots) {
-    uint16_t empty = 0;
-    if (slot.load(std::memory_order_relaxed) == 0 &&
-        slot.compare_exchange_strong(empty, mark, std::memory_order_relaxed)) {
-      slotted = true;
-      break;
-    }
-  }
-  if (!slotted) page->prof_overflow.fetch_add(1, std::memory_order_relaxed);
+  if (!swap_slot(page, 0, block_mark(page, block)))
+    page->prof_overflow.fetch_add(1, std::memory_order_relaxed);
   page->prof_samples.fetch_add(1, std::memory_order_relaxed);
   page->start_limit = 0;
 }
@@ -98,17 +117,7 @@ void prof_large_alloc(void* block, size_t size) {
 }
 
 void prof_class_free(Page* page, void* block) {
-  uint16_t mark = block_mark(page, block);
-  bool found = false;
-  for (auto& slot : page->prof_slots) {
-    uint16_t expected = mark;
-    if (slot.load(std::memory_order_relaxed) == mark &&
-        slot.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) {
-      found = true;
-      break;
-    }
-  }
-  if (found) {
+  if (swap_slot(page, block_mark(page, block), 0)) {
     prof_forget(block);
   } else {
     // Not in a slot: a sample only if the span has more than its slots hold.

@@ -62,7 +62,7 @@ void page_init(Page* head, Heap* owner, unsigned size_class) {
   head->queue_prev = nullptr;
   head->thread_free.store(0, std::memory_order_relaxed);
   head->prof_samples.store(0, std::memory_order_relaxed);
-  for (auto& slot : head->prof_slots) slot.store(0, std::memory_order_relaxed);
+  for (auto& word : head->prof_slot_words) word.store(0, std::memory_order_relaxed);
   head->prof_overflow.store(0, std::memory_order_relaxed);
   MAPALLOC_ASSERT(head->state == PageState::kFree, "a new span's head is not in use yet", head);
   MAPALLOC_ASSERT(page_index(head) >= kFirstUsablePage &&

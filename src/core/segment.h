@@ -130,10 +130,12 @@ struct alignas(128) Page {
   // Heap profiler: sampled blocks live in this span. While not 0, start_limit is 0 (the owner's
   // frees of the span take the slow path, which looks the block up: prof_hooks.cpp).
   std::atomic<uint32_t> prof_samples;
-  // Which blocks are sampled (block index + 1; 0: empty), so that the span's other frees need
-  // no lookup; samples beyond these slots are counted in prof_overflow and looked up.
-  static constexpr unsigned kProfSlots = 8;
-  std::atomic<uint16_t> prof_slots[kProfSlots];
+  // Which blocks are sampled, so that the span's other frees need no lookup: eight 16-bit
+  // lanes, four per word, each a block index + 1 (0: empty), so that a free tests a word for
+  // its mark in a few instructions; samples beyond them are counted in prof_overflow and looked
+  // up.
+  static constexpr unsigned kProfSlotWords = 2;
+  std::atomic<uint64_t> prof_slot_words[kProfSlotWords];
   std::atomic<uint16_t> prof_overflow;
 };
 static_assert(sizeof(Page) == 128);
