@@ -67,28 +67,6 @@ size_t working_set_keep_pages(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
   return peak > heap->used_pages ? peak - heap->used_pages : 0;
 }
 
-// A current page none of whose blocks is in use is retired when it was emptied by other
-// threads' frees (as a heap's other pages are, heap_purge_over_budget: its live set shrank),
-// or is an empty one-page span kept current (see heap_page_countdown_zero). Remote frees to a
-// current page are otherwise collected only when the heap allocates in that class again,
-// which a thread whose blocks another thread freed may never do. A page the heap emptied
-// itself stays: its free blocks are the working set of a program that comes in waves.
-void release_current_if_empty(Heap* heap, unsigned size_class) {
-  Page* current = heap->current[size_class];
-  if (current == nullptr) return;
-  uint32_t countdown_before = current->countdown;
-  page_collect_remote(current);
-  bool remote_frees = current->countdown != countdown_before;
-  if (!remote_frees && !(current->countdown == 0 && heap->free[size_class] == nullptr)) return;
-  // countdown counts the blocks in heap->free[c] as used: all free when it equals their number.
-  unsigned free_listed = 0;
-  for (const Block* block = heap->free[size_class];
-       block != nullptr && free_listed <= current->countdown; block = block_next(block)) {
-    ++free_listed;
-  }
-  if (free_listed == current->countdown) release_current(heap, size_class);
-}
-
 }  // namespace
 
 size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
@@ -98,7 +76,14 @@ size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
 
 size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
   heap_collect_remote(heap);
-  for (unsigned c = 0; c < kClassCount; ++c) release_current_if_empty(heap, c);
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    // An empty page kept current (see heap_page_countdown_zero) is retired now.
+    Page* current = heap->current[c];
+    if (current != nullptr && current->countdown == 0 && heap->free[c] == nullptr) {
+      heap->current[c] = nullptr;
+      retire(heap, current);
+    }
+  }
   uint64_t next_deadline_ms = 0;
   size_t purged = 0;
   size_t keep_pages = working_set_keep_pages(heap, now_ms, delay_ms);

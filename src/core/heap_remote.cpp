@@ -68,6 +68,32 @@ unsigned collect_available(Heap* heap, unsigned size_class) {
   return retired;
 }
 
+namespace {
+
+// The heap's current page of the class, when other threads' frees emptied it, is retired like
+// the pages collect_available retires (returns 1 then). Remote frees to a current page are
+// otherwise collected only when the heap allocates in that class again, which a thread whose
+// blocks another thread freed may never do: it kept a span per class resident. (A page the heap
+// emptied itself stays current until heap_purge: the working set of a program in waves.)
+unsigned collect_current(Heap* heap, unsigned size_class) {
+  Page* current = heap->current[size_class];
+  if (current == nullptr) return 0;
+  uint32_t countdown_before = current->countdown;
+  page_collect_remote(current);
+  if (current->countdown == countdown_before) return 0;
+  // countdown counts the blocks in heap->free[c] as used: all free when it equals their number.
+  unsigned free_listed = 0;
+  for (const Block* block = heap->free[size_class];
+       block != nullptr && free_listed <= current->countdown; block = block_next(block)) {
+    ++free_listed;
+  }
+  if (free_listed != current->countdown) return 0;
+  release_current(heap, size_class);
+  return 1;
+}
+
+}  // namespace
+
 void heap_free_remote(Page* page, Block* block) {
   Heap* owner = __atomic_load_n(&page->owner, __ATOMIC_ACQUIRE);
   MAPALLOC_ASSERT(
@@ -122,7 +148,8 @@ unsigned heap_collect_remote(Heap* heap) {
   heap->remote_frees_pending.store(false, std::memory_order_seq_cst);
   drain_delayed(heap);
   unsigned retired = 0;
-  for (unsigned c = 0; c < kClassCount; ++c) retired += collect_available(heap, c);
+  for (unsigned c = 0; c < kClassCount; ++c)
+    retired += collect_available(heap, c) + collect_current(heap, c);
   return retired;
 }
 
