@@ -83,11 +83,9 @@ SpinLock map_lock;
 // Interned stacks, stored densely in the order they were first seen (stacks[0] is the catch-all
 // for a full table), so that N stacks touch N * sizeof(ProfStack) bytes; stack_index, an open
 // addressing table of their indexes by hash, is what a lookup touches at random. (Stored by
-// hash instead, every new stack faulted in a page or two of its own: 500 more page faults in a
-// python3 run, 2-7 % of its time on these machines.)
+// hash instead, each 608-byte stack faulted in a page or two of its own.)
 ProfStack* stacks = nullptr;      // kProfMaxStacks
 uint32_t* stack_index = nullptr;  // kStackIndexSlots; 0: empty
-uint32_t* used_stacks = nullptr;
 unsigned used_stack_count = 0;
 // Live samples: open addressing in `sample_slots` slots (a power of two), grown 4x at 3/4 full
 // up to kProfSampleSlots: a table sized for the live samples, not for the most there could be,
@@ -108,7 +106,6 @@ unsigned entry_point_count = 0;
 __thread bool busy __attribute__((tls_model("initial-exec"))) = false;
 
 constexpr size_t kStacksBytes = align_up(sizeof(ProfStack) * kProfMaxStacks, kOsPageBytes);
-constexpr size_t kUsedBytes = align_up(sizeof(uint32_t) * kProfMaxStacks, kOsPageBytes);
 constexpr size_t kStackIndexSlots = 2 * kProfMaxStacks;  // at most half full
 constexpr size_t kStackIndexBytes = sizeof(uint32_t) * kStackIndexSlots;
 static_assert(kStackIndexBytes % kOsPageBytes == 0);
@@ -121,23 +118,18 @@ bool tables_ready() {
   SpinLockGuard guard(map_lock);
   if (samples != nullptr) return true;
   auto* new_stacks = static_cast<ProfStack*>(os_map_aligned(kStacksBytes, kOsPageBytes));
-  auto* new_used = static_cast<uint32_t*>(os_map_aligned(kUsedBytes, kOsPageBytes));
   auto* new_index = static_cast<uint32_t*>(os_map_aligned(kStackIndexBytes, kOsPageBytes));
   auto* new_samples =
       static_cast<Sample*>(os_map_aligned(samples_bytes(kInitialSampleSlots), kOsPageBytes));
-  if (new_stacks == nullptr || new_used == nullptr || new_index == nullptr ||
-      new_samples == nullptr) {
+  if (new_stacks == nullptr || new_index == nullptr || new_samples == nullptr) {
     if (new_stacks != nullptr) os_unmap(new_stacks, kStacksBytes);
-    if (new_used != nullptr) os_unmap(new_used, kUsedBytes);
     if (new_index != nullptr) os_unmap(new_index, kStackIndexBytes);
     if (new_samples != nullptr) os_unmap(new_samples, samples_bytes(kInitialSampleSlots));
     return false;
   }
   stacks = new_stacks;
-  used_stacks = new_used;
   stack_index = new_index;
-  stacks[0].used = 1;  // the catch-all for a full table
-  used_stacks[used_stack_count++] = 0;
+  used_stack_count = 1;  // stacks[0]: the catch-all for a full table
   sample_slots = kInitialSampleSlots;
   __atomic_store_n(&samples, new_samples, __ATOMIC_RELEASE);
   return true;
@@ -160,11 +152,10 @@ uint32_t intern(const uintptr_t* frames, unsigned depth, uint64_t hash) {
       if (used_stack_count >= kProfMaxStacks) return 0;
       uint32_t fresh = used_stack_count;
       ProfStack& stack = stacks[fresh];
-      stack.used = 1;
       stack.hash = hash;
       stack.depth = depth;
       memcpy(stack.frames, frames, depth * sizeof(uintptr_t));
-      used_stacks[used_stack_count++] = fresh;
+      used_stack_count++;
       stack_index[i] = fresh;
       return fresh;
     }
@@ -220,7 +211,7 @@ bool make_room_for_sample() {
 // The peak profile: copies every stack's live counts (under the lock).
 void take_snapshot() {
   for (unsigned i = 0; i < used_stack_count; ++i) {
-    ProfStack& stack = stacks[used_stacks[i]];
+    ProfStack& stack = stacks[i];
     stack.peak_objects = stack.inuse_objects;
     stack.peak_bytes = stack.inuse_bytes;
     stack.peak_inherited_objects = stack.inherited_objects;
@@ -232,7 +223,7 @@ void take_snapshot() {
 void dump_locked(const char* prefix) {
   if (samples == nullptr) return;
   if (inuse_total >= peak_total && peak_total > snapshot_total) take_snapshot();
-  ProfView view = {stacks, used_stacks, used_stack_count, interval_bytes, snapshot_total};
+  ProfView view = {stacks, used_stack_count, interval_bytes, snapshot_total};
   if (prof_write_files(view, prefix != nullptr ? prefix : file_prefix) != 0) {
     diag_write("mapalloc: could not write the heap profile %s.*", prefix ? prefix : file_prefix);
   }
@@ -275,7 +266,7 @@ void fork_child() {
   generation++;
   if (samples != nullptr) {
     for (unsigned i = 0; i < used_stack_count; ++i) {
-      ProfStack& stack = stacks[used_stacks[i]];
+      ProfStack& stack = stacks[i];
       stack.inherited_objects = stack.inuse_objects;
       stack.inherited_bytes = stack.inuse_bytes;
     }
@@ -411,7 +402,7 @@ bool prof_set_active(bool on) {
 int prof_dump(const char* prefix) {
   if (!tables_ready()) return -1;
   lock.lock();
-  ProfView view = {stacks, used_stacks, used_stack_count, interval_bytes, 0};
+  ProfView view = {stacks, used_stack_count, interval_bytes, 0};
   if (inuse_total >= peak_total && peak_total > snapshot_total) take_snapshot();
   view.peak_total_bytes = snapshot_total;
   int result = prof_write_files(view, prefix != nullptr ? prefix : file_prefix);

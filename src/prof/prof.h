@@ -84,7 +84,6 @@ ProfStats prof_stats();
 struct ProfStack {
   uint64_t hash;
   uint32_t depth;
-  uint32_t used;
   double alloc_objects, alloc_bytes;
   double inuse_objects, inuse_bytes;
   double peak_objects, peak_bytes;
@@ -95,9 +94,8 @@ struct ProfStack {
 
 // Calls under the profiler's lock: the stacks in use (entry 0 is "stack table full").
 struct ProfView {
-  ProfStack* stacks;
-  const uint32_t* used;  // indexes of the stacks in use
-  unsigned used_count;
+  ProfStack* stacks;  // stacks[0 .. count): every stack interned so far
+  unsigned count;
   size_t interval;
   double peak_total_bytes;
 };

@@ -264,7 +264,7 @@ bool encode_profile(const ProfView& view, View kind, const Mapping* mappings,
   value_type(1, kInuseObjects, kCount);
   value_type(1, kInuseSpace, kBytes);
 
-  LocationIds ids(2 * size_t{view.used_count} * kProfMaxDepth + 1024);
+  LocationIds ids(2 * size_t{view.count} * kProfMaxDepth + 1024);
   if (!ids.ok()) return false;
   Buffer locations;
   Buffer location;
@@ -307,8 +307,8 @@ bool encode_profile(const ProfView& view, View kind, const Mapping* mappings,
     }
     out.field_message(2, message);
   };
-  for (unsigned i = 0; i < view.used_count; ++i) {
-    const ProfStack& stack = view.stacks[view.used[i]];
+  for (unsigned i = 0; i < view.count; ++i) {
+    const ProfStack& stack = view.stacks[i];
     if (kind == View::kHeap) {
       if (stack.alloc_objects <= 0) continue;
       sample(stack, stack.inuse_objects - stack.inherited_objects,
@@ -365,8 +365,8 @@ void encode_folded(const ProfView& view, Folded kind, const Mapping* mappings,
     out.put(mappings[m].path, mappings[m].path_length);
     out.text("\n");
   }
-  for (unsigned i = 0; i < view.used_count; ++i) {
-    const ProfStack& stack = view.stacks[view.used[i]];
+  for (unsigned i = 0; i < view.count; ++i) {
+    const ProfStack& stack = view.stacks[i];
     double bytes = kind == Folded::kInuse   ? stack.inuse_bytes
                    : kind == Folded::kAlloc ? stack.alloc_bytes
                                             : stack.peak_bytes;
