@@ -468,11 +468,13 @@ void release_block(char* block, size_t bytes, uint64_t freed_at_ms) {
 // A block waiting with a canary (MAPALLOC_LARGE_QUARANTINE=1) holds these in its first 64 bytes
 // (they depend on a process secret and the block's address, so data the program left there
 // never matches by chance). A write after free that reaches them is caught when it leaves.
+// No canary byte is zero, so that a block zeroed after free is reported at its byte 0.
 constexpr unsigned kCanaryWords = 8;
+constexpr uint64_t kCanaryNoZeroByte = 0x0101010101010101ull;
 uint64_t canary_word(const char* block, unsigned index) {
   uint64_t mixed = (process_secrets.large_check ^ reinterpret_cast<uintptr_t>(block)) +
                    (index + 1) * 0x9e3779b97f4a7c15ull;
-  return mixed * 0xff51afd7ed558ccdull;
+  return (mixed * 0xff51afd7ed558ccdull) | kCanaryNoZeroByte;
 }
 
 // The canary is the allocator's write to a freed block: memcheck must not see it as the
