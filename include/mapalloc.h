@@ -15,7 +15,7 @@ extern "C" {
 #endif
 
 #define MAPALLOC_VERSION_MAJOR 0
-#define MAPALLOC_VERSION_MINOR 1
+#define MAPALLOC_VERSION_MINOR 2
 #define MAPALLOC_VERSION_PATCH 0
 
 /* The standard operations under mapalloc's own names (same semantics as the glibc ones). */
@@ -41,7 +41,7 @@ const char* mapalloc_version(void);
 /* Receives the statistics table a line at a time (no trailing newline). */
 typedef void (*mapalloc_writer_t)(void* context, const char* line);
 
-#define MAPALLOC_STATS_MAX_CLASSES 64
+#define MAPALLOC_STATS_MAX_CLASSES 96
 
 typedef struct mapalloc_class_stats {
   size_t block_bytes;     /* block size of the size class */

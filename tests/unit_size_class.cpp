@@ -17,19 +17,25 @@ TEST_CASE("every size 1..kClassMaxBytes maps to the smallest class that holds it
   }
 }
 
-TEST_CASE("classes grow, stay 16-byte multiples and waste at most 25% of a request") {
+TEST_CASE("classes grow, stay 16-byte multiples and waste at most 1/8 of a request to 1 KiB") {
   for (unsigned c = 1; c < kClassCount; ++c) {
     size_t block = class_block_bytes(c);
     size_t previous = class_block_bytes(c - 1);
     CHECK(block > previous);
     CHECK(block % kMinAlignBytes == 0);
-    // The worst request of class c is previous + 1 bytes; 16-byte steps up to 128 bytes, then
-    // four classes per doubling.
+    // The worst request of class c is previous + 1 bytes; 16-byte steps up to 256 bytes, eight
+    // classes per doubling to 1 KiB, then four.
     if (block <= kExactClassMaxBytes)
       CHECK(block - previous == 16);
+    else if (block <= kFineClassMaxBytes)
+      CHECK((block - previous - 1) * 8 <= previous + 1);
     else
       CHECK((block - previous - 1) * 4 <= previous + 1);
   }
+  // The classes jq's hot objects fall in (272 and 392 bytes, which once took 320 and 448).
+  CHECK(class_block_bytes(size_class_of(272)) == 288);
+  CHECK(class_block_bytes(size_class_of(392)) == 416);
+  CHECK(class_block_bytes(size_class_of(1025)) == 1280);
   CHECK(class_block_bytes(0) == 16);
   CHECK(class_block_bytes(kClassCount - 1) == kClassMaxBytes);
 }

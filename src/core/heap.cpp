@@ -32,6 +32,7 @@ Page* counted_span(Heap* heap, Page* page) {
   uint64_t now_ms = os_now_ms();
   heap->used_pages += page->span_pages;
   heap->last_span_ms = now_ms;
+  heap->segments.keep_empty_until_ms = now_ms + 2 * (uint64_t{options().purge_delay_ms} + 1);
   note_used_pages(heap, now_ms);
   return page;
 }
@@ -102,6 +103,7 @@ uint8_t map_entry_of(const Heap* heap) {
 template <bool kCounted>
 MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed) {
   heap->slow_calls++;
+  heap->classes_refilled[size_class / 64] |= uint64_t{1} << (size_class % 64);
   if constexpr (kDebug) heap_validate_sometimes(heap);
   MAPALLOC_ASSERT(heap->free[size_class] == nullptr, "a refill finds its class's free list empty",
                   heap);

@@ -46,6 +46,11 @@ struct Heap {
   unsigned bucket_index = 0;
   uint64_t bucket_start_ms = 0;
   uint64_t last_span_ms = 0;
+  // Classes that refilled since the last heap_purge: their empty current pages are in use (a
+  // class in light use empties its page between each malloc and free) and stay current. Were
+  // they retired, the next malloc would take a span again after every purge, which counts as
+  // growth (last_span_ms), and the heap would keep its old peak resident for ever.
+  uint64_t classes_refilled[(kClassCount + 63) / 64] = {};
   // Set by another thread's malloc_trim: purge everything at the next slow path.
   std::atomic<bool> purge_requested{false};
   uint64_t next_remote_collect_ms = 0;  // remote frees are collected at most once per delay

@@ -77,13 +77,16 @@ size_t heap_purge_over_budget(Heap* heap, uint64_t now_ms) {
 size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
   heap_collect_remote(heap);
   for (unsigned c = 0; c < kClassCount; ++c) {
-    // An empty page kept current (see heap_page_countdown_zero) is retired now.
+    // An empty page kept current (see heap_page_countdown_zero) is retired now, unless its
+    // class refilled since the last purge (Heap::classes_refilled).
     Page* current = heap->current[c];
-    if (current != nullptr && current->countdown == 0 && heap->free[c] == nullptr) {
+    bool refilled = (heap->classes_refilled[c / 64] >> (c % 64)) & 1;
+    if (current != nullptr && current->countdown == 0 && heap->free[c] == nullptr && !refilled) {
       heap->current[c] = nullptr;
       retire(heap, current);
     }
   }
+  for (uint64_t& classes : heap->classes_refilled) classes = 0;
   uint64_t next_deadline_ms = 0;
   size_t purged = 0;
   size_t keep_pages = working_set_keep_pages(heap, now_ms, delay_ms);
@@ -98,7 +101,8 @@ size_t heap_purge(Heap* heap, uint64_t now_ms, uint64_t delay_ms) {
       purged += purge_longest_free(heap, now_ms, dirty_pages - keep_pages, kAgesMs);
     lower_deadline(&next_deadline_ms, now_ms + delay_ms + 1);  // the working set may shrink
   }
-  // Empty segments whose pages are purged go back to the process (a live heap keeps one).
+  // Empty segments whose pages are purged go back to the process (a live heap keeps its last
+  // segment).
   purged +=
       segment_list_release_empty(heap->segments, heap->abandoned.load() ? 0 : 1, true, now_ms);
   heap->purge_deadline_ms = next_deadline_ms;

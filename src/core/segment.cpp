@@ -316,22 +316,21 @@ void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
   // A heap keeps its last segment even when empty: its thread (or the next thread to adopt the
   // heap) needs pages again soon, and a round trip through the cache would cost a purge and
   // refault. Its free pages are purged after the delay like any others.
-  if (segment->free_pages != kAllUsablePages || list.count == 1 || list.keep_empty) return;
+  if (segment->free_pages != kAllUsablePages || list.count == 1 || list.keep_empty ||
+      now_ms < list.keep_empty_until_ms)
+    return;
   release_segment(list, segment, now_ms);
 }
 
 size_t segment_list_release_empty(SegmentList& list, size_t keep, bool purged_only,
                                   uint64_t now_ms) {
   size_t released = 0;
-  size_t kept = 0;
-  for (Segment* segment = list.first; segment != nullptr;) {
+  for (Segment* segment = list.first; segment != nullptr && list.count > keep;) {
     Segment* next = segment->next;
     bool empty = segment->free_pages == kAllUsablePages;
-    if (empty && kept >= keep && !(purged_only && is_dirty(segment))) {
+    if (empty && !(purged_only && is_dirty(segment))) {
       release_segment(list, segment, now_ms);
       released += kSegmentBytes;
-    } else if (empty) {
-      ++kept;
     }
     segment = next;
   }

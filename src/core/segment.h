@@ -151,6 +151,10 @@ struct SegmentList {
   // Empty segments stay in the list (an abandoned heap keeps them for the thread that adopts
   // it) until segment_list_release_empty lets them go.
   bool keep_empty = false;
+  // Until then, empty segments stay in the list too: the heap took spans lately, and keeps the
+  // free pages its recent peak needed (heap_purge's working set). In the process cache they
+  // would be purged after the delay whatever the heap's working set.
+  uint64_t keep_empty_until_ms = 0;
 };
 
 struct Segment {
@@ -307,10 +311,12 @@ Page* span_alloc_in_list(SegmentList& list, unsigned pages);
 void segment_list_push(SegmentList& list, Segment* segment);
 
 // Returns a span (all its blocks free) to its segment at time `now_ms`. A segment left without
-// any span in use leaves `list` for the process cache, unless it is the list's last one.
+// any span in use leaves `list` for the process cache, unless it is the list's last one or
+// the list keeps its empty segments (keep_empty, keep_empty_until_ms).
 void span_free(SegmentList& list, Page* head, uint64_t now_ms);
 
-// Releases to the process cache (or unmaps) the list's empty segments, keeping `keep` of them;
+// Releases to the process cache (or unmaps) the list's empty segments while the list holds more
+// than `keep` segments;
 // with `purged_only`, only those whose pages are all purged already. Returns the bytes released.
 size_t segment_list_release_empty(SegmentList& list, size_t keep, bool purged_only,
                                   uint64_t now_ms);

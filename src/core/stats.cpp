@@ -104,6 +104,10 @@ void* sampler_main(void*) {
 
 }  // namespace
 
+// The public struct's table must hold every class of every build (the secure build's classes
+// go up to 1 MiB).
+static_assert(kClassCount <= MAPALLOC_STATS_MAX_CLASSES);
+
 void stats_collect(mapalloc_stats_t* stats) {
   memset(stats, 0, sizeof(*stats));
   stats->class_count = kClassCount;
