@@ -18,10 +18,14 @@
 
 namespace mapalloc {
 
-constexpr unsigned kExactClassCount = 16;  // 16 .. 256 bytes
-constexpr size_t kExactClassMaxBytes = kExactClassCount * kMinAlignBytes;
-constexpr unsigned kFineClassesPerDoubling = 8;  // 256 bytes (2^8) .. 1 KiB (2^10)
-constexpr unsigned kFineClassEnd = kExactClassCount + 2 * kFineClassesPerDoubling;
+// 16-byte steps to 512 bytes: objects of a few hundred bytes (jq's 392-byte values, 56-byte
+// Lua tables) are common, and a coarser step there costs up to 1/8 of every such block.
+constexpr unsigned kExactClassShift = 9;  // 16 .. 512 (2^9) bytes
+constexpr size_t kExactClassMaxBytes = size_t{1} << kExactClassShift;
+constexpr unsigned kExactClassCount = kExactClassMaxBytes / kMinAlignBytes;
+constexpr unsigned kFineClassesPerDoubling = 8;  // 512 bytes .. 1 KiB (2^10)
+constexpr unsigned kFineClassEnd =
+    kExactClassCount + (10 - kExactClassShift) * kFineClassesPerDoubling;
 constexpr size_t kFineClassMaxBytes = 1024;
 constexpr unsigned kClassesPerDoubling = 4;  // 1 KiB .. kClassMaxBytes
 constexpr unsigned kClassCount =
@@ -32,7 +36,7 @@ constexpr size_t class_block_bytes(unsigned size_class) {
   if (size_class < kFineClassEnd) {
     unsigned group = (size_class - kExactClassCount) / kFineClassesPerDoubling;
     unsigned step = (size_class - kExactClassCount) % kFineClassesPerDoubling;
-    return size_t{kFineClassesPerDoubling + 1 + step} << (group + 5);
+    return size_t{kFineClassesPerDoubling + 1 + step} << (group + kExactClassShift - 3);
   }
   unsigned group = (size_class - kFineClassEnd) / kClassesPerDoubling;
   unsigned step = (size_class - kFineClassEnd) % kClassesPerDoubling;
@@ -60,10 +64,10 @@ constexpr ClassBlockBytesTable kClassBlockBytes = make_class_block_bytes_table()
 constexpr unsigned size_class_of(size_t size) {
   size_t last_byte = size - 1;
   if (last_byte < kExactClassMaxBytes) return static_cast<unsigned>(last_byte / kMinAlignBytes);
-  unsigned top_bit = 63u - static_cast<unsigned>(__builtin_clzll(last_byte));  // >= 8
+  unsigned top_bit = 63u - static_cast<unsigned>(__builtin_clzll(last_byte));  // >= 9
   if (last_byte < kFineClassMaxBytes) {
     unsigned step = static_cast<unsigned>(last_byte >> (top_bit - 3)) & 7u;
-    return kExactClassCount + (top_bit - 8) * kFineClassesPerDoubling + step;
+    return kExactClassCount + (top_bit - kExactClassShift) * kFineClassesPerDoubling + step;
   }
   unsigned step = static_cast<unsigned>(last_byte >> (top_bit - 2)) & 3u;
   return kFineClassEnd + (top_bit - 10) * kClassesPerDoubling + step;
