@@ -204,9 +204,9 @@ size_t count_flagged(const std::vector<void*>& segments, const char* flag) {
 }
 
 // A huge page makes 2 MiB resident at its first touch: a small program's few MiB of blocks would
-// grow by half (lua5.4's peak RSS: 12.9 MB with 4 KiB pages, 13.9 MB once segments past the
-// first 4 MiB were huge). So a segment is advised MADV_HUGEPAGE only when the process already
-// holds kThpSegmentsFromBytes of segments.
+// grow by up to half (larson-2t's peak RSS: 9.9 MB with 4 KiB pages, 13.7 MB once segments past
+// the first 4 MiB were huge). So a segment is advised MADV_HUGEPAGE only when the process
+// already holds kThpSegmentsFromBytes of segments.
 TEST_CASE("segments get huge pages only once the process holds kThpSegmentsFromBytes of them") {
   in_child([] {
     malloc_trim(0);  // no cached segments: each new segment below is mapped for these blocks

@@ -15,8 +15,9 @@ namespace mapalloc {
 enum class PurgeMethod : int;  // os.h
 
 // A huge page makes 2 MiB resident at once; below this much in segments that is a large share of
-// the footprint (lua5.4: 12.9 MB peak RSS with 4 KiB pages, 13.9 MB with huge pages from 4 MiB),
-// above it the faults saved are worth more (each 4 KiB fault costs 2.4 us on the benchmark VM).
+// the footprint (larson-2t: 9.9 MB peak RSS with 4 KiB pages, 13.7 MB with huge pages from
+// 4 MiB), above it the faults saved are worth more (a 4 KiB fault costs 2.4 us on the benchmark
+// VM, huge-page memory 0.36 us per 4 KiB).
 constexpr size_t kThpSegmentsFromBytes = 16 * kMiB;
 // The heap profiler's mean sampling interval, unless MAPALLOC_PROF_SAMPLE says otherwise.
 constexpr size_t kProfDefaultSampleBytes = 512 * kKiB;
