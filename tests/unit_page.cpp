@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/page.h"
+#include "core/page_queue.h"
 
 using namespace mapalloc;
 
@@ -207,4 +208,29 @@ TEST_CASE("returning blocks to a page and collecting remote frees keep the accou
   CHECK(page->countdown == 0);
   CHECK(page_local_free_count(page) == count);
   CHECK(block_list_contains(page->local_free, remote));
+}
+
+TEST_CASE("a refill takes the fullest of the first kRefillScanPages queued pages") {
+  // Blocks in use per page, in queue order; the last page lies beyond the pages looked at.
+  const uint32_t used[kRefillScanPages + 1] = {3, 40, 10, 40, 62, 1, 0, 20, 64};
+  Page pages[kRefillScanPages + 1] = {};
+  PageQueue queue;
+  for (unsigned i = 0; i <= kRefillScanPages; ++i) {
+    pages[i].state = PageState::kAvailable;
+    pages[i].capacity = 64;
+    pages[i].countdown = used[i];
+    queue_push(queue, &pages[i]);
+  }
+  CHECK(queue_pop_fullest(queue) == &pages[4]);  // 62 in use; not the 64 past the window
+  CHECK(queue_pop_fullest(queue) == &pages[8]);  // one page gone: the window reaches it
+  CHECK(queue_pop_fullest(queue) == &pages[1]);  // a tie goes to the older page
+  CHECK(queue_pop_fullest(queue) == &pages[3]);
+  CHECK(queue_pop_fullest(queue) == &pages[7]);
+  CHECK(queue_pop_fullest(queue) == &pages[2]);
+  CHECK(queue_pop_fullest(queue) == &pages[0]);
+  CHECK(queue_pop_fullest(queue) == &pages[5]);
+  CHECK(queue_pop_fullest(queue) == &pages[6]);
+  CHECK(queue_pop_fullest(queue) == nullptr);
+  CHECK(queue.first == nullptr);
+  CHECK(queue.last == nullptr);
 }

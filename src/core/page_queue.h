@@ -48,10 +48,24 @@ inline void queue_remove(PageQueue& queue, Page* page) {
   page->queue_next = page->queue_prev = nullptr;
 }
 
-inline Page* queue_pop(PageQueue& queue) {
-  Page* page = queue.first;
-  if (page != nullptr) queue_remove(queue, page);
-  return page;
+// Pages a refill looks at for the fullest (see queue_pop_fullest).
+constexpr unsigned kRefillScanPages = 8;
+
+// Removes and returns the page with the most blocks in use among the first kRefillScanPages
+// (the first of them on a tie; null if the queue is empty). Refilling from nearly full pages
+// lets the emptiest ones drain, go back to their segment and serve other classes: lua5.4 frees
+// one phase's tables while the next phase fills another class, and taking the oldest page
+// instead kept 1 MB more resident (peak RSS 13.9 -> 12.9 MB; glibc 11.9). The price is smaller
+// refills: larson runs 2.9 % more instructions, churn 1.9 %, the interpreters under 0.3 %.
+inline Page* queue_pop_fullest(PageQueue& queue) {
+  Page* fullest = queue.first;
+  unsigned seen = 0;
+  for (Page* page = queue.first; page != nullptr && seen < kRefillScanPages;
+       page = page->queue_next, ++seen) {
+    if (page->countdown > fullest->countdown) fullest = page;
+  }
+  if (fullest != nullptr) queue_remove(queue, fullest);
+  return fullest;
 }
 
 inline void queue_append(PageQueue& into, PageQueue& from) {
