@@ -210,8 +210,9 @@ TEST_CASE("returning blocks to a page and collecting remote frees keep the accou
   CHECK(block_list_contains(page->local_free, remote));
 }
 
-TEST_CASE("a refill takes the fullest of the first kRefillScanPages queued pages") {
-  // Blocks in use per page, in queue order; the last page lies beyond the pages looked at.
+TEST_CASE("a refill takes the oldest page, or the fullest of the first ones if it is sparse") {
+  // Blocks in use per page (of 64), in queue order; the last page lies beyond the pages looked
+  // at. Below 16 in use, a page is sparse.
   const uint32_t used[kRefillScanPages + 1] = {3, 40, 10, 40, 62, 1, 0, 20, 64};
   Page pages[kRefillScanPages + 1] = {};
   PageQueue queue;
@@ -221,16 +222,25 @@ TEST_CASE("a refill takes the fullest of the first kRefillScanPages queued pages
     pages[i].countdown = used[i];
     queue_push(queue, &pages[i]);
   }
-  CHECK(queue_pop_fullest(queue) == &pages[4]);  // 62 in use; not the 64 past the window
-  CHECK(queue_pop_fullest(queue) == &pages[8]);  // one page gone: the window reaches it
-  CHECK(queue_pop_fullest(queue) == &pages[1]);  // a tie goes to the older page
-  CHECK(queue_pop_fullest(queue) == &pages[3]);
-  CHECK(queue_pop_fullest(queue) == &pages[7]);
-  CHECK(queue_pop_fullest(queue) == &pages[2]);
-  CHECK(queue_pop_fullest(queue) == &pages[0]);
-  CHECK(queue_pop_fullest(queue) == &pages[5]);
-  CHECK(queue_pop_fullest(queue) == &pages[6]);
-  CHECK(queue_pop_fullest(queue) == nullptr);
+  // The oldest page stays sparse, so each refill takes the fullest of the first eight.
+  CHECK(queue_pop_for_refill(queue) == &pages[4]);  // 62 in use; not the 64 past the window
+  CHECK(queue_pop_for_refill(queue) == &pages[8]);  // one page gone: the window reaches it
+  CHECK(queue_pop_for_refill(queue) == &pages[1]);  // a tie goes to the older page
+  CHECK(queue_pop_for_refill(queue) == &pages[3]);
+  CHECK(queue_pop_for_refill(queue) == &pages[7]);
+  CHECK(queue_pop_for_refill(queue) == &pages[2]);
+  CHECK(queue_pop_for_refill(queue) == &pages[0]);
+  CHECK(queue_pop_for_refill(queue) == &pages[5]);
+  CHECK(queue_pop_for_refill(queue) == &pages[6]);
+  CHECK(queue_pop_for_refill(queue) == nullptr);
   CHECK(queue.first == nullptr);
   CHECK(queue.last == nullptr);
+
+  // An oldest page that is not sparse is taken even when a fuller one follows.
+  pages[0].countdown = 16;
+  pages[1].countdown = 60;
+  queue_push(queue, &pages[0]);
+  queue_push(queue, &pages[1]);
+  CHECK(queue_pop_for_refill(queue) == &pages[0]);
+  CHECK(queue_pop_for_refill(queue) == &pages[1]);
 }

@@ -154,7 +154,7 @@ MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed)
       page->state = PageState::kFull;
       heap->current[size_class] = nullptr;
     }
-    Page* page = queue_pop_fullest(heap->available[size_class]);
+    Page* page = queue_pop_for_refill(heap->available[size_class]);
     if (page == nullptr && heap->delayed_free.load(std::memory_order_relaxed) != nullptr) {
       drain_delayed(heap);  // full pages that got a block back since the refill began
       continue;
