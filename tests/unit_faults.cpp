@@ -444,10 +444,14 @@ void exercise_heap() {
 
 // --- threads --------------------------------------------------------------------------------
 
+// The stack size of every thread these tests start. glibc caches a joined thread's stack and
+// reuses it only for a thread whose stack is not much smaller.
+constexpr size_t kThreadStackBytes = 256 * kKiB;
+
 pthread_t start_thread(void* (*body)(void*), void* argument) {
   pthread_attr_t attributes;
   pthread_attr_init(&attributes);
-  pthread_attr_setstacksize(&attributes, 256 * kKiB);
+  pthread_attr_setstacksize(&attributes, kThreadStackBytes);
   pthread_t thread;
   int created = pthread_create(&thread, &attributes, body, argument);
   pthread_attr_destroy(&attributes);
@@ -556,7 +560,7 @@ Tally run_workload() {
   HelperWork work{Tally{}, small_first, small_end, medium};
   pthread_attr_t attributes;
   pthread_attr_init(&attributes);
-  pthread_attr_setstacksize(&attributes, 256 * kKiB);
+  pthread_attr_setstacksize(&attributes, kThreadStackBytes);
   pthread_t helper;
   // pthread_create may itself allocate (its thread's TLS vector), and fail like anything else.
   if (pthread_create(&helper, &attributes, helper_main, &work) == 0) {
@@ -715,11 +719,10 @@ __attribute__((constructor(101))) void probe_at_start() {
   // 300 bytes) still allocated. Made here, before the workload, that long-lived block sits in
   // the first segment; made by the workload's pthread_create, it could pin whichever segment its
   // class's span happened to be in, and the check that everything is unmapped again would fail.
-  // (The same stack size as the workload's helper: glibc reuses a cached stack only for a
-  // thread whose stack is not much smaller.)
+  // (kThreadStackBytes, as for the workload's helper, so that the helper reuses this stack.)
   pthread_attr_t attributes;
   pthread_attr_init(&attributes);
-  pthread_attr_setstacksize(&attributes, 256 * kKiB);
+  pthread_attr_setstacksize(&attributes, kThreadStackBytes);
   pthread_t warm_up;
   if (pthread_create(
           &warm_up, &attributes, [](void*) -> void* { return nullptr; }, nullptr) == 0)

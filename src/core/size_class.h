@@ -18,8 +18,8 @@
 
 namespace mapalloc {
 
-// 16-byte steps to 512 bytes: objects of a few hundred bytes (jq's 392-byte values, 56-byte
-// Lua tables) are common, and a coarser step there costs up to 1/8 of every such block.
+// 16-byte steps to 512 bytes: objects of a few hundred bytes are common (jq's 272- and 392-byte
+// values), and 32-byte steps there cost up to 1/9 of every such block.
 constexpr unsigned kExactClassShift = 9;  // 16 .. 512 (2^9) bytes
 constexpr size_t kExactClassMaxBytes = size_t{1} << kExactClassShift;
 constexpr unsigned kExactClassCount = kExactClassMaxBytes / kMinAlignBytes;
