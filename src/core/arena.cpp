@@ -187,7 +187,9 @@ struct Placement {
   uint32_t run_pages = ~0u;    // the free run it is cut from
 };
 
+// (align_pages is 1 for all but aligned requests: no division then.)
 uint32_t align_page(uint32_t page, uint32_t align_pages) {
+  if (align_pages == 1) return page;
   return (page + align_pages - 1) / align_pages * align_pages;
 }
 
@@ -201,7 +203,8 @@ void consider_arena(Arena* arena, uint32_t pages, uint32_t align_pages, Placemen
         uint32_t at_start = align_page(start, align_pages);
         if (at_start + pages > start + length) return true;
         if (best->clean_pages == 0 && length >= best->run_pages) return true;  // cannot be better
-        uint32_t at_end = (start + length - pages) / align_pages * align_pages;
+        uint32_t at_end = start + length - pages;
+        if (align_pages != 1) at_end = at_end / align_pages * align_pages;
         uint32_t dirty_start = count_bits(arena->dirty_bits, at_start, pages);
         uint32_t dirty_end = at_end == at_start || dirty_start == pages
                                  ? dirty_start
@@ -239,8 +242,8 @@ struct StaleRuns {
 // many of the pages were dirty before.
 uint32_t set_free_bits(Arena* arena, uint32_t first, uint32_t pages, bool free) {
   uint32_t was_dirty = 0;
-  for_each_word(first, pages, [&](uint32_t word, uint64_t mask) {
-    was_dirty += static_cast<uint32_t>(__builtin_popcountll(arena->dirty_bits[word] & mask));
+  for_each_word(first, pages, [&](uint32_t word, uint64_t mask, uint32_t length) {
+    was_dirty += count_masked(arena->dirty_bits[word], mask, length);
     uint64_t set = free ? mask : 0;
     arena->free_bits[word] = (arena->free_bits[word] & ~mask) | set;
     arena->dirty_bits[word] = (arena->dirty_bits[word] & ~mask) | set;
