@@ -4,7 +4,13 @@
 // file's own array, never a block the allocator hands out.
 #include <doctest/doctest.h>
 
+#include <stdlib.h>
+
+#include <string>
+
+#include "api/prof_hooks.h"
 #include "prof/prof.h"
+#include "test_support.h"
 
 using namespace mapalloc;
 
@@ -37,4 +43,52 @@ TEST_CASE("the profiler replaces a sample still recorded at a new sample's addre
   CHECK(after.live_samples == before.live_samples);
   CHECK(after.stale == before.stale + 1);
   CHECK(after.dropped == before.dropped);
+}
+
+// The owner's frees into a span that holds a sample take prof_owner_free (prof_hooks.h): blocks
+// that are not sampled are pushed at once, misuse still reaches the general path's reports, and
+// the sampled block's own free still reaches the profiler, which restores the fast path.
+TEST_CASE(
+    "frees into a span holding a sample: the others pushed, misuse reported, sample forgotten") {
+  constexpr size_t kBytes = 2000;
+  constexpr int kCount = 24;
+  void* blocks[kCount];
+  for (auto& block : blocks) block = malloc(kBytes);
+  Page* page = page_entry_of(blocks[0]);
+  REQUIRE(page->owner == tls_heap);
+  // Blocks of the span's first page only (the others' records are span tails: general path).
+  int in_page = 0;
+  while (in_page < kCount && page_entry_of(blocks[in_page]) == page) ++in_page;
+  REQUIRE(in_page >= 4);
+
+  // Hold the span's frees as the profiler does when it samples blocks[1].
+  ProfStats before = prof_stats();
+  REQUIRE(prof_record(blocks[1], kBytes, page->block_bytes));
+  page->prof_slot_words[0].store(block_mark(page, blocks[1]), std::memory_order_relaxed);
+  page->prof_samples.store(1, std::memory_order_relaxed);
+  uint64_t fast_limit = page->start_limit;
+  page->start_limit = 0;
+
+  free(blocks[2]);
+  auto* freed = static_cast<Block*>(blocks[2]);
+  CHECK(block_key(freed) == page->free_key);
+  CHECK(heap_block_is_free(tls_heap, page, freed));
+  CHECK(page->start_limit == 0);  // still held: blocks[1] lives
+  CHECK(prof_stats().live_samples == before.live_samples + 1);
+
+  test_support::ChildResult twice = test_support::run_in_child([&] { free(blocks[2]); });
+  CHECK(twice.stderr_text.find("double free of") != std::string::npos);
+  test_support::ChildResult interior = test_support::run_in_child([&] {
+    char* volatile interior_pointer = static_cast<char*>(blocks[3]) + 16;
+    free(interior_pointer);
+  });
+  CHECK(interior.stderr_text.find("not the start of a block") != std::string::npos);
+
+  free(blocks[1]);  // the sample: forgotten, and the span's fast path restored
+  CHECK(prof_stats().live_samples == before.live_samples);
+  CHECK(page->prof_samples.load(std::memory_order_relaxed) == 0);
+  CHECK(page->start_limit == fast_limit);
+  for (int i = 0; i < kCount; ++i) {
+    if (i != 1 && i != 2) free(blocks[i]);
+  }
 }

@@ -89,3 +89,16 @@ TEST_CASE("the block-start test accepts exactly the starts of carved blocks") {
     }
   }
 }
+
+TEST_CASE("block_index_of divides by the block size for every offset of a span") {
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    size_t block = class_block_bytes(c);
+    uint64_t magic = block_start_magic(block);
+    size_t span = class_span_pages(c) * kPageBytes;
+    for (uint64_t offset = 0; offset < span; ++offset) {
+      if (block_index_of(offset, magic) != offset / block) {
+        FAIL("class " << c << " offset " << offset);
+      }
+    }
+  }
+}

@@ -217,8 +217,16 @@ void* malloc_slow(size_t size, Heap* heap) {
 
 void free_slow(void* pointer) {
   if (pointer == nullptr) return;
-  if (MAPALLOC_LIKELY(unit_kind(pointer) == kUnitSegment))
+  if (MAPALLOC_LIKELY(unit_kind(pointer) == kUnitSegment)) {
+    // (A span whose frees the heap profiler holds: start_limit 0, see prof_owner_free.)
+    Page* entry = page_entry_of(pointer);
+    Heap* heap = tls_heap;
+    if (entry->owner == heap && entry->start_limit == 0 &&
+        prof_owner_free(heap, entry, static_cast<Block*>(pointer))) {
+      return;
+    }
     return release_located(locate_class_block(pointer, "free"), pointer);
+  }
   release_located(locate(pointer, "free"), pointer);
 }
 

@@ -15,26 +15,6 @@ int64_t& countdown_of(Heap* heap, unsigned index) {
   return countdown;
 }
 
-// A block's mark in its span's prof_slots: its index + 1 (spans hold fewer than 65535 blocks).
-uint16_t block_mark(const Page* page, const void* block) {
-  size_t offset = static_cast<size_t>(static_cast<const char*>(block) - page_start(page));
-  return static_cast<uint16_t>(offset / page->block_bytes + 1);
-}
-
-// Slot lanes (Page::prof_slot_words): the lowest lane of `word` equal to `mark`, as a mask of
-// its 16 bits (0: none). SWAR zero-lane test: a lane of word ^ marks is 0 exactly where the
-// mark is; the subtraction sets a lane's top bit from a zero lane upwards, so only the lowest
-// such lane is exact, which is the one taken.
-constexpr uint64_t kLaneLows = 0x0001000100010001ull;
-constexpr uint64_t kLaneHighs = 0x8000800080008000ull;
-MAPALLOC_INLINE uint64_t lane_of(uint64_t word, uint16_t mark) {
-  uint64_t differences = word ^ (kLaneLows * mark);
-  uint64_t zero_tops = (differences - kLaneLows) & ~differences & kLaneHighs;
-  if (zero_tops == 0) return 0;
-  unsigned lane_shift = static_cast<unsigned>(__builtin_ctzll(zero_tops)) - 15;
-  return uint64_t{0xffff} << lane_shift;
-}
-
 // Replaces `old_mark` by `new_mark` in the first lane of the page's slots that holds it.
 // Returns false when no lane does.
 MAPALLOC_INLINE bool swap_slot(Page* page, uint16_t old_mark, uint16_t new_mark) {

@@ -33,6 +33,53 @@ MAPALLOC_NOINLINE void prof_class_free(Page* page, void* block);
 // path once the span holds no sample.
 void prof_restore_fast_free(Page* page);
 
+// A block's mark in its span's prof_slot_words: its index + 1 (spans hold fewer than 65535
+// blocks).
+MAPALLOC_INLINE uint16_t block_mark(const Page* page, const void* block) {
+  uint64_t offset = static_cast<uint64_t>(static_cast<const char*>(block) - page_start(page));
+  return static_cast<uint16_t>(block_index_of(offset, page->block_magic) + 1);
+}
+
+// Slot lanes (Page::prof_slot_words): the lowest lane of `word` equal to `mark`, as a mask of
+// its 16 bits (0: none). SWAR zero-lane test: a lane of word ^ marks is 0 exactly where the
+// mark is; the subtraction sets a lane's top bit from a zero lane upwards, so only the lowest
+// such lane is exact, which is the one taken.
+constexpr uint64_t kLaneLows = 0x0001000100010001ull;
+constexpr uint64_t kLaneHighs = 0x8000800080008000ull;
+MAPALLOC_INLINE uint64_t lane_of(uint64_t word, uint16_t mark) {
+  uint64_t differences = word ^ (kLaneLows * mark);
+  uint64_t zero_tops = (differences - kLaneLows) & ~differences & kLaneHighs;
+  if (zero_tops == 0) return 0;
+  unsigned lane_shift = static_cast<unsigned>(__builtin_ctzll(zero_tops)) - 15;
+  return uint64_t{0xffff} << lane_shift;
+}
+
+// The owner's free of a block of a span whose frees the profiler holds on the slow path: while
+// a sampled block lives, every free of its span gets here, most of them of blocks that are not
+// sampled. Those are validated as the fast path validates (a carved block's start, not carrying
+// the free key) and pushed as it pushes; true when done. False sends the free to the general
+// path: a sampled block, a span with samples beyond its slots, or a block that fails a check
+// (which the general path reports). `page` is the entry of the block's page, owned by `heap`.
+MAPALLOC_INLINE bool prof_owner_free(Heap* heap, Page* page, Block* block) {
+  if (page->prof_samples.load(std::memory_order_relaxed) == 0 ||
+      page->prof_overflow.load(std::memory_order_relaxed) != 0) {
+    return false;
+  }
+  uint64_t offset = static_cast<uint64_t>(reinterpret_cast<char*>(block) - page_start(page));
+  uint64_t limit = page->carved * (uint64_t{page->block_bytes} * page->block_magic);
+  if (offset * page->block_magic >= limit) return false;
+  if (kFreeChecks && block_key(block) == page->free_key) return false;
+  auto mark = static_cast<uint16_t>(block_index_of(offset, page->block_magic) + 1);
+  for (auto& slot_word : page->prof_slot_words) {
+    if (lane_of(slot_word.load(std::memory_order_relaxed), mark) != 0) return false;
+  }
+  if constexpr (kFreeChecks) set_block_key(block, page->free_key);
+  set_block_next(block, page->local_free);
+  page->local_free = block;
+  if (MAPALLOC_UNLIKELY(--page->countdown == 0)) heap_page_countdown_zero(heap, page);
+  return true;
+}
+
 // The profiler's part of a size-class block's free on a slow path (by `heap`'s thread): a span
 // holding sampled blocks has start_limit 0, so one test of a field the block's lookup has just
 // read covers both hooks.

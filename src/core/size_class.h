@@ -119,6 +119,13 @@ constexpr uint64_t block_start_magic(size_t block_bytes) {
 constexpr uint64_t block_start_step(size_t block_bytes) {
   return static_cast<uint64_t>(block_bytes) * block_start_magic(block_bytes);  // mod 2^64
 }
+// The same M gives the block index of an offset without a division: M = 2^64 / B + d with
+// 0 < d <= 2, so offset * M / 2^64 = offset / B + offset * d / 2^64, whose second term stays
+// below 1 / B (which the fraction of offset / B never reaches up to) while offset < 2^63 / B:
+// the high half of the product is floor(offset / B) in any span.
+constexpr uint64_t block_index_of(uint64_t offset, uint64_t block_magic) {
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(offset) * block_magic) >> 64);
+}
 
 // Compile-time checks of the tables.
 constexpr bool classes_are_consistent() {
