@@ -6,7 +6,10 @@
 #include <sys/resource.h>
 #include <initializer_list>
 
+#include <unistd.h>
+
 #include "platform/os.h"
+#include "platform/token_bucket.h"
 #include "test_support.h"
 
 using namespace mapalloc;
@@ -105,4 +108,35 @@ TEST_CASE("the random seed differs between calls") {
   CHECK(os_random_seed() != os_random_seed());
   uint64_t start = os_now_ms();
   CHECK(os_now_ms() >= start);
+}
+
+TEST_CASE("a token bucket gives its burst at once, then one token per refill interval") {
+  TokenBucket bucket{3, 1000};
+  for (int i = 0; i < 3; ++i) CHECK(bucket.take(1000, 3, 16));
+  CHECK_FALSE(bucket.take(1000, 3, 16));
+  CHECK_FALSE(bucket.take(1015, 3, 16));  // not a whole interval yet
+  CHECK(bucket.take(1016, 3, 16));
+  CHECK_FALSE(bucket.take(1016, 3, 16));
+  CHECK_FALSE(bucket.take(900, 3, 16));  // a clock that went back earns nothing
+  // A long pause refills up to the burst, no more.
+  for (int i = 0; i < 3; ++i) CHECK(bucket.take(100000, 3, 16));
+  CHECK_FALSE(bucket.take(100000, 3, 16));
+}
+
+TEST_CASE("freed blocks are guarded within the budget: a burst, then one per refill interval") {
+  constexpr size_t kRanges = 4 * kGuardBurst;
+  size_t bytes = kRanges * kOsPageBytes;
+  auto* memory = static_cast<char*>(os_map_aligned(bytes, kOsPageBytes));
+  REQUIRE(memory != nullptr);
+  // A pause long enough to refill the whole burst (earlier tests of the secure build free
+  // blocks that spend it), then a quick run of requests.
+  usleep(static_cast<useconds_t>((kGuardBurst + 1) * kGuardRefillMs * 1000));
+  unsigned guarded = 0;
+  for (size_t i = 0; i < kRanges; ++i)
+    guarded += os_guard_within_budget(memory + i * kOsPageBytes, kOsPageBytes) ? 1 : 0;
+  CHECK(guarded >= kGuardBurst);
+  CHECK(guarded <= kGuardBurst + 1);  // (+1: an interval may end during the loop)
+  usleep(static_cast<useconds_t>(3 * kGuardRefillMs * 1000));
+  CHECK(os_guard_within_budget(memory, kOsPageBytes));
+  os_unmap(memory, bytes);
 }

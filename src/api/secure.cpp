@@ -200,9 +200,10 @@ MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, si
   if (heap == &empty_heap) return heap_free_any(heap, block);
   if (total >= kSecureProtectMinBytes) {
     // Marked free, then inaccessible until kProtectedSlots later such frees: a use after free
-    // faults (and is reported, os_report_faults), a double free too.
+    // faults (and is reported, os_report_faults), a double free too. Within the guard budget
+    // (os.h); beyond it the block is freed at once, as it is when the kernel refuses.
     block->free_key = page->free_key;
-    if (!os_guard(block, total)) return heap_free_any(heap, block);
+    if (!os_guard_within_budget(block, total)) return heap_free_any(heap, block);
     Block*& slot = heap->protected_quarantine[heap->protected_next];
     heap->protected_next = (heap->protected_next + 1) % Heap::kProtectedSlots;
     Block* evicted = slot;

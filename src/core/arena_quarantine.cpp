@@ -1,6 +1,7 @@
 #include "core/arena_quarantine.h"
 
 #include "core/segment.h"
+#include "platform/token_bucket.h"
 
 namespace mapalloc {
 
@@ -21,22 +22,11 @@ struct Slot {
 struct Quarantine {
   Slot slots[kQuarantineSlots] = {};
   unsigned next = 0;  // the slot the next admitted block takes (first in, first out)
-  unsigned tokens = kQuarantineBurst;
-  uint64_t refilled_at_ms = 0;
+  TokenBucket budget = {kQuarantineBurst, 0};
   size_t bytes = 0;
   size_t admitted = 0;  // since the start
 };
 Quarantine quarantine;
-
-// Adds the tokens earned since the last refill (one per kQuarantineRefillMs, up to the burst).
-void refill(uint64_t now_ms) {
-  if (now_ms < quarantine.refilled_at_ms) return;  // (a clock that went back: wait)
-  uint64_t earned = (now_ms - quarantine.refilled_at_ms) / kQuarantineRefillMs;
-  if (earned == 0) return;
-  uint64_t tokens = quarantine.tokens + earned;
-  quarantine.tokens = tokens > kQuarantineBurst ? kQuarantineBurst : static_cast<unsigned>(tokens);
-  quarantine.refilled_at_ms = now_ms;
-}
 
 QuarantinedBlock take(Slot* slot) {
   QuarantinedBlock taken{slot->block, slot->bytes, slot->freed_at_ms, slot->inaccessible,
@@ -60,10 +50,11 @@ bool arena_quarantine_admit(char* block, size_t bytes, bool inaccessible, uint64
                             QuarantinedBlock* evicted) {
   *evicted = {};
   if (bytes > kQuarantineMaxBlockBytes) return false;
-  refill(now_ms);
   Slot& slot = quarantine.slots[quarantine.next];
-  if (quarantine.tokens == 0 || slot.state == SlotState::kProtecting) return false;
-  --quarantine.tokens;
+  if (slot.state == SlotState::kProtecting ||
+      !quarantine.budget.take(now_ms, kQuarantineBurst, kQuarantineRefillMs)) {
+    return false;
+  }
   ++quarantine.admitted;
   quarantine.next = (quarantine.next + 1) % kQuarantineSlots;
   if (slot.state == SlotState::kHeld) *evicted = take(&slot);

@@ -121,8 +121,10 @@ bool cache_put(LargeHeader* header) {
   if (header->mapping_bytes > kMaxCachedMappingBytes) return false;
   header->state = LargeState::kCached;
   header->purged = false;
-  // Inaccessible while it waits: a use after free faults (and is reported, os_report_faults).
-  os_guard(header->block, static_cast<size_t>(block_end(header) - header->block));
+  // Inaccessible while it waits, within the guard budget (os.h): a use after free faults (and
+  // is reported, os_report_faults).
+  header->guarded =
+      os_guard_within_budget(header->block, static_cast<size_t>(block_end(header) - header->block));
   header->cached_at_ms = os_now_ms();
   LargeHeader* evicted[kCacheSlots];
   unsigned evicted_count = 0;
@@ -162,7 +164,8 @@ void* large_alloc(size_t size, size_t alignment, bool zero) {
   size_t needed = mapping_bytes_for(size, offset);
   if (LargeHeader* reused = cache_take(needed, alignment)) {
     reused->state = LargeState::kLive;
-    os_unguard(reused->block, static_cast<size_t>(block_end(reused) - reused->block));
+    if (reused->guarded)
+      os_unguard(reused->block, static_cast<size_t>(block_end(reused) - reused->block));
     count_live(reused, true);
     if (zero) memset(reused->block, 0, static_cast<size_t>(block_end(reused) - reused->block));
     return reused->block;

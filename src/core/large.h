@@ -21,6 +21,7 @@ struct LargeHeader {
   size_t alignment;      // alignment of `block` (>= kOsPageBytes)
   LargeState state;
   bool purged;            // cached, and its block's pages given back to the OS
+  bool guarded;           // cached, and its block inaccessible (secure build)
   uint64_t cached_at_ms;  // when it entered the secure build's cache of freed mappings
 };
 

@@ -2,6 +2,8 @@
 
 #include "platform/diag.h"
 #include "platform/options.h"
+#include "platform/process.h"
+#include "platform/token_bucket.h"
 
 #include <errno.h>
 #include <sys/mman.h>
@@ -203,6 +205,24 @@ void os_advise_no_huge_pages(void* start, size_t bytes) {
 bool os_guard(void* start, size_t bytes) {
   ErrnoGuard keep_errno;
   return mprotect(start, bytes, PROT_NONE) == 0;
+}
+
+namespace {
+// The guard budget's TokenBucket, packed into one word (tokens in the low 8 bits, the refill
+// time above) so that a compare-and-swap updates it: no lock for a forked child to inherit held.
+std::atomic<uint64_t> guard_budget{kGuardBurst};
+}  // namespace
+
+bool os_guard_within_budget(void* start, size_t bytes) {
+  uint64_t now_ms = os_now_ms();
+  uint64_t packed = guard_budget.load(std::memory_order_relaxed);
+  for (;;) {
+    TokenBucket bucket{static_cast<unsigned>(packed & 0xff), packed >> 8};
+    if (!bucket.take(now_ms, kGuardBurst, kGuardRefillMs)) return false;
+    uint64_t taken = bucket.refilled_at_ms << 8 | bucket.tokens;
+    if (guard_budget.compare_exchange_weak(packed, taken, std::memory_order_relaxed)) break;
+  }
+  return os_guard(start, bytes);
 }
 
 bool os_unguard(void* start, size_t bytes) {
