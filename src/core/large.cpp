@@ -70,9 +70,9 @@ void unmap_mapping(LargeHeader* header) {
 // of the same alignment whose mapping is at most this one's size and at least half of it: the
 // longest-waiting first, so that a freed block's address comes back as late as possible. Their
 // pages stay resident for the purge delay, then are purged; after the unmap delay they are
-// unmapped. A waiting block is inaccessible (uses after free fault), although the pair of
-// mprotect calls was measured at about 60 us on the benchmark machine (bigblock: 12 times as
-// long).
+// unmapped. A waiting block is inaccessible (uses after free fault) within the guard budget
+// (os.h): the pair of mprotect calls costs about 60 us here, which made bigblock 40 times as
+// long when every freed block paid it.
 // Guarded by `lock`; each change is one store to a slot (fork: spin_lock.h).
 constexpr unsigned kCacheSlots = kSecure ? 32 : 1;
 constexpr size_t kMaxCachedMappingBytes = 64 * kMiB;
