@@ -61,20 +61,26 @@ TEST_CASE(
   while (in_page < kCount && page_entry_of(blocks[in_page]) == page) ++in_page;
   REQUIRE(in_page >= 4);
 
-  // Hold the span's frees as the profiler does when it samples blocks[1].
+  // Hold the span's frees as the profiler does when it samples blocks[1]: the fast path keeps
+  // the blocks below it (blocks[0]), the others go to prof_owner_free.
   ProfStats before = prof_stats();
   REQUIRE(prof_record(blocks[1], kBytes, page->block_bytes));
   page->prof_slot_words[0].store(block_mark(page, blocks[1]), std::memory_order_relaxed);
   page->prof_samples.store(1, std::memory_order_relaxed);
   uint64_t fast_limit = page->start_limit;
-  page->start_limit = 0;
+  prof_restore_fast_free(page);
+  uint64_t step = block_start_step(page->block_bytes);
+  uint64_t index_of_sampled = block_mark(page, blocks[1]) - 1u;
+  CHECK(page->start_limit == index_of_sampled * step);
+  CHECK(page->start_limit < fast_limit);
+  uint64_t held_limit = page->start_limit;
 
   free(blocks[2]);
   auto* freed = static_cast<Block*>(blocks[2]);
   CHECK(block_key(freed) == page->free_key);
   // (The secure build's free holds the block in its quarantine, off the page's lists.)
   if (!kSecure) CHECK(heap_block_is_free(tls_heap, page, freed));
-  CHECK(page->start_limit == 0);  // still held: blocks[1] lives
+  CHECK(page->start_limit == held_limit);  // still held: blocks[1] lives
   CHECK(prof_stats().live_samples == before.live_samples + 1);
 
   test_support::ChildResult twice = test_support::run_in_child([&] { free(blocks[2]); });

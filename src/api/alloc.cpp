@@ -227,10 +227,10 @@ void* malloc_slow(size_t size, Heap* heap) {
 void free_slow(void* pointer) {
   if (pointer == nullptr) return;
   if (MAPALLOC_LIKELY(unit_kind(pointer) == kUnitSegment)) {
-    // (A span whose frees the heap profiler holds: start_limit 0, see prof_owner_free.)
+    // (A span whose frees the heap profiler holds from a sampled block up: prof_owner_free.)
     Page* entry = page_entry_of(pointer);
     Heap* heap = tls_heap;
-    if (entry->owner == heap && entry->start_limit == 0 &&
+    if (entry->owner == heap && entry->prof_samples.load(std::memory_order_relaxed) != 0 &&
         prof_owner_free(heap, entry, static_cast<Block*>(pointer))) {
       return;
     }

@@ -34,14 +34,15 @@ Page* span_head_of(void* block) {
   return entry->state == PageState::kSpanTail ? span_head(entry) : entry;
 }
 
-// A sampled block's span names it in a slot (or counts it as overflow) and sends its frees to
-// the slow path, which looks sampled blocks up (prof_class_free).
+// A sampled block's span names it in a slot (or counts it as overflow) and sends the frees of
+// its blocks from the sampled one's index up to the slow path, which looks sampled blocks up
+// (prof_class_free).
 void hold_frees_of_sampled(Block* block) {
   Page* page = span_head_of(block);
   if (!swap_slot(page, 0, block_mark(page, block)))
     page->prof_overflow.fetch_add(1, std::memory_order_relaxed);
   page->prof_samples.fetch_add(1, std::memory_order_relaxed);
-  page->start_limit = 0;
+  prof_restore_fast_free(page);
 }
 
 }  // namespace
@@ -109,8 +110,24 @@ void prof_class_free(Page* page, void* block) {
 }
 
 void prof_restore_fast_free(Page* page) {
-  if (page->prof_samples.load(std::memory_order_relaxed) != 0) return;
-  page->start_limit = page->carved * block_start_step(page->block_bytes);
+  uint64_t step = block_start_step(page->block_bytes);
+  if (page->prof_samples.load(std::memory_order_relaxed) == 0) {
+    page->start_limit = page->carved * step;
+    return;
+  }
+  // The fast path admits the blocks below the lowest sampled index (none while a sample is
+  // only counted in prof_overflow: its index is not known). Other threads only ever clear
+  // lanes, which can only raise that index: a limit computed from an older view is lower,
+  // never above a live sample.
+  uint32_t lowest = page->prof_overflow.load(std::memory_order_relaxed) != 0 ? 0 : page->carved;
+  for (auto& slot_word : page->prof_slot_words) {
+    uint64_t word = slot_word.load(std::memory_order_relaxed);
+    for (unsigned lane = 0; lane < 4; ++lane) {
+      auto mark = static_cast<uint16_t>(word >> (16 * lane));
+      if (mark != 0 && mark - 1u < lowest) lowest = mark - 1u;
+    }
+  }
+  page->start_limit = lowest * step;
 }
 
 }  // namespace mapalloc

@@ -5,9 +5,10 @@
 //    still covers (the rest go back to the page): the allocation where the countdown runs out
 //    is the first of the next refill, which samples it. malloc's fast path has no extra test;
 //    its slow path tests prof_active only where a refill is due.
-//  - A sampled small block's span gets start_limit 0 (Page::prof_samples counts its samples):
-//    the owner's free fast path then fails its block-start test for that span, and the slow
-//    path looks the block up. Other spans' frees never look anything up.
+//  - A sampled small block's span gets a start_limit at the sampled block's index (the lowest
+//    one's, with several; Page::prof_samples counts them): the owner's free fast path then fails
+//    its block-start test for the blocks from there up, and the slow path looks the block up.
+//    Other blocks' and spans' frees never look anything up.
 //  - Large blocks are on the slow path anyway: one countdown per heap; their frees look the
 //    block up while any sample is live.
 #pragma once
@@ -29,8 +30,9 @@ MAPALLOC_NOINLINE void prof_large_alloc(void* block, size_t size);
 // A sampled span's block is being freed (page->prof_samples != 0).
 MAPALLOC_NOINLINE void prof_class_free(Page* page, void* block);
 
-// The owner frees into a span whose start_limit the profiler had zeroed: restores the fast
-// path once the span holds no sample.
+// Sets the span's start_limit from its samples (by the owner only): below the lowest sampled
+// block's index while it holds any (0 while one is only counted, in prof_overflow), all the
+// carved blocks once it holds none.
 void prof_restore_fast_free(Page* page);
 
 // A block's mark in its span's prof_slot_words: its index + 1 (spans hold fewer than 65535
@@ -55,11 +57,12 @@ MAPALLOC_INLINE uint64_t lane_of(uint64_t word, uint16_t mark) {
 }
 
 // The owner's free of a block of a span whose frees the profiler holds on the slow path: while
-// a sampled block lives, every free of its span gets here, most of them of blocks that are not
-// sampled. Those are validated as the fast path validates (a carved block's start, not carrying
-// the free key) and pushed as it pushes; true when done. False sends the free to the general
-// path: a sampled block, a span with samples beyond its slots, or a block that fails a check
-// (which the general path reports). `page` is the entry of the block's page, owned by `heap`.
+// a sampled block lives, the frees of its span's blocks from its index up get here, most of
+// them of blocks that are not sampled. Those are validated as the fast path validates (a carved
+// block's start, not carrying the free key) and pushed as it pushes; true when done. False sends
+// the free to the general path: a sampled block, a span with samples beyond its slots, or a block
+// that fails a check (which the general path reports). `page` is the entry of the block's page,
+// owned by `heap`.
 MAPALLOC_INLINE bool prof_owner_free(Heap* heap, Page* page, Block* block) {
   if (page->prof_samples.load(std::memory_order_relaxed) == 0 ||
       page->prof_overflow.load(std::memory_order_relaxed) != 0) {
@@ -80,11 +83,12 @@ MAPALLOC_INLINE bool prof_owner_free(Heap* heap, Page* page, Block* block) {
   return true;
 }
 
-// The profiler's part of a size-class block's free on a slow path (by `heap`'s thread): a span
-// holding sampled blocks has start_limit 0, so one test of a field the block's lookup has just
-// read covers both hooks.
+// The profiler's part of a size-class block's free on a slow path (by `heap`'s thread): sampled
+// blocks lie at or above their span's start_limit, so the block-start test that the block's
+// lookup has just made (against the carved blocks) rules out all others.
 MAPALLOC_INLINE void prof_note_class_free(Heap* heap, Page* page, Block* block) {
-  if (MAPALLOC_LIKELY(page->start_limit != 0)) return;
+  uint64_t offset = static_cast<uint64_t>(reinterpret_cast<char*>(block) - page_start(page));
+  if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit)) return;
   if (page->prof_samples.load(std::memory_order_relaxed) != 0) prof_class_free(page, block);
   if (page->owner == heap) prof_restore_fast_free(page);
 }

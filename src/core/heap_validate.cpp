@@ -44,10 +44,13 @@ unsigned validate_page(const Heap* heap, const Page* page) {
                   page);
   MAPALLOC_ASSERT(page->carved <= page->capacity, "a span carves no more blocks than it holds",
                   page);
-  // (0 while the heap profiler sends the span's frees to the slow path: page.h, start_limit.)
-  MAPALLOC_ASSERT(page->start_limit == page->carved * block_start_step(page->block_bytes) ||
-                      page->start_limit == 0,
-                  "start_limit admits exactly the carved blocks, or none", page);
+  // (Lower while the heap profiler sends the frees of sampled blocks and those above them to
+  // the slow path: prof_hooks.h.)
+  uint64_t step = block_start_step(page->block_bytes);
+  MAPALLOC_ASSERT(page->start_limit == page->carved * step ||
+                      (page->prof_samples.load(std::memory_order_relaxed) != 0 &&
+                       page->start_limit <= page->carved * step && page->start_limit % step == 0),
+                  "start_limit admits exactly the carved blocks, or fewer while sampled", page);
   MAPALLOC_ASSERT(page->countdown <= page->synced_used,
                   "countdown <= synced_used (local frees only count down)", page);
   if (page->state == PageState::kFull) {

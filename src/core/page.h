@@ -59,9 +59,8 @@ bool page_remote_free(Page* page, Block* block);
 inline bool page_is_block_start(const Page* head, const void* pointer) {
   uint64_t offset =
       reinterpret_cast<uintptr_t>(pointer) - reinterpret_cast<uintptr_t>(page_start(head));
-  uint64_t limit = head->start_limit;
-  // 0 also while the heap profiler holds the span's frees on the slow path (Page::prof_samples)
-  if (limit == 0) limit = head->carved * (uint64_t{head->block_bytes} * head->block_magic);
+  // (Not head->start_limit: the heap profiler lowers it while the span holds sampled blocks.)
+  uint64_t limit = head->carved * (uint64_t{head->block_bytes} * head->block_magic);
   return offset * head->block_magic < limit;
 }
 

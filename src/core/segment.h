@@ -127,8 +127,9 @@ struct alignas(128) Page {
   Page* queue_next;  // the heap's available queue of this class
   Page* queue_prev;
   uint64_t retired_at_ms;  // for a free page: when its span was freed (purge bookkeeping)
-  // Heap profiler: sampled blocks live in this span. While not 0, start_limit is 0 (the owner's
-  // frees of the span take the slow path, which looks the block up: prof_hooks.cpp).
+  // Heap profiler: sampled blocks live in this span. While not 0, start_limit stops at the
+  // lowest sampled block (the owner's frees of it and the blocks above take the slow path, which
+  // looks the block up: prof_hooks.h).
   std::atomic<uint32_t> prof_samples;
   // Which blocks are sampled, so that the span's other frees need no lookup: eight 16-bit
   // lanes, four per word, each a block index + 1 (0: empty), so that a free tests a word for
