@@ -18,6 +18,17 @@ namespace {
 
 // ---- arithmetic without libm ------------------------------------------------------------------
 
+// 1 / k for the series below: a multiply instead of a division per term (a division's latency
+// is 13-20 cycles; each sample evaluates about 50 terms).
+struct Inverses {
+  double of[41];
+  constexpr Inverses() : of() {
+    for (int k = 1; k <= 40; ++k) of[k] = 1.0 / k;
+  }
+};
+constexpr Inverses kInverses;
+constexpr const double* kInverse = kInverses.of;
+
 // ln(x) for x > 0: x = m * 2^e with m in [1, 2), ln m = 2 atanh((m - 1) / (m + 1)).
 double natural_log(double x) {
   uint64_t bits;
@@ -28,7 +39,7 @@ double natural_log(double x) {
   memcpy(&m, &bits, sizeof m);
   double s = (m - 1) / (m + 1), s2 = s * s, term = s, sum = 0;
   for (int k = 1; k < 40; k += 2) {
-    sum += term / k;
+    sum += term * kInverse[k];
     term *= s2;
   }
   return 2 * sum + exponent * 0.69314718055994530942;
@@ -41,7 +52,7 @@ double one_minus_exp_minus(double y) {
     double term = y, sum = 0;
     for (int k = 1; k < 30; ++k) {
       sum += term;
-      term *= -y / (k + 1);
+      term *= -y * kInverse[k + 1];
     }
     return sum;
   }
@@ -53,7 +64,7 @@ double one_minus_exp_minus(double y) {
   double term = 1, e = 0;  // exp(-y)
   for (int k = 1; k < 30; ++k) {
     e += term;
-    term *= -y / k;
+    term *= -y * kInverse[k];
   }
   while (squarings-- > 0) e *= e;
   return 1 - e;
