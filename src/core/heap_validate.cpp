@@ -45,12 +45,11 @@ unsigned validate_page(const Heap* heap, const Page* page) {
   MAPALLOC_ASSERT(page->carved <= page->capacity, "a span carves no more blocks than it holds",
                   page);
   // (Lower while the heap profiler sends the frees of sampled blocks and those above them to
-  // the slow path: prof_hooks.h.)
+  // the slow path: prof_hooks.h. Also after another thread freed the span's last sample, until
+  // the owner's next slow free into the span restores it: so not tied to prof_samples.)
   uint64_t step = block_start_step(page->block_bytes);
-  MAPALLOC_ASSERT(page->start_limit == page->carved * step ||
-                      (page->prof_samples.load(std::memory_order_relaxed) != 0 &&
-                       page->start_limit <= page->carved * step && page->start_limit % step == 0),
-                  "start_limit admits exactly the carved blocks, or fewer while sampled", page);
+  MAPALLOC_ASSERT(page->start_limit <= page->carved * step && page->start_limit % step == 0,
+                  "start_limit admits the first blocks of the carved ones", page);
   MAPALLOC_ASSERT(page->countdown <= page->synced_used,
                   "countdown <= synced_used (local frees only count down)", page);
   if (page->state == PageState::kFull) {
