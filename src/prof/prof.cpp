@@ -38,7 +38,7 @@ double natural_log(double x) {
   double m;
   memcpy(&m, &bits, sizeof m);
   double s = (m - 1) / (m + 1), s2 = s * s, term = s, sum = 0;
-  for (int k = 1; k < 40; k += 2) {
+  for (int k = 1; k < 24; k += 2) {  // s <= 1/3: the last term is below 1e-12
     sum += term * kInverse[k];
     term *= s2;
   }
@@ -50,7 +50,7 @@ double one_minus_exp_minus(double y) {
   if (y > 40) return 1;
   if (y < 0.5) {  // y - y^2/2 + y^3/6 - ...
     double term = y, sum = 0;
-    for (int k = 1; k < 30; ++k) {
+    for (int k = 1; k < 16; ++k) {  // y < 0.5: the last term is below 1e-16
       sum += term;
       term *= -y * kInverse[k + 1];
     }
@@ -62,7 +62,7 @@ double one_minus_exp_minus(double y) {
     ++squarings;
   }
   double term = 1, e = 0;  // exp(-y)
-  for (int k = 1; k < 30; ++k) {
+  for (int k = 1; k < 16; ++k) {
     e += term;
     term *= -y * kInverse[k];
   }
