@@ -84,8 +84,8 @@ MAPALLOC_INLINE bool prof_owner_free(Heap* heap, Page* page, Block* block) {
 }
 
 // The profiler's part of a size-class block's free on a slow path (by `heap`'s thread): sampled
-// blocks lie at or above their span's start_limit, so the block-start test that the block's
-// lookup has just made (against the carved blocks) rules out all others.
+// blocks lie at or above their span's start_limit, so a block below it (the fast path's test:
+// one multiply and compare) is not one, and neither is any block of a span never sampled.
 MAPALLOC_INLINE void prof_note_class_free(Heap* heap, Page* page, Block* block) {
   uint64_t offset = static_cast<uint64_t>(reinterpret_cast<char*>(block) - page_start(page));
   if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit)) return;
