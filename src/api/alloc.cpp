@@ -57,16 +57,7 @@ MAPALLOC_NOINLINE void* class_alloc_profiled(Heap* heap, unsigned size_class, si
   unsigned handed = 0;
   void* block = class_alloc<true>(heap, size_class, &handed);
   if (block == nullptr) return nullptr;
-  // The common case, without a call: the refill's whole list lies before the sample point
-  // (prof_class_alloc's own test, for a countdown already drawn; 0 is one not yet drawn).
-  int64_t& countdown = heap->prof_countdown[size_class];
-  auto listed_bytes =
-      static_cast<int64_t>(handed) * static_cast<int64_t>(class_block_bytes(size_class));
-  if (countdown > listed_bytes) {
-    countdown -= listed_bytes;
-    return block;
-  }
-  return prof_class_alloc(heap, size_class, static_cast<Block*>(block), size, handed);
+  return prof_charge_class_alloc(heap, size_class, static_cast<Block*>(block), size, handed);
 }
 
 // class_alloc, through the profiler's path when it is on and a refill is due (prof_hooks.h).

@@ -35,6 +35,21 @@ MAPALLOC_NOINLINE void prof_class_free(Page* page, void* block);
 // carved blocks once it holds none.
 void prof_restore_fast_free(Page* page);
 
+// class_alloc with profiling on, after the refill that listed `handed` blocks (`block` first;
+// 0: no refill): the common case inline, the refill's whole list lying before the sample point
+// (a countdown of 0 is one not drawn yet), the rest in prof_class_alloc.
+MAPALLOC_INLINE void* prof_charge_class_alloc(Heap* heap, unsigned size_class, Block* block,
+                                              size_t size, unsigned handed) {
+  int64_t& countdown = heap->prof_countdown[size_class];
+  auto listed_bytes =
+      static_cast<int64_t>(handed) * static_cast<int64_t>(class_block_bytes(size_class));
+  if (MAPALLOC_LIKELY(countdown > listed_bytes)) {
+    countdown -= listed_bytes;
+    return block;
+  }
+  return prof_class_alloc(heap, size_class, block, size, handed);
+}
+
 // A block's mark in its span's prof_slot_words: its index + 1 (spans hold fewer than 65535
 // blocks).
 MAPALLOC_INLINE uint16_t block_mark(const Page* page, const void* block) {
@@ -68,18 +83,13 @@ MAPALLOC_INLINE bool prof_owner_free(Heap* heap, Page* page, Block* block) {
       page->prof_overflow.load(std::memory_order_relaxed) != 0) {
     return false;
   }
-  uint64_t offset = static_cast<uint64_t>(reinterpret_cast<char*>(block) - page_start(page));
-  uint64_t limit = page->carved * (uint64_t{page->block_bytes} * page->block_magic);
-  if (offset * page->block_magic >= limit) return false;
+  if (!page_is_block_start(page, block)) return false;
   if (kFreeChecks && block_key(block) == page->free_key) return false;
-  auto mark = static_cast<uint16_t>(block_index_of(offset, page->block_magic) + 1);
+  uint16_t mark = block_mark(page, block);
   for (auto& slot_word : page->prof_slot_words) {
     if (lane_of(slot_word.load(std::memory_order_relaxed), mark) != 0) return false;
   }
-  if constexpr (kFreeChecks) set_block_key(block, page->free_key);
-  set_block_next(block, page->local_free);
-  page->local_free = block;
-  if (MAPALLOC_UNLIKELY(--page->countdown == 0)) heap_page_countdown_zero(heap, page);
+  heap_free_local(heap, page, block);
   return true;
 }
 
