@@ -62,7 +62,8 @@ TEST_CASE(
   REQUIRE(in_page >= 4);
 
   // Hold the span's frees as the profiler does when it samples blocks[1]: the fast path keeps
-  // the blocks below it (blocks[0]), the others go to prof_owner_free.
+  // the blocks below it, the others go to prof_owner_free (the default build carves a fresh
+  // span in address order, so blocks[2] and blocks[3] lie above it).
   ProfStats before = prof_stats();
   REQUIRE(prof_record(blocks[1], kBytes, page->block_bytes));
   page->prof_slot_words[0].store(block_mark(page, blocks[1]), std::memory_order_relaxed);
