@@ -1,7 +1,7 @@
 // The profiler's cached stack walk (platform/unwind.h) against libgcc's _Unwind_Backtrace: the
 // same frames from plain, deep, rbp-framed (alloca) and libc-called (qsort) stacks, in the main
-// thread and another; a signal frame makes the cached walk give up, and os_backtrace still gets
-// the full unwinder's answer.
+// thread and another, and when a walk reuses the frames of the one before; a signal frame makes
+// the cached walk give up, and os_backtrace still gets the full unwinder's answer.
 #include <doctest/doctest.h>
 
 #include <alloca.h>
@@ -57,6 +57,21 @@ __attribute__((noinline)) void with_alloca(Stacks* stacks, size_t bytes) {
   buffer[bytes - 1] = buffer[0];
 }
 
+// Two callers of one shape: called from the same place, both put recurse's frames at the same
+// addresses, and only the return address into them differs.
+__attribute__((noinline)) void via_first(Stacks* stacks) {
+  recurse(stacks, 3);
+  asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) void via_second(Stacks* stacks) {
+  recurse(stacks, 3);
+  asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) void through(void (*caller)(Stacks*), Stacks* stacks) {
+  caller(stacks);
+  asm volatile("" ::: "memory");
+}
+
 Stacks* qsort_stacks = nullptr;
 int compare_and_capture(const void* a, const void* b) {
   if (qsort_stacks != nullptr) {
@@ -103,6 +118,38 @@ TEST_CASE("a second walk of a stack reads no rule again") {
   CHECK(reads[0] > 0);
   CHECK(reads[1] == 0);
   check_same(stacks);
+}
+
+TEST_CASE("a walk of the stack walked last takes its frames from that walk") {
+  Stacks stacks;
+  recurse(&stacks, 5);
+  uint64_t before = unwind_counters().frames_reused;
+  recurse(&stacks, 5);
+  // (the walk's own frames, capture's, recurse's six, the test's and doctest's, up to 32 kept)
+  CHECK(unwind_counters().frames_reused - before >= 9);
+  check_same(stacks);
+}
+
+TEST_CASE("a walk that differs from the last one in one return address finds its own frames") {
+  Stacks first, second;
+  void (*callers[])(Stacks*) = {via_first, via_second};
+  Stacks* results[] = {&first, &second};
+  for (int round = 0; round < 3; ++round) {
+    uint64_t before = unwind_counters().frames_reused;
+    for (int i = 0; i < 2; ++i) {
+      asm volatile("" : "+r"(i));  // (not unrolled: one call site for both)
+      through(callers[i], results[i]);
+    }
+    // The frames up to recurse's outermost are taken from the walk before; the return address
+    // into via_first or via_second then differs, and the walk goes on with rules.
+    if (round > 0) CHECK(unwind_counters().frames_reused - before >= 2 * 6);
+    check_same(first);
+    check_same(second);
+    REQUIRE(first.full_count == second.full_count);
+    unsigned differing = 0;
+    for (unsigned i = 0; i < first.full_count; ++i) differing += first.full[i] != second.full[i];
+    CHECK(differing == 1);  // the return address into via_first or via_second
+  }
 }
 
 TEST_CASE("the cached walk gives the same frames in another thread") {

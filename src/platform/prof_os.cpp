@@ -30,12 +30,8 @@ struct Walk {
 
 Walk make_walk(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
                unsigned entry_count) {
-  Walk walk = {frames, capacity, entries, entry_count, 0, 0, ~uintptr_t{0}, 0};
-  for (unsigned i = 0; i < entry_count; ++i) {
-    if (entries[i] < walk.lowest_entry) walk.lowest_entry = entries[i];
-    if (entries[i] > walk.highest_entry) walk.highest_entry = entries[i];
-  }
-  return walk;
+  if (entry_count == 0) return {frames, capacity, entries, 0, 0, 0, ~uintptr_t{0}, 0};
+  return {frames, capacity, entries, entry_count, 0, 0, entries[0], entries[entry_count - 1]};
 }
 
 // One frame of either walk: `pc` its return address, `start` its function's first address.

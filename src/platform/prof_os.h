@@ -8,7 +8,8 @@ namespace mapalloc {
 
 // Up to `capacity` return addresses of the calling thread's stack, innermost first. Frames up to
 // and including the outermost one, among the first few, whose function starts at one of the
-// `entries` (the allocator's functions) are left out: the stack starts at the caller of malloc.
+// `entries` (the allocator's functions, sorted ascending) are left out: the stack starts at the
+// caller of malloc.
 // Needs unwind tables (.eh_frame, the default on x86-64 and AArch64) in the program, not frame
 // pointers. Walks with the cached rules of unwind.h where it can (tens of instructions a frame),
 // else with the DWARF unwinder (_Unwind_Backtrace of libgcc, linked into the library: thousands

@@ -439,6 +439,34 @@ uint64_t rule_for(CacheEntry* table, uintptr_t address) {
   return rule;
 }
 
+// ---- The last walk, per thread -----------------------------------------------------------
+// A thread that samples in a loop walks the same stack again and again. Each frame of its last
+// walk is kept with the registers it began with and what its rule made of them. A frame that
+// begins with the same pc and rsp (and rbp, if its CFA is rbp-based) has the same rule (a rule
+// is a function of the pc), hence the same CFA and the same slots to read; the walk then reads
+// those slots and compares what it finds with the kept frame after it, and needs no rule look-up.
+// Every value the walk depends on is read from the stack again, so a different stack at the same
+// addresses (another caller, a new thread on a reused stack) is found where it first differs, and
+// walked from there with rules, overwriting the kept frames from that point on.
+constexpr unsigned kKeptFrames = 32;
+
+struct KeptFrame {
+  uintptr_t pc, sp, bp;  // the registers the frame began with
+  uintptr_t start;       // its function's first address (0: unknown), for the visitor
+  uintptr_t cfa;         // 0: the walk ended at this frame (no unwind information, outermost)
+  uintptr_t saved_rbp;   // where the caller's rbp was saved (0: rbp unchanged)
+  bool cfa_from_bp;      // else rbp need not match: most code uses it as any other register
+};
+
+struct LastWalk {
+  KeptFrame frames[kKeptFrames];
+  unsigned count;  // frames[0, count) are the last walk's
+  bool busy;       // a walk in this thread is using it (a signal handler's walk keeps off)
+};
+
+__thread LastWalk last_walk __attribute__((tls_model("initial-exec")));
+std::atomic<uint64_t> frames_reused{0};
+
 }  // namespace
 
 // Not inlined, so that its own frame has a rule like any other; not instrumented by
@@ -449,24 +477,71 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
   if (table == nullptr) return false;
   uintptr_t pc, sp, bp;
   asm volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(bp));
-  uintptr_t address = pc;  // the first frame's own address; then return addresses minus one
-  for (unsigned frame = 0; frame < kMaxFrames; ++frame) {
+  LastWalk* kept = last_walk.busy ? nullptr : &last_walk;
+  if (kept != nullptr) kept->busy = true;
+  unsigned frame = 0;
+  bool ended = false;
+  // Frames of the last walk, while they begin as this one's do.
+  if (kept != nullptr) {
+    for (; frame < kept->count; ++frame) {
+      const KeptFrame& same = kept->frames[frame];
+      if (same.pc != pc || same.sp != sp || (same.cfa_from_bp && same.bp != bp)) break;
+      if (!visit(argument, pc, same.start) || same.cfa == 0) {
+        ended = true;
+        break;
+      }
+      if (same.saved_rbp != 0) bp = *reinterpret_cast<const uintptr_t*>(same.saved_rbp);
+      pc = *reinterpret_cast<const uintptr_t*>(same.cfa - 8);
+      sp = same.cfa;
+      if (pc == 0) {
+        ended = true;
+        break;
+      }
+    }
+    frames_reused.fetch_add(frame, std::memory_order_relaxed);
+    if (ended) {
+      kept->busy = false;
+      return true;
+    }
+    kept->count = frame;  // what follows is walked afresh and kept anew
+  }
+  // The rest with rules. (pc is the first frame's own address, later a return address: the
+  // rule is looked up for the call, one byte before.)
+  for (; frame < kMaxFrames; ++frame) {
+    uintptr_t address = frame == 0 ? pc : pc - 1;
     uint64_t rule = rule_for(table, address);
     if (rule & kRuleGiveUp) break;
     uint64_t offset = rule >> kOffsetShift;
     uintptr_t function_start = (rule & kRuleNoInfo) || offset == kFarOffset ? 0 : address - offset;
-    if (!visit(argument, pc, function_start)) return true;
-    if (rule & (kRuleNoInfo | kRuleOutermost)) return true;
-    uintptr_t cfa = ((rule & kRuleCfaRbp) ? bp : sp) + ((rule >> kCfaShift) & (kCfaLimit - 1));
-    if (cfa <= sp || cfa - sp > kMaxFrameBytes || cfa % 8 != 0) break;  // a bad rule: give up
-    if (rule & kRuleRbpSaved)
-      bp = *reinterpret_cast<const uintptr_t*>(cfa - 8 * ((rule >> kSlotShift) & (kSlotLimit - 1)));
+    // (The frame is kept whole before the visitor sees it: another visitor may go further.)
+    bool last = (rule & (kRuleNoInfo | kRuleOutermost)) != 0;
+    uintptr_t cfa = 0, saved_rbp = 0;
+    if (!last) {
+      cfa = ((rule & kRuleCfaRbp) ? bp : sp) + ((rule >> kCfaShift) & (kCfaLimit - 1));
+      if (cfa <= sp || cfa - sp > kMaxFrameBytes || cfa % 8 != 0) break;  // a bad rule: give up
+      if (rule & kRuleRbpSaved) saved_rbp = cfa - 8 * ((rule >> kSlotShift) & (kSlotLimit - 1));
+    }
+    if (kept != nullptr && frame < kKeptFrames) {
+      kept->frames[frame] = {pc, sp, bp, function_start, cfa, saved_rbp, (rule & kRuleCfaRbp) != 0};
+      kept->count = frame + 1;
+    }
+    if (!visit(argument, pc, function_start) || last) {
+      ended = true;
+      break;
+    }
+    if (saved_rbp != 0) bp = *reinterpret_cast<const uintptr_t*>(saved_rbp);
     pc = *reinterpret_cast<const uintptr_t*>(cfa - 8);
     sp = cfa;
-    if (pc == 0) return true;
-    address = pc - 1;
-    if (frame + 1 == kMaxFrames) return true;  // (deeper than any profile keeps)
+    if (pc == 0 || frame + 1 == kMaxFrames) {  // (deeper than any profile keeps)
+      ended = true;
+      break;
+    }
   }
+  if (kept != nullptr) {
+    if (!ended) kept->count = 0;  // a walk given up is not kept
+    kept->busy = false;
+  }
+  if (ended) return true;
   walks_given_up.fetch_add(1, std::memory_order_relaxed);
   return false;
 }
@@ -482,7 +557,8 @@ bool unwind_stack_cached(FrameVisitor, void*) {
 
 UnwindCounters unwind_counters() {
   return {rules_read.load(std::memory_order_relaxed),
-          walks_given_up.load(std::memory_order_relaxed)};
+          walks_given_up.load(std::memory_order_relaxed),
+          frames_reused.load(std::memory_order_relaxed)};
 }
 
 }  // namespace mapalloc

@@ -6,7 +6,9 @@
 // a constant, the return address sits just below it, and rbp is either untouched or saved at a
 // constant offset from the CFA". The walk reads that rule from the function's .eh_frame entry
 // (found by libgcc's _Unwind_Find_FDE) the first time it meets a return address and keeps it in
-// a process-wide cache, so later walks only look rules up. A frame whose rule is anything else
+// a process-wide cache, so later walks only look rules up. Each thread also keeps its last walk:
+// the frames a new walk shares with it (same pc and stack pointer, checked frame by frame) need
+// no look-up at all. A frame whose rule is anything else
 // (a signal frame, a DWARF expression, a stack realigned through another register) makes
 // unwind_stack_cached return false, and the caller walks with _Unwind_Backtrace instead.
 //
@@ -28,10 +30,12 @@ using FrameVisitor = bool (*)(void* argument, uintptr_t pc, uintptr_t function_s
 // a frame needs the full unwinder, and the frames visited so far are to be discarded.
 bool unwind_stack_cached(FrameVisitor visit, void* argument);
 
-// For the statistics and tests: rules read from .eh_frame, and walks given up to the full unwinder.
+// For the statistics and tests: rules read from .eh_frame, walks given up to the full unwinder,
+// and frames taken from the thread's previous walk without a rule look-up.
 struct UnwindCounters {
   uint64_t rules_read;
   uint64_t walks_given_up;
+  uint64_t frames_reused;
 };
 UnwindCounters unwind_counters();
 

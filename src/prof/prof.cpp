@@ -319,9 +319,14 @@ int64_t prof_next_countdown(uint64_t* random) {
   return static_cast<int64_t>(bytes);
 }
 
+// Kept sorted, as os_backtrace wants them (the walk's bounds are then the first and last).
 void prof_set_entry_points(const uintptr_t* starts, unsigned count) {
-  for (unsigned i = 0; i < count && entry_point_count < 128; ++i)
-    entry_points[entry_point_count++] = starts[i];
+  for (unsigned i = 0; i < count && entry_point_count < 128; ++i) {
+    unsigned at = entry_point_count++;
+    for (; at > 0 && entry_points[at - 1] > starts[i]; --at)
+      entry_points[at] = entry_points[at - 1];
+    entry_points[at] = starts[i];
+  }
 }
 
 void prof_start_unwinding() { __atomic_store_n(&unwinding_safe, true, __ATOMIC_RELEASE); }
