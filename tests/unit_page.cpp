@@ -210,6 +210,31 @@ TEST_CASE("returning blocks to a page and collecting remote frees keep the accou
   CHECK(block_list_contains(page->local_free, remote));
 }
 
+TEST_CASE("a counted list comes back as local_free when that is empty, else after a walk") {
+  SpanFixture span(size_class_of(96));
+  Page* page = span.page;
+  Block* blocks = page_carve(page);
+  unsigned count = list_length(blocks);
+  REQUIRE(count >= 3);
+  REQUIRE(page->local_free == nullptr);
+  // The first block stays in use; the others come back, counted by the caller.
+  Block* rest = block_next(blocks);
+  set_block_next(blocks, nullptr);
+  page_return_counted(page, rest, count - 1);
+  CHECK(page->local_free == rest);  // the list itself, not walked
+  CHECK(page->countdown == 1);
+  CHECK(page_local_free_count(page) == count - 1);
+  // local_free not empty: the list goes in front of it, its tail linked to the old head.
+  page_return_counted(page, blocks, 1);
+  CHECK(page->local_free == blocks);
+  CHECK(block_next(blocks) == rest);
+  CHECK(page->countdown == 0);
+  CHECK(page_local_free_count(page) == count);
+  page_return_counted(page, nullptr, 0);  // nothing: no change
+  CHECK(page->local_free == blocks);
+  CHECK(page->countdown == 0);
+}
+
 TEST_CASE("a refill takes the oldest page, or the fullest of the first ones if it is sparse") {
   // Blocks in use per page (of 64), in queue order; the last page lies beyond the pages looked
   // at. Below 16 in use, a page is sparse.

@@ -75,13 +75,15 @@ void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t siz
     last = next;
     ++kept;
   }
+  // The rest goes back to its page uncounted by a walk: handed - 1 - kept blocks.
   Page* page = heap->current[size_class];
+  auto rest_count = static_cast<unsigned>(handed - 1 - kept);
   if (last == nullptr) {
     heap->free[size_class] = nullptr;
-    page_return_blocks(page, list);
+    page_return_counted(page, list, rest_count);
   } else if (Block* rest = block_next(last)) {
     set_block_next(last, nullptr);
-    page_return_blocks(page, rest);
+    page_return_counted(page, rest, rest_count);
   }
   countdown -= kept * static_cast<int64_t>(bytes);
   return block;

@@ -175,6 +175,15 @@ void page_return_blocks(Page* page, Block* blocks) {
   page->countdown -= count;
 }
 
+void page_return_counted(Page* page, Block* blocks, unsigned count) {
+  if (blocks == nullptr) return;
+  if (page->local_free != nullptr) return page_return_blocks(page, blocks);
+  MAPALLOC_ASSERT(block_list_length(blocks) == count && count <= page->countdown,
+                  "a counted list coming back to a page has `count` blocks, counted as used", page);
+  page->local_free = blocks;
+  page->countdown -= count;
+}
+
 void page_collect_remote(Page* page) {
   Block* blocks = page_take_thread_free(page);
   page_return_blocks(page, blocks);

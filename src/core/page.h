@@ -46,6 +46,9 @@ void page_leave_full(Page* page);
 
 // Owner: puts a list of this page's blocks (from the heap's free list) back into local_free.
 void page_return_blocks(Page* page, Block* blocks);
+// The same for a list of `count` blocks: while local_free is empty (as after a refill took it
+// all) the list becomes local_free as it is, without a walk over its blocks (cold, most of them).
+void page_return_counted(Page* page, Block* blocks, unsigned count);
 
 // Owner: moves remote frees into local_free so that an unused page's emptiness shows in its
 // countdown. Not for full pages.
