@@ -40,3 +40,23 @@ gcc -O1 -o "$work/interposed" tests/programs/interposed.c -ldl -lpthread
 expect_success "every entry point resolves to mapalloc" env LD_PRELOAD="$lib" "$work/interposed"
 g++ -std=c++17 -O1 -Iinclude -DMAPALLOC_PRELOADED -o "$work/cxx_prog" tests/programs/cxx_prog.cpp
 expect_success "C++ program: operator new and std::bad_alloc" env LD_PRELOAD="$lib" "$work/cxx_prog"
+
+# Loaded later with dlopen (for its mapalloc_* API, say), the library must fit in the static TLS
+# glibc keeps spare for such libraries: its thread-locals must stay a few words.
+cat >"$work/dlopen.c" <<'C'
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char** argv) {
+  void* library = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (library == NULL) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+  void* (*allocate)(unsigned long) = (void* (*)(unsigned long))dlsym(library, "mapalloc_malloc");
+  void (*release)(void*) = (void (*)(void*))dlsym(library, "mapalloc_free");
+  if (allocate == NULL || release == NULL) return 2;
+  void* block = allocate(100);
+  if (block == NULL) return 3;
+  release(block);
+  return 0;
+}
+C
+gcc -O1 -o "$work/dlopen" "$work/dlopen.c" -ldl
+expect_success "loaded with dlopen: mapalloc_malloc and mapalloc_free" "$work/dlopen" "$lib"

@@ -152,6 +152,34 @@ TEST_CASE("a walk that differs from the last one in one return address finds its
   }
 }
 
+TEST_CASE("after unwind_thread_exit a thread's walks keep nothing, and still find every frame") {
+  struct Result {
+    Stacks stacks;
+    uint64_t reused_before_exit = 0, reused_after_exit = 0;
+  } result;
+  pthread_t thread;
+  REQUIRE(pthread_create(
+              &thread, nullptr,
+              [](void* argument) -> void* {
+                auto* out = static_cast<Result*>(argument);
+                recurse(&out->stacks, 3);
+                uint64_t before = unwind_counters().frames_reused;
+                recurse(&out->stacks, 3);
+                out->reused_before_exit = unwind_counters().frames_reused - before;
+                unwind_thread_exit();
+                recurse(&out->stacks, 3);
+                before = unwind_counters().frames_reused;
+                recurse(&out->stacks, 3);
+                out->reused_after_exit = unwind_counters().frames_reused - before;
+                return nullptr;
+              },
+              &result) == 0);
+  pthread_join(thread, nullptr);
+  CHECK(result.reused_before_exit >= 6);
+  CHECK(result.reused_after_exit == 0);
+  check_same(result.stacks);
+}
+
 TEST_CASE("the cached walk gives the same frames in another thread") {
   Stacks stacks;
   pthread_t thread;

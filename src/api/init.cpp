@@ -5,6 +5,7 @@
 #include "core/purge.h"
 #include "core/stats.h"
 #include "platform/options.h"
+#include "platform/unwind.h"
 #include "prof/prof.h"
 
 namespace mapalloc {
@@ -72,6 +73,7 @@ void thread_exit() {
   // the remote path.
   tls_heap = &empty_heap;
   heap_abandon(heap);
+  unwind_thread_exit();
 }
 
 void after_fork_child() {

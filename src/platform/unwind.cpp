@@ -463,9 +463,28 @@ struct LastWalk {
   unsigned count;  // frames[0, count) are the last walk's
   bool busy;       // a walk in this thread is using it (a signal handler's walk keeps off)
 };
+static_assert(sizeof(LastWalk) <= kOsPageBytes);
 
-__thread LastWalk last_walk __attribute__((tls_model("initial-exec")));
+// Mapped at the thread's first walk, unmapped at its exit (unwind_thread_exit). Only the
+// pointer is thread-local: the library's static TLS must stay small, or dlopen cannot load it
+// (glibc keeps little static TLS spare for libraries loaded later).
+LastWalk* const kThreadExited = reinterpret_cast<LastWalk*>(uintptr_t{1});
+__thread LastWalk* thread_last_walk __attribute__((tls_model("initial-exec"))) = nullptr;
 std::atomic<uint64_t> frames_reused{0};
+
+// This thread's last walk, to be used by the walk beginning now; nullptr if there is none to
+// use (another walk of this thread is under way, the thread is exiting, or no memory).
+LastWalk* take_last_walk() {
+  LastWalk* kept = thread_last_walk;
+  if (kept == nullptr) {
+    kept = static_cast<LastWalk*>(os_map_aligned(kOsPageBytes, kOsPageBytes));  // (zeroed)
+    if (kept == nullptr) return nullptr;
+    thread_last_walk = kept;
+  }
+  if (kept == kThreadExited || kept->busy) return nullptr;
+  kept->busy = true;
+  return kept;
+}
 
 }  // namespace
 
@@ -477,8 +496,7 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
   if (table == nullptr) return false;
   uintptr_t pc, sp, bp;
   asm volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(bp));
-  LastWalk* kept = last_walk.busy ? nullptr : &last_walk;
-  if (kept != nullptr) kept->busy = true;
+  LastWalk* kept = take_last_walk();
   unsigned frame = 0;
   bool ended = false;
   // Frames of the last walk, while they begin as this one's do.
@@ -546,12 +564,20 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
   return false;
 }
 
+void unwind_thread_exit() {
+  LastWalk* kept = thread_last_walk;
+  thread_last_walk = kThreadExited;  // (later walks of this thread keep nothing)
+  if (kept != nullptr && kept != kThreadExited) os_unmap(kept, kOsPageBytes);
+}
+
 #else  // other architectures: always the full unwinder
 
 bool unwind_stack_cached(FrameVisitor, void*) {
   walks_given_up.fetch_add(1, std::memory_order_relaxed);
   return false;
 }
+
+void unwind_thread_exit() {}
 
 #endif
 

@@ -30,6 +30,10 @@ using FrameVisitor = bool (*)(void* argument, uintptr_t pc, uintptr_t function_s
 // a frame needs the full unwinder, and the frames visited so far are to be discarded.
 bool unwind_stack_cached(FrameVisitor visit, void* argument);
 
+// Gives back the calling thread's record of its last walk (at thread exit; later walks of the
+// thread keep none).
+void unwind_thread_exit();
+
 // For the statistics and tests: rules read from .eh_frame, walks given up to the full unwinder,
 // and frames taken from the thread's previous walk without a rule look-up.
 struct UnwindCounters {
