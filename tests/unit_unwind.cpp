@@ -152,6 +152,25 @@ TEST_CASE("a walk that differs from the last one in one return address finds its
   }
 }
 
+TEST_CASE("two stacks walked in turn both take their frames from the walks before") {
+  Stacks shallow, deep;
+  uint64_t reused[2] = {0, 0};
+  for (int round = 0; round < 3; ++round) {
+    uint64_t before = unwind_counters().frames_reused;
+    recurse(&shallow, 2);
+    uint64_t between = unwind_counters().frames_reused;
+    recurse(&deep, 9);
+    if (round > 0) {  // (from the second round on, each finds its own walk kept)
+      reused[0] = between - before;
+      reused[1] = unwind_counters().frames_reused - between;
+    }
+  }
+  CHECK(reused[0] >= 2 + 4);  // capture's and recurse's frames, the walk's own, the callers'
+  CHECK(reused[1] >= 9 + 4);
+  check_same(shallow);
+  check_same(deep);
+}
+
 TEST_CASE("after unwind_thread_exit a thread's walks keep nothing, and still find every frame") {
   struct Result {
     Stacks stacks;

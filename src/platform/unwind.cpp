@@ -439,16 +439,19 @@ uint64_t rule_for(CacheEntry* table, uintptr_t address) {
   return rule;
 }
 
-// ---- The last walk, per thread -----------------------------------------------------------
-// A thread that samples in a loop walks the same stack again and again. Each frame of its last
-// walk is kept with the registers it began with and what its rule made of them. A frame that
-// begins with the same pc and rsp (and rbp, if its CFA is rbp-based) has the same rule (a rule
-// is a function of the pc), hence the same CFA and the same slots to read; the walk then reads
-// those slots and compares what it finds with the kept frame after it, and needs no rule look-up.
+// ---- The last walks, per thread -----------------------------------------------------------
+// A thread that samples walks the same few stacks again and again. Each frame of its last walks
+// is kept with the registers it began with and what its rule made of them. A frame that begins
+// with the same pc and rsp (and rbp, if its CFA is rbp-based) has the same rule (a rule is a
+// function of the pc), hence the same CFA and the same slots to read; the walk then reads those
+// slots and compares what it finds with the kept frame after it, and needs no rule look-up.
 // Every value the walk depends on is read from the stack again, so a different stack at the same
 // addresses (another caller, a new thread on a reused stack) is found where it first differs, and
-// walked from there with rules, overwriting the kept frames from that point on.
+// walked from there with rules, overwriting the kept frames from that point on. Two walks are
+// kept, told apart by their first frame's stack pointer (the depth at which the walk began), so
+// that two stacks sampled in turn (malloc's and realloc's, say) both find theirs.
 constexpr unsigned kKeptFrames = 32;
+constexpr unsigned kKeptWalks = 2;
 
 struct KeptFrame {
   uintptr_t pc, sp, bp;  // the registers the frame began with
@@ -460,30 +463,51 @@ struct KeptFrame {
 
 struct LastWalk {
   KeptFrame frames[kKeptFrames];
-  unsigned count;  // frames[0, count) are the last walk's
-  bool busy;       // a walk in this thread is using it (a signal handler's walk keeps off)
+  unsigned count;  // frames[0, count) are the walk's
 };
-static_assert(sizeof(LastWalk) <= kOsPageBytes);
+
+struct LastWalks {
+  LastWalk walks[kKeptWalks];
+  unsigned latest;  // the walk used last (the other is replaced first)
+  bool busy;        // a walk in this thread is using them (a signal handler's walk keeps off)
+};
+static_assert(sizeof(LastWalks) <= kOsPageBytes);
 
 // Mapped at the thread's first walk, unmapped at its exit (unwind_thread_exit). Only the
 // pointer is thread-local: the library's static TLS must stay small, or dlopen cannot load it
 // (glibc keeps little static TLS spare for libraries loaded later).
-LastWalk* const kThreadExited = reinterpret_cast<LastWalk*>(uintptr_t{1});
-__thread LastWalk* thread_last_walk __attribute__((tls_model("initial-exec"))) = nullptr;
+LastWalks* const kThreadExited = reinterpret_cast<LastWalks*>(uintptr_t{1});
+__thread LastWalks* thread_last_walks __attribute__((tls_model("initial-exec"))) = nullptr;
 std::atomic<uint64_t> frames_reused{0};
 
-// This thread's last walk, to be used by the walk beginning now; nullptr if there is none to
-// use (another walk of this thread is under way, the thread is exiting, or no memory).
-LastWalk* take_last_walk() {
-  LastWalk* kept = thread_last_walk;
+// This thread's last walks, for the walk beginning now; nullptr if there are none to use
+// (another walk of this thread is under way, the thread is exiting, or no memory).
+LastWalks* take_last_walks() {
+  LastWalks* kept = thread_last_walks;
   if (kept == nullptr) {
-    kept = static_cast<LastWalk*>(os_map_aligned(kOsPageBytes, kOsPageBytes));  // (zeroed)
+    kept = static_cast<LastWalks*>(os_map_aligned(kOsPageBytes, kOsPageBytes));  // (zeroed)
     if (kept == nullptr) return nullptr;
-    thread_last_walk = kept;
+    thread_last_walks = kept;
   }
   if (kept == kThreadExited || kept->busy) return nullptr;
   kept->busy = true;
   return kept;
+}
+
+// The kept walk that began at stack pointer `sp`, else the one to replace.
+LastWalk* walk_from(LastWalks* kept, uintptr_t sp) {
+  unsigned chosen = kept->latest;
+  for (unsigned i = 0; i < kKeptWalks; ++i) {
+    unsigned index = (kept->latest + i) % kKeptWalks;
+    const LastWalk& walk = kept->walks[index];
+    if (walk.count != 0 && walk.frames[0].sp == sp) {
+      chosen = index;
+      break;
+    }
+    chosen = index;  // (ends at the least recently used)
+  }
+  kept->latest = chosen;
+  return &kept->walks[chosen];
 }
 
 }  // namespace
@@ -496,7 +520,8 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
   if (table == nullptr) return false;
   uintptr_t pc, sp, bp;
   asm volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(bp));
-  LastWalk* kept = take_last_walk();
+  LastWalks* all_kept = take_last_walks();
+  LastWalk* kept = all_kept != nullptr ? walk_from(all_kept, sp) : nullptr;
   unsigned frame = 0;
   bool ended = false;
   // Frames of the last walk, while they begin as this one's do.
@@ -518,7 +543,7 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
     }
     frames_reused.fetch_add(frame, std::memory_order_relaxed);
     if (ended) {
-      kept->busy = false;
+      all_kept->busy = false;
       return true;
     }
     kept->count = frame;  // what follows is walked afresh and kept anew
@@ -557,7 +582,7 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
   }
   if (kept != nullptr) {
     if (!ended) kept->count = 0;  // a walk given up is not kept
-    kept->busy = false;
+    all_kept->busy = false;
   }
   if (ended) return true;
   walks_given_up.fetch_add(1, std::memory_order_relaxed);
@@ -565,8 +590,8 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
 }
 
 void unwind_thread_exit() {
-  LastWalk* kept = thread_last_walk;
-  thread_last_walk = kThreadExited;  // (later walks of this thread keep nothing)
+  LastWalks* kept = thread_last_walks;
+  thread_last_walks = kThreadExited;  // (later walks of this thread keep nothing)
   if (kept != nullptr && kept != kThreadExited) os_unmap(kept, kOsPageBytes);
 }
 
