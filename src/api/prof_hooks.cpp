@@ -112,7 +112,7 @@ void prof_class_free(Page* page, void* block) {
 }
 
 void prof_restore_fast_free(Page* page) {
-  uint64_t step = block_start_step(page->block_bytes);
+  uint64_t step = page_block_start_step(page);
   if (page->prof_samples.load(std::memory_order_relaxed) == 0) {
     page->start_limit = page->carved * step;
     return;

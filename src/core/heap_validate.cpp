@@ -48,6 +48,9 @@ unsigned validate_page(const Heap* heap, const Page* page) {
   // the slow path: prof_hooks.h. Also after another thread freed the span's last sample, until
   // the owner's next slow free into the span restores it: so not tied to prof_samples.)
   uint64_t step = block_start_step(page->block_bytes);
+  MAPALLOC_ASSERT(page->block_magic == block_start_magic(page->block_bytes) &&
+                      page_block_start_step(page) == step,
+                  "block_magic is the block size's (page_block_start_step relies on it)", page);
   MAPALLOC_ASSERT(page->start_limit <= page->carved * step && page->start_limit % step == 0,
                   "start_limit admits the first blocks of the carved ones", page);
   MAPALLOC_ASSERT(page->countdown <= page->synced_used,

@@ -84,7 +84,7 @@ Block* page_carve(Page* page, Block* then) {
   char* first = page_start(page) + size_t{page->carved} * block_bytes;
   page->carved = static_cast<uint16_t>(page->carved + count);
   if (page->prof_samples.load(std::memory_order_relaxed) == 0)
-    page->start_limit = page->carved * block_start_step(block_bytes);
+    page->start_limit = page->carved * page_block_start_step(page);
   page->synced_used += count;
   page->countdown += count;
   MAPALLOC_ASSERT(page->carved <= page->capacity, "a span carves no more blocks than it holds",

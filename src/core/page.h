@@ -59,12 +59,16 @@ void page_collect_remote(Page* page);
 bool page_remote_free(Page* page, Block* block);
 
 // Whether `pointer` is the start of a block carved from the span headed by `head`.
+// The span's block_start_step (size_class.h), from the record's magic: without the division.
+inline uint64_t page_block_start_step(const Page* head) {
+  return uint64_t{head->block_bytes} * head->block_magic;
+}
+
 inline bool page_is_block_start(const Page* head, const void* pointer) {
   uint64_t offset =
       reinterpret_cast<uintptr_t>(pointer) - reinterpret_cast<uintptr_t>(page_start(head));
   // (Not head->start_limit: the heap profiler lowers it while the span holds sampled blocks.)
-  uint64_t limit = head->carved * (uint64_t{head->block_bytes} * head->block_magic);
-  return offset * head->block_magic < limit;
+  return offset * head->block_magic < head->carved * page_block_start_step(head);
 }
 
 // Whether `pointer` lies within the pages of the span headed by `head`.
