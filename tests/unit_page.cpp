@@ -112,6 +112,16 @@ TEST_CASE("carving hands out distinct blocks in bounded batches, in address orde
   CHECK_FALSE(page_is_block_start(page, page_start(page) + 48 * page->capacity));
 }
 
+TEST_CASE("every class carves kCarveBatchBytes worth of blocks at a time, at least one") {
+  for (unsigned size_class = 0; size_class < kClassCount; ++size_class) {
+    SpanFixture span(size_class);
+    size_t block_bytes = class_block_bytes(size_class);
+    size_t expected = kCarveBatchBytes / block_bytes;
+    CHECK(page_carve_batch(span.page) == (expected == 0 ? 1 : expected));
+    CHECK(page_block_start_step(span.page) == block_start_step(block_bytes));
+  }
+}
+
 TEST_CASE("carving stops at the carved boundary for the block-start test") {
   SpanFixture span(size_class_of(1024));
   Page* page = span.page;

@@ -17,9 +17,10 @@ void page_init(Page* head, Heap* owner, unsigned size_class);
 // untouched tail out of the resident set.
 Block* page_carve(Page* page, Block* then = nullptr);
 
-// Blocks page_carve hands out at a time (at most kCarveBatchBytes worth, at least one).
+// Blocks page_carve hands out at a time (at most kCarveBatchBytes worth, at least one). Every
+// refill asks: the quotient comes from the record's magic (block_index_of), not a division.
 inline unsigned page_carve_batch(const Page* page) {
-  unsigned batch = static_cast<unsigned>(kCarveBatchBytes / page->block_bytes);
+  auto batch = static_cast<unsigned>(block_index_of(kCarveBatchBytes, page->block_magic));
   return batch == 0 ? 1 : batch;
 }
 
