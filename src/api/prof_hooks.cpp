@@ -55,12 +55,17 @@ void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t siz
   size_t bytes = class_block_bytes(size_class);
   int64_t& countdown = countdown_of(heap, size_class);
   countdown -= static_cast<int64_t>(bytes);
+  Block* const refill_rest = heap->free[size_class];
+  Page* const page = heap->current[size_class];
   if (countdown <= 0) {
     countdown = prof_next_countdown(&heap->prof_random);
     if (prof_record(block, requested(size), bytes)) hold_frees_of_sampled(block);
   }
   Block* list = heap->free[size_class];
   if (list == nullptr) return block;
+  // prof_record may have allocated (libgcc's first look into a library's unwind tables calls
+  // malloc): if this class's list or page changed, the list's length is no longer known.
+  bool length_known = list == refill_rest && heap->current[size_class] == page;
   // The rest of the refill's list (`block` was its first) is charged now.
   int64_t list_bytes = static_cast<int64_t>(handed - 1) * static_cast<int64_t>(bytes);
   if (countdown > list_bytes) {  // the sample point lies beyond the list: hand all of it out
@@ -75,15 +80,21 @@ void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t siz
     last = next;
     ++kept;
   }
-  // The rest goes back to its page uncounted by a walk: handed - 1 - kept blocks.
-  Page* page = heap->current[size_class];
-  auto rest_count = static_cast<unsigned>(handed - 1 - kept);
+  // The rest goes back to its page, uncounted by a walk when its length is known: handed - 1
+  // - kept blocks.
+  auto give_back = [&](Block* rest) {
+    if (length_known)
+      page_return_counted(heap->current[size_class], rest,
+                          static_cast<unsigned>(handed - 1 - kept));
+    else
+      page_return_blocks(heap->current[size_class], rest);
+  };
   if (last == nullptr) {
     heap->free[size_class] = nullptr;
-    page_return_counted(page, list, rest_count);
+    give_back(list);
   } else if (Block* rest = block_next(last)) {
     set_block_next(last, nullptr);
-    page_return_counted(page, rest, rest_count);
+    give_back(rest);
   }
   countdown -= kept * static_cast<int64_t>(bytes);
   return block;

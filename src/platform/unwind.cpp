@@ -477,21 +477,33 @@ static_assert(sizeof(LastWalks) <= kOsPageBytes);
 // pointer is thread-local: the library's static TLS must stay small, or dlopen cannot load it
 // (glibc keeps little static TLS spare for libraries loaded later).
 LastWalks* const kThreadExited = reinterpret_cast<LastWalks*>(uintptr_t{1});
+LastWalks* const kMapping = reinterpret_cast<LastWalks*>(uintptr_t{2});
 __thread LastWalks* thread_last_walks __attribute__((tls_model("initial-exec"))) = nullptr;
 std::atomic<uint64_t> frames_reused{0};
 
 // This thread's last walks, for the walk beginning now; nullptr if there are none to use
 // (another walk of this thread is under way, the thread is exiting, or no memory).
+// (The signal fences keep the compiler from moving these stores past the calls and accesses
+// they guard: a signal handler's walk in this thread sees them in program order.)
 LastWalks* take_last_walks() {
   LastWalks* kept = thread_last_walks;
   if (kept == nullptr) {
+    thread_last_walks = kMapping;  // (a walk in a signal handler meanwhile keeps nothing)
+    std::atomic_signal_fence(std::memory_order_seq_cst);
     kept = static_cast<LastWalks*>(os_map_aligned(kOsPageBytes, kOsPageBytes));  // (zeroed)
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    thread_last_walks = kept;  // (nullptr if no memory: tried again at the next walk)
     if (kept == nullptr) return nullptr;
-    thread_last_walks = kept;
   }
-  if (kept == kThreadExited || kept->busy) return nullptr;
+  if (kept == kThreadExited || kept == kMapping || kept->busy) return nullptr;
   kept->busy = true;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   return kept;
+}
+
+void release_last_walks(LastWalks* kept) {
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  kept->busy = false;
 }
 
 // The kept walk that began at stack pointer `sp`, else the one to replace.
@@ -543,7 +555,7 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
     }
     frames_reused.fetch_add(frame, std::memory_order_relaxed);
     if (ended) {
-      all_kept->busy = false;
+      release_last_walks(all_kept);
       return true;
     }
     kept->count = frame;  // what follows is walked afresh and kept anew
@@ -582,7 +594,7 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
   }
   if (kept != nullptr) {
     if (!ended) kept->count = 0;  // a walk given up is not kept
-    all_kept->busy = false;
+    release_last_walks(all_kept);
   }
   if (ended) return true;
   walks_given_up.fetch_add(1, std::memory_order_relaxed);
@@ -592,7 +604,8 @@ __attribute__((noinline, no_sanitize_address)) bool unwind_stack_cached(FrameVis
 void unwind_thread_exit() {
   LastWalks* kept = thread_last_walks;
   thread_last_walks = kThreadExited;  // (later walks of this thread keep nothing)
-  if (kept != nullptr && kept != kThreadExited) os_unmap(kept, kOsPageBytes);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (kept != nullptr && kept != kThreadExited && kept != kMapping) os_unmap(kept, kOsPageBytes);
 }
 
 #else  // other architectures: always the full unwinder
