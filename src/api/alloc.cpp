@@ -221,10 +221,7 @@ void free_slow(void* pointer) {
     // (A span whose frees the heap profiler holds from a sampled block up: prof_owner_free.)
     Page* entry = page_entry_of(pointer);
     Heap* heap = tls_heap;
-    if (entry->owner == heap && entry->prof_samples.load(std::memory_order_relaxed) != 0 &&
-        prof_owner_free(heap, entry, static_cast<Block*>(pointer))) {
-      return;
-    }
+    if (entry->owner == heap && prof_owner_free(heap, entry, static_cast<Block*>(pointer))) return;
     return release_located(locate_class_block(pointer, "free"), pointer);
   }
   release_located(locate(pointer, "free"), pointer);

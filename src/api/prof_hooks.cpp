@@ -45,6 +45,30 @@ void hold_frees_of_sampled(Block* block) {
   prof_restore_fast_free(page);
 }
 
+// Hands out the blocks of `list` (the refill's, after its first; `handed` blocks in all) that
+// lie before the one where `countdown` runs out, and gives the rest back to the page: its
+// length is known (handed - 1 - kept), so the cold blocks need no walk.
+void cut_before_sample_point(Heap* heap, unsigned size_class, Block* list, unsigned handed,
+                             int64_t& countdown) {
+  auto bytes = static_cast<int64_t>(class_block_bytes(size_class));
+  int64_t allowed = (countdown - 1) / bytes;
+  int64_t kept = 0;
+  Block* last = nullptr;
+  for (Block* next = list; next != nullptr && kept < allowed; next = block_next(next)) {
+    last = next;
+    ++kept;
+  }
+  Block* rest = list;
+  if (last == nullptr) {
+    heap->free[size_class] = nullptr;
+  } else {
+    rest = block_next(last);
+    set_block_next(last, nullptr);
+  }
+  page_return_counted(heap->current[size_class], rest, static_cast<unsigned>(handed - 1 - kept));
+  countdown -= kept * bytes;
+}
+
 }  // namespace
 
 void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t size,
@@ -55,48 +79,20 @@ void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t siz
   size_t bytes = class_block_bytes(size_class);
   int64_t& countdown = countdown_of(heap, size_class);
   countdown -= static_cast<int64_t>(bytes);
-  Block* const refill_rest = heap->free[size_class];
-  Page* const page = heap->current[size_class];
-  if (countdown <= 0) {
-    countdown = prof_next_countdown(&heap->prof_random);
-    if (prof_record(block, requested(size), bytes)) hold_frees_of_sampled(block);
+  bool sample = countdown <= 0;
+  if (sample) countdown = prof_next_countdown(&heap->prof_random);
+  if (Block* list = heap->free[size_class]) {
+    // The rest of the refill's list (`block` was its first) is charged now.
+    int64_t list_bytes = static_cast<int64_t>(handed - 1) * static_cast<int64_t>(bytes);
+    if (countdown > list_bytes) {  // the sample point lies beyond the list: hand all of it out
+      countdown -= list_bytes;
+    } else {
+      cut_before_sample_point(heap, size_class, list, handed, countdown);
+    }
   }
-  Block* list = heap->free[size_class];
-  if (list == nullptr) return block;
-  // prof_record may have allocated (libgcc's first look into a library's unwind tables calls
-  // malloc): if this class's list or page changed, the list's length is no longer known.
-  bool length_known = list == refill_rest && heap->current[size_class] == page;
-  // The rest of the refill's list (`block` was its first) is charged now.
-  int64_t list_bytes = static_cast<int64_t>(handed - 1) * static_cast<int64_t>(bytes);
-  if (countdown > list_bytes) {  // the sample point lies beyond the list: hand all of it out
-    countdown -= list_bytes;
-    return block;
-  }
-  // Hand out the blocks before the one where the countdown runs out; return the rest.
-  int64_t allowed = (countdown - 1) / static_cast<int64_t>(bytes);
-  int64_t kept = 0;
-  Block* last = nullptr;
-  for (Block* next = list; next != nullptr && kept < allowed; next = block_next(next)) {
-    last = next;
-    ++kept;
-  }
-  // The rest goes back to its page, uncounted by a walk when its length is known: handed - 1
-  // - kept blocks.
-  auto give_back = [&](Block* rest) {
-    if (length_known)
-      page_return_counted(heap->current[size_class], rest,
-                          static_cast<unsigned>(handed - 1 - kept));
-    else
-      page_return_blocks(heap->current[size_class], rest);
-  };
-  if (last == nullptr) {
-    heap->free[size_class] = nullptr;
-    give_back(list);
-  } else if (Block* rest = block_next(last)) {
-    set_block_next(last, nullptr);
-    give_back(rest);
-  }
-  countdown -= kept * static_cast<int64_t>(bytes);
+  // Recorded last: prof_record may allocate (libgcc's first look into a library's unwind
+  // tables calls malloc), which must find the class's list as the cut left it.
+  if (sample && prof_record(block, requested(size), bytes)) hold_frees_of_sampled(block);
   return block;
 }
 

@@ -59,12 +59,12 @@ void page_collect_remote(Page* page);
 // the page's kFullFlag; the caller must then push the block onto the owner's delayed list.
 bool page_remote_free(Page* page, Block* block);
 
-// Whether `pointer` is the start of a block carved from the span headed by `head`.
 // The span's block_start_step (size_class.h), from the record's magic: without the division.
 inline uint64_t page_block_start_step(const Page* head) {
   return uint64_t{head->block_bytes} * head->block_magic;
 }
 
+// Whether `pointer` is the start of a block carved from the span headed by `head`.
 inline bool page_is_block_start(const Page* head, const void* pointer) {
   uint64_t offset =
       reinterpret_cast<uintptr_t>(pointer) - reinterpret_cast<uintptr_t>(page_start(head));
