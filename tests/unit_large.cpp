@@ -188,6 +188,38 @@ TEST_CASE("realloc resizes an arena block in place when the pages after it are f
   });
 }
 
+TEST_CASE("secure: a block of a huge page or more starts on one, after an inaccessible gap") {
+  if (!kSecure) return;  // (the default build's large blocks are arena runs)
+  malloc_trim(0);        // (new mappings, not earlier tests' freed ones, which the cache holds)
+  // Below a huge page: the header page, one guard page, then the block.
+  auto* small = static_cast<char*>(malloc(runtime(1 << 20)));
+  REQUIRE(small != nullptr);
+  CHECK(reinterpret_cast<uintptr_t>(small) % kSegmentBytes == 2 * kOsPageBytes);
+  // From a huge page on: the block starts at the mapping's second huge page (transparent huge
+  // pages are on by default), and a use before it faults, one byte or 1 MiB before.
+  auto* big = static_cast<char*>(malloc(runtime(3 << 20)));
+  REQUIRE(big != nullptr);
+  CHECK(reinterpret_cast<uintptr_t>(big) % kSegmentBytes == kHugePageBytes);
+  CHECK(malloc_usable_size(big) == (3u << 20));
+  big[0] = 1;
+  big[(3 << 20) - 1] = 2;
+  for (size_t distance : {size_t{1}, kOsPageBytes + 1, size_t{1} << 20}) {
+    auto result = test_support::run_in_child([big, distance] {
+      signal(SIGSEGV, SIG_DFL);  // (doctest's handler would report a crash and exit)
+      *reinterpret_cast<volatile char*>(big - runtime(distance)) = 1;
+    });
+    INFO("distance " << distance << ", child stderr: " << result.stderr_text);
+    CHECK(result.signal == SIGSEGV);
+  }
+  // A freed one serves a smaller request of a huge page or less.
+  free(big);
+  auto* again = static_cast<char*>(malloc(runtime((2 << 20) - 100)));
+  CHECK(again == big);
+  again[(2 << 20) - 101] = 3;
+  free(again);
+  free(small);
+}
+
 TEST_CASE("a steady churn of large buffers reuses resident pages instead of refaulting them") {
   // Buffers of 1-16 MiB, replaced at random and written in full. Without reuse (each buffer
   // faulted in afresh, as before arenas), every page written in the churn faults.

@@ -1,8 +1,10 @@
 // Large blocks of their own mapping: those too big or too aligned for an arena (arena.h), those
 // that outgrew their arena run by realloc, and in the secure build every large block. Each
 // mapping starts kSegmentBytes-aligned with a header there, the block at `header + offset`. The
-// offset is one OS page, or the alignment when larger; from kSegmentBytes alignment on it is
-// kSegmentBytes and the block's unit is marked kUnitLargeBelow (its header is one unit lower).
+// offset is one OS page (secure build: two, the second a guard page), or the alignment when
+// larger; in the secure build a block of a huge page or more starts at the second huge page
+// (the gap inaccessible); from kSegmentBytes alignment on it is kSegmentBytes and the block's
+// unit is marked kUnitLargeBelow (its header is one unit lower).
 // realloc moves pages with mremap instead of copying them. A freed mapping is unmapped at once
 // (blocks that are replaced over and over are the arenas' business), except in the secure
 // build, where it is kept a while to serve a later block (see large.cpp).
