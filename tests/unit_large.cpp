@@ -9,6 +9,8 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -218,6 +220,37 @@ TEST_CASE("secure: a block of a huge page or more starts on one, after an inacce
   again[(2 << 20) - 101] = 3;
   free(again);
   free(small);
+}
+
+TEST_CASE("secure: an inaccessible page follows every segment, outside it") {
+  if (!kSecure) return;
+  auto* block = static_cast<char*>(malloc(runtime(100)));
+  REQUIRE(block != nullptr);
+  REQUIRE(unit_kind(block) == kUnitSegment);
+  char* segment_end = reinterpret_cast<char*>(segment_of(block)) + kSegmentBytes;
+  // The segment's last page is usable (it can be a block's), the page after it is not.
+  *reinterpret_cast<volatile char*>(segment_end - 1) =
+      *reinterpret_cast<volatile char*>(segment_end - 1);
+  // (A fault alone would not tell a guard from unmapped address space: the maps must list it.)
+  // (It may end further up, merged with an inaccessible reservation above it.)
+  char wanted[32];
+  snprintf(wanted, sizeof(wanted), "%lx-", reinterpret_cast<unsigned long>(segment_end));
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  bool listed = false;
+  while (std::getline(maps, line)) {
+    listed = listed || (line.rfind(wanted, 0) == 0 && line.find(" ---p ") != std::string::npos);
+  }
+  CHECK_MESSAGE(listed, "no inaccessible mapping " << wanted);
+  for (size_t distance : {size_t{0}, kSegmentGuardBytes - 1}) {
+    auto result = test_support::run_in_child([segment_end, distance] {
+      signal(SIGSEGV, SIG_DFL);
+      *reinterpret_cast<volatile char*>(segment_end + runtime(distance)) = 1;
+    });
+    INFO("distance " << distance << ", child stderr: " << result.stderr_text);
+    CHECK(result.signal == SIGSEGV);
+  }
+  free(block);
 }
 
 TEST_CASE("a steady churn of large buffers reuses resident pages instead of refaulting them") {

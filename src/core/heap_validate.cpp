@@ -126,7 +126,7 @@ size_t heap_validate(Heap* heap) {
     MAPALLOC_ASSERT((segment->free_pages & ~kAllUsablePages) == 0 &&
                         (segment->purged_pages & ~segment->free_pages & kAllUsablePages) == 0,
                     "only usable pages are free, and only free pages are purged", segment);
-    for (unsigned i = kFirstUsablePage; i < kPagesPerSegment - kGuardPages;) {
+    for (unsigned i = kFirstUsablePage; i < kPagesPerSegment;) {
       const Page* page = &segment->pages[i];
       if ((segment->free_pages >> i) & 1) {
         MAPALLOC_ASSERT(
@@ -135,9 +135,9 @@ size_t heap_validate(Heap* heap) {
         ++i;
         continue;
       }
-      MAPALLOC_ASSERT(page->head_index == i && page->span_pages > 0 &&
-                          i + page->span_pages <= kPagesPerSegment - kGuardPages,
-                      "a span lies within its segment's usable pages", page);
+      MAPALLOC_ASSERT(
+          page->head_index == i && page->span_pages > 0 && i + page->span_pages <= kPagesPerSegment,
+          "a span lies within its segment's usable pages", page);
       MAPALLOC_ASSERT(page->state == PageState::kCurrent || page->state == PageState::kAvailable ||
                           page->state == PageState::kFull,
                       "a span head in use is kCurrent, kAvailable or kFull", page);

@@ -66,7 +66,7 @@ void page_init(Page* head, Heap* owner, unsigned size_class) {
   head->prof_overflow.store(0, std::memory_order_relaxed);
   MAPALLOC_ASSERT(head->state == PageState::kFree, "a new span's head is not in use yet", head);
   MAPALLOC_ASSERT(page_index(head) >= kFirstUsablePage &&
-                      page_index(head) + head->span_pages <= kPagesPerSegment - kGuardPages,
+                      page_index(head) + head->span_pages <= kPagesPerSegment,
                   "a span lies within its segment's usable pages", head);
   MAPALLOC_ASSERT(head->capacity > 0 &&
                       size_t{head->capacity} * block_bytes <= size_t{head->span_pages} * kPageBytes,

@@ -99,7 +99,7 @@ Segment* cache_take_all() {
 void segment_unmap(Segment* segment) {
   registry_remove(segment);
   set_unit_entry(segment, kUnitNone);
-  os_unmap(segment, kSegmentBytes);
+  os_unmap(segment, kSegmentBytes + kSegmentGuardBytes);
 }
 
 // Pages per 2 MiB region: a huge page when the segment is advised MADV_HUGEPAGE.
@@ -108,15 +108,13 @@ static_assert(kPagesPerSegment % kPagesPerHugePage == 0 && kPagesPerHugePage < 6
 constexpr uint64_t kUntouchedDelayFactor = 5;
 
 Segment* segment_map_new() {
-  void* memory = os_map_aligned(kSegmentBytes, kSegmentBytes);
+  void* memory = os_map_aligned(kSegmentBytes + kSegmentGuardBytes, kSegmentBytes);
   if (memory == nullptr) return nullptr;
   // Fresh mappings are zero (all pages kFree) and not resident: as good as purged, so spans are
   // taken from them only when no recently freed (resident) pages are left.
   Segment* segment = static_cast<Segment*>(memory);
-  if constexpr (kGuardPages != 0) {
-    os_guard(static_cast<char*>(memory) + kSegmentBytes - kGuardPages * kPageBytes,
-             kGuardPages * kPageBytes);
-  }
+  if constexpr (kSegmentGuardBytes != 0)
+    os_guard(static_cast<char*>(memory) + kSegmentBytes, kSegmentGuardBytes);
   // Huge pages: one fault (and one TLB entry) per 2 MiB instead of 512. Page faults cost
   // 1-12 us each (12 on a VM), which is what malloc-bound programs lost to mimalloc 3, whose
   // arenas are MADV_HUGEPAGE. In auto mode a small program's first segments keep 4 KiB pages:
@@ -294,7 +292,7 @@ void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
   unsigned first = page_index(head);
   unsigned pages = head->span_pages;
   MAPALLOC_ASSERT(head->head_index == first && head->state != PageState::kSpanTail && pages > 0 &&
-                      first + pages <= kPagesPerSegment - kGuardPages,
+                      first + pages <= kPagesPerSegment,
                   "a span freed is a span in use within its segment", head);
   MAPALLOC_ASSERT((segment->free_pages & span_mask(first, pages)) == 0,
                   "the pages of a span in use are not free in the segment", head);

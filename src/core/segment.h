@@ -182,10 +182,13 @@ struct Segment {
 };
 static_assert(sizeof(Segment) <= kPageBytes);
 
-// The secure build keeps the last page of every segment inaccessible: a guard between segments.
-constexpr unsigned kGuardPages = kSecure ? 1 : 0;
-constexpr uint64_t kAllUsablePages =
-    (~uint64_t{0} << kFirstUsablePage) & (~uint64_t{0} >> kGuardPages);
+// The secure build maps an inaccessible page right after every segment: an overflow out of its
+// last block faults instead of running into the mapping above. (Outside the segment, not its
+// last page: a protection inside would split the segment's second 2 MiB region, which could no
+// longer be a transparent huge page; the secure build then took twice the default build's page
+// faults.) The rest of the 4 MiB unit above stays free for mappings of no particular alignment.
+constexpr size_t kSegmentGuardBytes = kSecure ? kPageBytes : 0;
+constexpr uint64_t kAllUsablePages = ~uint64_t{0} << kFirstUsablePage;
 
 // Pages that are free but still resident: not purged since their span was freed.
 MAPALLOC_INLINE uint64_t segment_dirty_pages(const Segment* segment) {
