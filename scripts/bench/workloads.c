@@ -17,6 +17,8 @@
  * xthread      threads keep a working set of blocks of 8 B .. 16 KiB (mostly small), write
  *              each in full, and hand one replaced block in four to another thread, which frees
  *              it (rpmalloc-benchmark style cross-thread frees)
+ * churn-busy   (bench: churn-8t-busy2) churn with 8 threads while BUSY more threads spin: a
+ *              loaded machine
  * cachethrash  Hoard's cache-thrash with one thread: a 1 .. 8-byte object written and read
  *              byte by byte millions of times; the time is the program's own loop, which shows
  *              where the block is placed (cache sets, 4 KiB aliasing with the stack)
@@ -579,11 +581,25 @@ static uint64_t run_cachethrash(void) {
   return cachethrash_loop(4000000 * scale) + pad[0];
 }
 
+/* ---- a loaded machine ------------------------------------------------------------------------
+ * BUSY threads that only spin, started before the workload and stopped after it: the
+ * workload's threads wait for a core as they would on a machine other programs keep busy, so
+ * that each unit of its work takes more wall time (which time-based purge policies see). */
+
+static volatile int busy_stop = 0;
+
+static void* busy_thread(void* unused) {
+  (void)unused;
+  volatile uint64_t spins = 0;
+  while (!busy_stop) ++spins;
+  return NULL;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
     fprintf(stderr,
             "usage: %s lifo|fifo|linked|bigblock|larson|prodcons|churn|bigbuffers|xthread|"
-            "cachethrash [THREADS] [SCALE]\n",
+            "cachethrash [THREADS] [SCALE] [BUSY]\n",
             argv[0]);
     return 2;
   }
@@ -591,6 +607,10 @@ int main(int argc, char** argv) {
   if (threads < 1 || threads > 64) threads = 1;
   if (argc > 3) scale = atol(argv[3]);
   if (scale < 1) scale = 1;
+  int busy = argc > 4 ? atoi(argv[4]) : 0;
+  if (busy < 0 || busy > 16) busy = 0;
+  pthread_t busy_threads[16];
+  for (int i = 0; i < busy; ++i) pthread_create(&busy_threads[i], NULL, busy_thread, NULL);
   const char* name = argv[1];
   uint64_t sum;
   if (strcmp(name, "lifo") == 0) sum = run_lifo();
@@ -607,6 +627,8 @@ int main(int argc, char** argv) {
     fprintf(stderr, "unknown workload %s\n", name);
     return 2;
   }
+  busy_stop = 1;
+  for (int i = 0; i < busy; ++i) pthread_join(busy_threads[i], NULL);
   printf("%s %d %ld %llu\n", name, threads, scale, (unsigned long long)sum);
   return 0;
 }
