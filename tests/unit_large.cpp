@@ -16,6 +16,7 @@
 
 #include "api/entry.h"
 #include "mapalloc.h"
+#include "platform/options.h"
 #include "test_support.h"
 
 using namespace mapalloc;
@@ -41,6 +42,24 @@ void require(bool condition, const char* what) {
 // memset through a pointer the compiler cannot see through: a block written just before its
 // free would otherwise not be written at all.
 void* (*volatile opaque_memset)(void*, int, size_t) = memset;
+
+// The VmFlags line of /proc/self/smaps for the mapping holding `address` ("hg": advised
+// MADV_HUGEPAGE), or "" if none.
+std::string vm_flags_of(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  auto target = reinterpret_cast<unsigned long>(address);
+  while (std::getline(smaps, line)) {
+    unsigned long start = 0, end = 0;
+    if (sscanf(line.c_str(), "%lx-%lx ", &start, &end) == 2 && line.find(' ') < line.find(':')) {
+      inside = start <= target && target < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
 
 size_t minor_faults() {
   struct rusage usage;
@@ -197,15 +216,24 @@ TEST_CASE("secure: a block of a huge page or more starts on one, after an inacce
   auto* small = static_cast<char*>(malloc(runtime(1 << 20)));
   REQUIRE(small != nullptr);
   CHECK(reinterpret_cast<uintptr_t>(small) % kSegmentBytes == 2 * kOsPageBytes);
-  // From a huge page on: the block starts at the mapping's second huge page (transparent huge
-  // pages are on by default), and a use before it faults, one byte or 1 MiB before.
+  // From a huge page on (with transparent huge pages, on by default): the block starts at the
+  // mapping's second huge page and is advised huge pages, and a use before it faults, one byte
+  // or 1 MiB before. The statistics count the header page and the block, not the gap.
+  bool huge_pages = options().transparent_huge_pages != 0;
+  mapalloc_stats_t before, after;
+  mapalloc_stats_get(&before);
   auto* big = static_cast<char*>(malloc(runtime(3 << 20)));
   REQUIRE(big != nullptr);
-  CHECK(reinterpret_cast<uintptr_t>(big) % kSegmentBytes == kHugePageBytes);
+  mapalloc_stats_get(&after);
+  CHECK(reinterpret_cast<uintptr_t>(big) % kSegmentBytes ==
+        (huge_pages ? kHugePageBytes : 2 * kOsPageBytes));
   CHECK(malloc_usable_size(big) == (3u << 20));
+  CHECK(after.large_bytes - before.large_bytes == (3u << 20) + 2 * kOsPageBytes);
+  CHECK((vm_flags_of(big).find(" hg") != std::string::npos) == huge_pages);
   big[0] = 1;
   big[(3 << 20) - 1] = 2;
   for (size_t distance : {size_t{1}, kOsPageBytes + 1, size_t{1} << 20}) {
+    if (!huge_pages && distance > kOsPageBytes) break;  // (one guard page, then the header)
     auto result = test_support::run_in_child([big, distance] {
       signal(SIGSEGV, SIG_DFL);  // (doctest's handler would report a crash and exit)
       *reinterpret_cast<volatile char*>(big - runtime(distance)) = 1;
@@ -217,6 +245,7 @@ TEST_CASE("secure: a block of a huge page or more starts on one, after an inacce
   free(big);
   auto* again = static_cast<char*>(malloc(runtime((2 << 20) - 100)));
   CHECK(again == big);
+  CHECK((vm_flags_of(again).find(" hg") != std::string::npos) == huge_pages);
   again[(2 << 20) - 101] = 3;
   free(again);
   free(small);
@@ -229,8 +258,7 @@ TEST_CASE("secure: an inaccessible page follows every segment, outside it") {
   REQUIRE(unit_kind(block) == kUnitSegment);
   char* segment_end = reinterpret_cast<char*>(segment_of(block)) + kSegmentBytes;
   // The segment's last page is usable (it can be a block's), the page after it is not.
-  *reinterpret_cast<volatile char*>(segment_end - 1) =
-      *reinterpret_cast<volatile char*>(segment_end - 1);
+  CHECK((kAllUsablePages >> (kPagesPerSegment - 1)) == 1);
   // (A fault alone would not tell a guard from unmapped address space: the maps must list it.)
   // (It may end further up, merged with an inaccessible reservation above it.)
   char wanted[32];

@@ -63,7 +63,7 @@ TEST_CASE("spans are page-aligned runs inside a mapped segment") {
 TEST_CASE("a segment's usable pages can all be used, then a new segment is taken") {
   SegmentList list;
   std::vector<Page*> spans;
-  // 63 pages (62 in the secure build, whose last page is a guard).
+  // 63 pages (the first holds the segment's metadata).
   for (int i = 0; i < __builtin_popcountll(kAllUsablePages); ++i) {
     spans.push_back(span_alloc(list, fake_owner(), kUnitSegment, 1));
   }

@@ -17,7 +17,8 @@ constexpr size_t kMinHeaderOffset = kSecure ? 2 * kOsPageBytes : kOsPageBytes;
 
 // Secure build with transparent huge pages: a block of a huge page or more starts at the mapping's
 // second huge page, so that its first bytes are on a huge page as well (see advise_huge_pages); the
-// gap between the header page and the block is inaccessible address space, never committed.
+// gap between the header page and the block is inaccessible and never touched (it is counted as
+// committed memory only where the kernel's overcommit accounting is strict).
 bool starts_on_huge_page(size_t size, size_t alignment) {
   return kSecure && size >= kHugePageBytes && alignment < kHugePageBytes &&
          options().transparent_huge_pages != 0;
@@ -48,13 +49,22 @@ size_t mapping_bytes_for(size_t size, size_t offset) {
   return align_up(offset + size, kOsPageBytes) + kLargeTailGuardBytes;
 }
 
+// What a mapping can make resident, as the statistics and the cache's limits count it: all of it,
+// except in the secure build its inaccessible parts (the gap before the block, the guard after).
+size_t usable_mapping_bytes(const LargeHeader* header) {
+  if constexpr (!kSecure) return header->mapping_bytes;
+  size_t offset = static_cast<size_t>(header->block - reinterpret_cast<const char*>(header));
+  return header->mapping_bytes - (offset - kOsPageBytes) - kLargeTailGuardBytes;
+}
+
 void count_live(const LargeHeader* header, bool live) {
+  size_t bytes = usable_mapping_bytes(header);
   if (live) {
     large_counters.live_blocks.fetch_add(1, std::memory_order_relaxed);
-    large_counters.live_bytes.fetch_add(header->mapping_bytes, std::memory_order_relaxed);
+    large_counters.live_bytes.fetch_add(bytes, std::memory_order_relaxed);
   } else {
     large_counters.live_blocks.fetch_sub(1, std::memory_order_relaxed);
-    large_counters.live_bytes.fetch_sub(header->mapping_bytes, std::memory_order_relaxed);
+    large_counters.live_bytes.fetch_sub(bytes, std::memory_order_relaxed);
   }
 }
 
@@ -103,7 +113,7 @@ char* block_end(const LargeHeader* header) {
 LargeHeader* cache_remove(unsigned index) {
   LargeHeader* header = freed_mappings.slots[index];
   __atomic_store_n(&freed_mappings.slots[index], nullptr, __ATOMIC_RELEASE);
-  freed_mappings.bytes -= header->mapping_bytes;
+  freed_mappings.bytes -= usable_mapping_bytes(header);
   return header;
 }
 
@@ -128,7 +138,7 @@ LargeHeader* cache_take(size_t size, size_t alignment) {
 // Keeps a freed mapping, evicting the longest-waiting ones beyond the limits; false if it is too
 // big to wait there.
 bool cache_put(LargeHeader* header) {
-  if (header->mapping_bytes > kMaxCachedMappingBytes) return false;
+  if (usable_mapping_bytes(header) > kMaxCachedMappingBytes) return false;
   header->state = LargeState::kCached;
   header->purged = false;
   // Inaccessible while it waits, within the guard budget (os.h): a use after free faults (and
@@ -151,9 +161,10 @@ bool cache_put(LargeHeader* header) {
           oldest = i;
         }
       }
-      if (empty != kCacheSlots && freed_mappings.bytes + header->mapping_bytes <= kMaxCachedBytes) {
+      if (empty != kCacheSlots &&
+          freed_mappings.bytes + usable_mapping_bytes(header) <= kMaxCachedBytes) {
         __atomic_store_n(&freed_mappings.slots[empty], header, __ATOMIC_RELEASE);
-        freed_mappings.bytes += header->mapping_bytes;
+        freed_mappings.bytes += usable_mapping_bytes(header);
         break;
       }
       evicted[evicted_count++] = cache_remove(oldest);
@@ -164,16 +175,15 @@ bool cache_put(LargeHeader* header) {
   return true;
 }
 
-// Secure build: transparent huge pages on the whole 2 MiB pages of a block's own mapping, as the
-// default build's arenas have them (its large blocks live there). With 4 KiB pages a program that
-// replaces big buffers faults each one in 4 KiB at a time: bigbuffers took 15x the default build's
-// time. The guard pages around the block lie outside the advised range, so they never split a
-// huge page.
+// Secure build: transparent huge pages on a block's own mapping, as the default build's arenas
+// have them (its large blocks live there). With 4 KiB pages a program that replaces big buffers
+// faulted each one in 4 KiB at a time: bigbuffers took 15x the default build's time. Advised on
+// the whole block (the guards around it have other protections, so the block is a region of
+// its own either way); only its whole 2 MiB pages can be huge.
 [[maybe_unused]] void advise_huge_pages(const LargeHeader* header) {
-  if (options().transparent_huge_pages == 0) return;
-  uintptr_t start = align_up(reinterpret_cast<uintptr_t>(header->block), kHugePageBytes);
-  uintptr_t end = reinterpret_cast<uintptr_t>(block_end(header)) & ~(kHugePageBytes - 1);
-  if (end > start) os_advise_huge_pages(reinterpret_cast<void*>(start), end - start);
+  size_t bytes = static_cast<size_t>(block_end(header) - header->block);
+  if (options().transparent_huge_pages != 0 && bytes >= kHugePageBytes)
+    os_advise_huge_pages(header->block, bytes);
 }
 
 }  // namespace
@@ -277,7 +287,7 @@ size_t large_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms
       cache_remove(i);  // out while the system call runs
     }
     if (unmap) {
-      released += header->mapping_bytes;
+      released += usable_mapping_bytes(header);
       unmap_mapping(header);
       continue;
     }
@@ -291,7 +301,7 @@ size_t large_cache_purge(uint64_t now_ms, bool force, uint64_t* next_deadline_ms
       SpinLockGuard guard(freed_mappings.lock);
       if (freed_mappings.slots[i] == nullptr) {
         __atomic_store_n(&freed_mappings.slots[i], header, __ATOMIC_RELEASE);
-        freed_mappings.bytes += header->mapping_bytes;
+        freed_mappings.bytes += usable_mapping_bytes(header);
         back = true;
       }
     }
