@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/heap.h"
 #include "mapalloc.h"
 #include "platform/options.h"
 #include "platform/os.h"
@@ -351,6 +352,40 @@ TEST_CASE("a busy heap keeps its peak of the last several purge delays resident"
       _exit(5);
     }
     free_all(blocks);
+  });
+}
+
+TEST_CASE("a busy heap's free pages beyond its working set wait four purge delays") {
+  // heap_purge driven with times of the test's choosing: 8 MiB of pages freed at t0, a working
+  // set of one page (a peak one page above what is in use), and a heap that took a span just
+  // now (busy). Two delays later the pages stay; five delays later they are purged.
+  in_child([] {
+    constexpr uint64_t kDelayMs = 1000;  // (no purge of the heap's own meanwhile)
+    REQUIRE(mapalloc_option_set("purge_delay_ms", kDelayMs) == 0);
+    malloc_trim(0);
+    auto blocks = allocate(8 * kMiB, Sizes::kSmall);
+    free_all(blocks);
+    mapalloc::Heap* heap = mapalloc::tls_heap;
+    uint64_t t0 = mapalloc::os_now_ms();
+    auto purge_at = [heap, t0](uint64_t delays) {
+      uint64_t now_ms = t0 + delays * kDelayMs;
+      for (size_t& peak : heap->peak_used_pages) peak = heap->used_pages + 1;
+      heap->bucket_start_ms = now_ms;
+      heap->last_span_ms = now_ms;
+      size_t before = mapalloc::os_counters.purged_bytes.load();
+      mapalloc::heap_purge(heap, now_ms, kDelayMs);
+      return mapalloc::os_counters.purged_bytes.load() - before;
+    };
+    size_t purged = purge_at(2);
+    if (purged > 1 * kMiB) {
+      fprintf(stderr, "two delays: %zu KiB purged from a busy heap\n", purged / 1024);
+      _exit(5);
+    }
+    purged = purge_at(5);
+    if (purged < 4 * kMiB) {
+      fprintf(stderr, "five delays: only %zu KiB purged\n", purged / 1024);
+      _exit(6);
+    }
   });
 }
 
