@@ -230,6 +230,9 @@ TEST_CASE("secure: a block of a huge page or more starts on one, after an inacce
   CHECK(malloc_usable_size(big) == (3u << 20));
   CHECK(after.large_bytes - before.large_bytes == (3u << 20) + 2 * kOsPageBytes);
   CHECK((vm_flags_of(big).find(" hg") != std::string::npos) == huge_pages);
+  // The gap is address space only: not counted as committed memory ("ac"), as the block is.
+  CHECK(vm_flags_of(big).find(" ac") != std::string::npos);
+  CHECK(vm_flags_of(big - runtime(1)).find(" ac") == std::string::npos);
   big[0] = 1;
   big[(3 << 20) - 1] = 2;
   for (size_t distance : {size_t{1}, kOsPageBytes + 1, size_t{1} << 20}) {

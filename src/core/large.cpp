@@ -17,8 +17,8 @@ constexpr size_t kMinHeaderOffset = kSecure ? 2 * kOsPageBytes : kOsPageBytes;
 
 // Secure build with transparent huge pages: a block of a huge page or more starts at the mapping's
 // second huge page, so that its first bytes are on a huge page as well (see advise_huge_pages); the
-// gap between the header page and the block is inaccessible and never touched (it is counted as
-// committed memory only where the kernel's overcommit accounting is strict).
+// gap between the header page and the block is inaccessible address space, not committed memory
+// (os_guard_fresh).
 bool starts_on_huge_page(size_t size, size_t alignment) {
   return kSecure && size >= kHugePageBytes && alignment < kHugePageBytes &&
          options().transparent_huge_pages != 0;
@@ -208,8 +208,9 @@ void* large_alloc(size_t size, size_t alignment, bool zero) {
   publish(header, alignment, offset);
   count_live(header, true);
   if constexpr (kSecure) {
-    os_guard(reinterpret_cast<char*>(header) + kOsPageBytes, offset - kOsPageBytes);
-    os_guard(reinterpret_cast<char*>(header) + needed - kLargeTailGuardBytes, kLargeTailGuardBytes);
+    os_guard_fresh(reinterpret_cast<char*>(header) + kOsPageBytes, offset - kOsPageBytes);
+    os_guard_fresh(reinterpret_cast<char*>(header) + needed - kLargeTailGuardBytes,
+                   kLargeTailGuardBytes);
     advise_huge_pages(header);
   }
   return header->block;

@@ -114,7 +114,7 @@ Segment* segment_map_new() {
   // taken from them only when no recently freed (resident) pages are left.
   Segment* segment = static_cast<Segment*>(memory);
   if constexpr (kSegmentGuardBytes != 0)
-    os_guard(static_cast<char*>(memory) + kSegmentBytes, kSegmentGuardBytes);
+    os_guard_fresh(static_cast<char*>(memory) + kSegmentBytes, kSegmentGuardBytes);
   // Huge pages: one fault (and one TLB entry) per 2 MiB instead of 512. Page faults cost
   // 1-12 us each (12 on a VM), which is what malloc-bound programs lost to mimalloc 3, whose
   // arenas are MADV_HUGEPAGE. In auto mode a small program's first segments keep 4 KiB pages:

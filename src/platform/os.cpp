@@ -207,6 +207,17 @@ bool os_guard(void* start, size_t bytes) {
   return mprotect(start, bytes, PROT_NONE) == 0;
 }
 
+bool os_guard_fresh(void* start, size_t bytes) {
+  {
+    ErrnoGuard keep_errno;
+    if (mmap(start, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+             0) == start) {
+      return true;
+    }
+  }
+  return os_guard(start, bytes);
+}
+
 namespace {
 // The guard budget's TokenBucket, packed into one word (tokens in the low 8 bits, the refill
 // time above) so that a compare-and-swap updates it: no lock for a forked child to inherit held.

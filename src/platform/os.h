@@ -65,6 +65,10 @@ void os_advise_no_huge_pages(void* start, size_t bytes);
 bool os_guard(void* start, size_t bytes);
 // Makes such a range readable and writable again.
 bool os_unguard(void* start, size_t bytes);
+// A permanent guard over fresh, never written memory of a mapping: replaced by inaccessible
+// address space that the kernel does not count as committed memory (an mprotect would keep
+// counting it where overcommit is strict). Falls back to os_guard.
+bool os_guard_fresh(void* start, size_t bytes);
 // os_guard for freed blocks, within a process-wide budget (platform/token_bucket.h):
 // kGuardBurst at once, then one per kGuardRefillMs. False, and the range stays accessible, when
 // the budget is spent (or the kernel refuses). Unlimited, the secure build's churn workload made
