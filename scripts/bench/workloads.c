@@ -17,8 +17,8 @@
  * xthread      threads keep a working set of blocks of 8 B .. 16 KiB (mostly small), write
  *              each in full, and hand one replaced block in four to another thread, which frees
  *              it (rpmalloc-benchmark style cross-thread frees)
- * churn-busy   (bench: churn-8t-busy2) churn with 8 threads while BUSY more threads spin: a
- *              loaded machine
+ * [BUSY]       any workload with BUSY more threads spinning beside it: a loaded machine
+ *              (make bench's churn-8t-busy2 is churn with 8 threads and BUSY 2)
  * cachethrash  Hoard's cache-thrash with one thread: a 1 .. 8-byte object written and read
  *              byte by byte millions of times; the time is the program's own loop, which shows
  *              where the block is placed (cache sets, 4 KiB aliasing with the stack)

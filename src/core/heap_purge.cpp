@@ -19,11 +19,11 @@ namespace {
 // Free, unpurged pages a heap may keep: this many bytes, or a quarter of its pages in use if
 // that is more.
 constexpr size_t kDirtyFloorBytes = 1 * kMiB;
+constexpr size_t kDirtyShareOfUsed = 4;
 
 // See heap_purge: the age, in purge delays, of the free pages a heap that keeps taking spans
 // gives back beyond its working set.
 constexpr uint64_t kActiveHeapPurgeDelays = 4;
-constexpr size_t kDirtyShareOfUsed = 4;
 
 // Free, unpurged pages beyond the heap's budget.
 size_t dirty_pages_over_budget(const Heap* heap) {

@@ -50,11 +50,10 @@ size_t mapping_bytes_for(size_t size, size_t offset) {
 }
 
 // What a mapping can make resident, as the statistics and the cache's limits count it: all of it,
-// except in the secure build its inaccessible parts (the gap before the block, the guard after).
+// except in the secure build its inaccessible parts (the gap before the block, the guard after),
+// which leaves the header page and the block.
 size_t usable_mapping_bytes(const LargeHeader* header) {
-  if constexpr (!kSecure) return header->mapping_bytes;
-  size_t offset = static_cast<size_t>(header->block - reinterpret_cast<const char*>(header));
-  return header->mapping_bytes - (offset - kOsPageBytes) - kLargeTailGuardBytes;
+  return kSecure ? kOsPageBytes + large_usable_bytes(header) : header->mapping_bytes;
 }
 
 void count_live(const LargeHeader* header, bool live) {

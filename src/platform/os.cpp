@@ -208,14 +208,11 @@ bool os_guard(void* start, size_t bytes) {
 }
 
 bool os_guard_fresh(void* start, size_t bytes) {
-  {
-    ErrnoGuard keep_errno;
-    if (mmap(start, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
-             0) == start) {
-      return true;
-    }
-  }
-  return os_guard(start, bytes);
+  ErrnoGuard keep_errno;
+  os_counters.mmap_calls.fetch_add(1, std::memory_order_relaxed);
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE;
+  if (mmap(start, bytes, PROT_NONE, flags, -1, 0) == start) return true;
+  return mprotect(start, bytes, PROT_NONE) == 0;
 }
 
 namespace {

@@ -508,15 +508,15 @@ void release_last_walks(LastWalks* kept) {
 
 // The kept walk that began at stack pointer `sp`, else the one to replace.
 LastWalk* walk_from(LastWalks* kept, uintptr_t sp) {
-  unsigned chosen = kept->latest;
-  for (unsigned i = 0; i < kKeptWalks; ++i) {
+  static_assert(kKeptWalks == 2, "the walk replaced is the least recently used of two");
+  unsigned chosen = (kept->latest + 1) % kKeptWalks;
+  for (unsigned i = 0; i < kKeptWalks; ++i) {  // (the latest first)
     unsigned index = (kept->latest + i) % kKeptWalks;
     const LastWalk& walk = kept->walks[index];
     if (walk.count != 0 && walk.frames[0].sp == sp) {
       chosen = index;
       break;
     }
-    chosen = index;  // (ends at the least recently used)
   }
   kept->latest = chosen;
   return &kept->walks[chosen];
