@@ -167,12 +167,24 @@ TEST_CASE("remote frees land in thread_free and are taken whole") {
   std::thread second(free_range, all.size() / 2, all.size());
   first.join();
   second.join();
-  Block* taken = page_take_thread_free(page);
+  // The word counts what it lists (above the address): the owner learns it without a walk.
+  CHECK((page->thread_free.load() >> kThreadFreeCountShift) == all.size());
+  unsigned count = 0;
+  Block* taken = page_take_thread_free(page, &count);
+  CHECK(count == all.size());
   CHECK(list_length(taken) == all.size());
   std::set<Block*> unique;
   for (Block* block = taken; block != nullptr; block = block_next(block)) unique.insert(block);
   CHECK(unique.size() == all.size());
-  CHECK(page_take_thread_free(page) == nullptr);
+  CHECK(page_take_thread_free(page, &count) == nullptr);
+  CHECK(count == 0);
+  // Counting starts again from an empty list, and the links hold addresses only.
+  CHECK_FALSE(page_remote_free(page, all[0]));
+  CHECK_FALSE(page_remote_free(page, all[1]));
+  CHECK(page_take_thread_free(page, &count) == all[1]);
+  CHECK(count == 2);
+  CHECK(block_next(all[1]) == all[0]);
+  CHECK(block_next(all[0]) == nullptr);
 }
 
 TEST_CASE("a full page's first remote free claims the flag; later ones queue normally") {
@@ -184,7 +196,9 @@ TEST_CASE("a full page's first remote free claims the flag; later ones queue nor
   CHECK(page->thread_free.load() == kFullFlag);
   CHECK(page_remote_free(page, first));         // claimed: goes to the owner's delayed list
   CHECK_FALSE(page_remote_free(page, second));  // an ordinary push
-  CHECK(page_take_thread_free(page) == second);
+  unsigned count = 0;
+  CHECK(page_take_thread_free(page, &count) == second);
+  CHECK(count == 1);  // the claimed block is not listed
 }
 
 TEST_CASE("marking full fails once a remote free arrived, and leaving full clears the flag") {
@@ -243,6 +257,41 @@ TEST_CASE("a counted list comes back as local_free when that is empty, else afte
   page_return_counted(page, nullptr, 0);  // nothing: no change
   CHECK(page->local_free == blocks);
   CHECK(page->countdown == 0);
+}
+
+TEST_CASE("a counted list longer than local_free goes behind it: only local_free is walked") {
+  SpanFixture span(size_class_of(96));
+  Page* page = span.page;
+  Block* blocks = page_carve(page);
+  unsigned count = list_length(blocks);
+  REQUIRE(count >= 4);
+  // One block back in local_free, the rest (count - 1 blocks, all in use) returned counted.
+  Block* rest = block_next(blocks);
+  set_block_next(blocks, nullptr);
+  page_return_counted(page, blocks, 1);
+  REQUIRE(page->local_free == blocks);
+  page_return_counted(page, rest, count - 1);
+  CHECK(page->local_free == blocks);  // the shorter list in front
+  CHECK(block_next(blocks) == rest);
+  CHECK(list_length(page->local_free) == count);
+  CHECK(page->countdown == 0);
+  CHECK(page_local_free_count(page) == count);
+}
+
+TEST_CASE("collecting remote frees into an empty local_free takes the list as it is") {
+  SpanFixture span(size_class_of(64));
+  Page* page = span.page;
+  Block* blocks = page_carve(page);
+  unsigned count = list_length(blocks);
+  std::vector<Block*> all;
+  for (Block* block = blocks; block != nullptr; block = block_next(block)) all.push_back(block);
+  for (Block* block : all) CHECK_FALSE(page_remote_free(page, block));
+  Block* head = all.back();  // the last pushed heads thread_free
+  page_collect_remote(page);
+  CHECK(page->local_free == head);
+  CHECK(page->countdown == 0);
+  CHECK(page_local_free_count(page) == count);
+  CHECK(list_length(page->local_free) == count);
 }
 
 TEST_CASE("a refill takes the oldest page, or the fullest of the first ones if it is sparse") {

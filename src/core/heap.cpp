@@ -129,8 +129,9 @@ MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed)
       }
       Block* blocks = page_take_local_free(page, limit);
       if (short_list) {
-        if (Block* remote = page_take_thread_free(page)) {
-          if constexpr (kCounted) count += block_list_length(remote);
+        unsigned remote_count = 0;
+        if (Block* remote = page_take_thread_free(page, &remote_count)) {
+          count += remote_count;
           blocks = append_blocks(blocks, remote);
         } else {
           unsigned carved_before = page->carved;
@@ -139,8 +140,7 @@ MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed)
         }
       }
       if (blocks == nullptr) {
-        blocks = page_take_thread_free(page);
-        if constexpr (kCounted) count = block_list_length(blocks);
+        blocks = page_take_thread_free(page, &count);
       }
       if (blocks != nullptr) {
         if constexpr (kCounted) {

@@ -139,7 +139,7 @@ bool heap_block_is_free(Heap* owner, Page* page, Block* block) {
     return true;
   }
   if (block_list_contains(page->local_free, block)) return true;
-  uintptr_t remote = page->thread_free.load(std::memory_order_acquire) & ~kFullFlag;
+  uintptr_t remote = page->thread_free.load(std::memory_order_acquire) & kThreadFreeBlockMask;
   if (block_list_contains(reinterpret_cast<Block*>(remote), block)) return true;
   return block_list_contains(owner->delayed_free.load(std::memory_order_acquire), block);
 }

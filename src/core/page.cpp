@@ -132,10 +132,17 @@ Block* page_take_local_free(Page* page, unsigned limit) {
   return blocks;
 }
 
-Block* page_take_thread_free(Page* page) {
-  if (page->thread_free.load(std::memory_order_relaxed) == 0) return nullptr;
+Block* page_take_thread_free(Page* page, unsigned* count) {
+  if (page->thread_free.load(std::memory_order_relaxed) == 0) {
+    if (count != nullptr) *count = 0;
+    return nullptr;
+  }
   uintptr_t taken = page->thread_free.exchange(0, std::memory_order_acquire);
-  return reinterpret_cast<Block*>(taken & ~kFullFlag);
+  auto* blocks = reinterpret_cast<Block*>(taken & kThreadFreeBlockMask);
+  if (count != nullptr) *count = static_cast<unsigned>(taken >> kThreadFreeCountShift);
+  MAPALLOC_ASSERT(!kDebug || block_list_length(blocks) == (taken >> kThreadFreeCountShift),
+                  "thread_free counts the blocks it lists", page);
+  return blocks;
 }
 
 bool page_try_mark_full(Page* page) {
@@ -177,16 +184,34 @@ void page_return_blocks(Page* page, Block* blocks) {
 
 void page_return_counted(Page* page, Block* blocks, unsigned count) {
   if (blocks == nullptr) return;
-  if (page->local_free != nullptr) return page_return_blocks(page, blocks);
   MAPALLOC_ASSERT(block_list_length(blocks) == count && count <= page->countdown,
                   "a counted list coming back to a page has `count` blocks, counted as used", page);
-  page->local_free = blocks;
+  if constexpr (kDebug) {
+    for (Block* block = blocks; block != nullptr; block = block_next(block))
+      MAPALLOC_ASSERT(span_contains(page, block) && page_is_block_start(page, block),
+                      "a page's free blocks are blocks of its span", block);
+  }
+  // Both lengths are known: the shorter list goes in front, and only it is walked (for its
+  // tail).
+  Block* front = blocks;
+  Block* back = page->local_free;
+  if (back != nullptr && page_local_free_count(page) < count) {
+    front = back;
+    back = blocks;
+  }
+  if (back != nullptr) {
+    Block* last = front;
+    for (Block* next = block_next(last); next != nullptr; next = block_next(last)) last = next;
+    set_block_next(last, back);
+  }
+  page->local_free = front;
   page->countdown -= count;
 }
 
 void page_collect_remote(Page* page) {
-  Block* blocks = page_take_thread_free(page);
-  page_return_blocks(page, blocks);
+  unsigned count = 0;
+  Block* blocks = page_take_thread_free(page, &count);
+  page_return_counted(page, blocks, count);
 }
 
 bool page_remote_free(Page* page, Block* block) {
@@ -201,10 +226,14 @@ bool page_remote_free(Page* page, Block* block) {
       if (page->thread_free.compare_exchange_weak(old, 0, std::memory_order_seq_cst)) return true;
       continue;
     }
-    set_block_next(block, reinterpret_cast<Block*>(old));
+    // kFullFlag is clear here (the owner sets it only over an empty list), so the list's first
+    // block is the word without its count. (Shifts: no 64-bit mask constants in the loop.)
+    constexpr unsigned kCountBits = 64 - kThreadFreeCountShift;
+    set_block_next(block, reinterpret_cast<Block*>(old << kCountBits >> kCountBits));
+    uintptr_t pushed = reinterpret_cast<uintptr_t>(block) |
+                       (((old >> kThreadFreeCountShift) + 1) << kThreadFreeCountShift);
     // seq_cst: pairs with heap_collect_remote's clear of remote_frees_pending (see there).
-    if (page->thread_free.compare_exchange_weak(old, reinterpret_cast<uintptr_t>(block),
-                                                std::memory_order_seq_cst,
+    if (page->thread_free.compare_exchange_weak(old, pushed, std::memory_order_seq_cst,
                                                 std::memory_order_relaxed)) {
       return false;
     }

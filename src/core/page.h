@@ -33,9 +33,9 @@ inline unsigned page_local_free_count(const Page* page) {
 // free list).
 Block* page_take_local_free(Page* page, unsigned limit = ~0u);
 
-// Owner: every block freed by other threads so far (nullptr if none). Accounting is unchanged:
-// blocks in thread_free already count as used.
-Block* page_take_thread_free(Page* page);
+// Owner: every block freed by other threads so far (nullptr if none), and how many in *count
+// (when not null). Accounting is unchanged: blocks in thread_free already count as used.
+Block* page_take_thread_free(Page* page, unsigned* count = nullptr);
 
 // Owner: for a page with no free block anywhere, sets kFullFlag. Fails (returns false) if a
 // remote free arrived meanwhile: page_take_thread_free then has blocks.
@@ -47,8 +47,9 @@ void page_leave_full(Page* page);
 
 // Owner: puts a list of this page's blocks (from the heap's free list) back into local_free.
 void page_return_blocks(Page* page, Block* blocks);
-// The same for a list of `count` blocks: while local_free is empty (as after a refill took it
-// all) the list becomes local_free as it is, without a walk over its blocks (cold, most of them).
+// The same for a list of `count` blocks: only the shorter of it and local_free is walked, and
+// while local_free is empty (as after a refill took it all) neither is: the list becomes
+// local_free as it is (its blocks are cold, most of them).
 void page_return_counted(Page* page, Block* blocks, unsigned count);
 
 // Owner: moves remote frees into local_free so that an unused page's emptiness shows in its

@@ -122,7 +122,9 @@ struct alignas(128) Page {
   // Second cache line: written by other threads. Remote frees push onto this list with a CAS;
   // bit 0 (kFullFlag) is set by the owner when the page is full and the list empty: the first
   // remote free then claims the flag and hands its block to the owner's delayed list instead,
-  // which is how the owner learns that a full page has free blocks again.
+  // which is how the owner learns that a full page has free blocks again. The top 16 bits count
+  // the blocks listed (kThreadFreeCountShift), so that the owner learns the count with the list
+  // and need not walk its cold blocks for it.
   alignas(64) std::atomic<uintptr_t> thread_free;
   Page* queue_next;  // the heap's available queue of this class
   Page* queue_prev;
@@ -142,6 +144,12 @@ struct alignas(128) Page {
 static_assert(sizeof(Page) == 128);
 static_assert(offsetof(Page, thread_free) == 64, "remote writes must not share the owner's line");
 constexpr uintptr_t kFullFlag = 1;
+// The thread_free word: the first block's address (below 2^48: user-space addresses are, unless
+// a mapping is asked for above that, which mapalloc never does) and kFullFlag in the low bits,
+// the count of blocks listed above (a span holds fewer than 2^16 blocks: Page::capacity).
+constexpr unsigned kThreadFreeCountShift = 48;
+constexpr uintptr_t kThreadFreeCountOne = uintptr_t{1} << kThreadFreeCountShift;
+constexpr uintptr_t kThreadFreeBlockMask = (kThreadFreeCountOne - 1) & ~kFullFlag;
 
 struct Segment;
 
