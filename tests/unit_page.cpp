@@ -278,20 +278,39 @@ TEST_CASE("a counted list longer than local_free goes behind it: only local_free
   CHECK(page_local_free_count(page) == count);
 }
 
-TEST_CASE("collecting remote frees into an empty local_free takes the list as it is") {
+TEST_CASE("collecting remote frees: the shorter of them and local_free goes in front") {
   SpanFixture span(size_class_of(64));
   Page* page = span.page;
   Block* blocks = page_carve(page);
   unsigned count = list_length(blocks);
+  REQUIRE(count >= 4);
   std::vector<Block*> all;
   for (Block* block = blocks; block != nullptr; block = block_next(block)) all.push_back(block);
+  // Into an empty local_free: the list as it is.
   for (Block* block : all) CHECK_FALSE(page_remote_free(page, block));
-  Block* head = all.back();  // the last pushed heads thread_free
   page_collect_remote(page);
-  CHECK(page->local_free == head);
+  CHECK(page->local_free == all.back());  // the last pushed heads thread_free
   CHECK(page->countdown == 0);
   CHECK(page_local_free_count(page) == count);
   CHECK(list_length(page->local_free) == count);
+  // One block left in local_free, the others freed remotely: the one block goes in front (only
+  // it is walked), the remote list behind it.
+  Block* taken = page_take_local_free(page);
+  CHECK(page->countdown == count);
+  Block* kept = taken;
+  Block* rest = block_next(taken);
+  set_block_next(kept, nullptr);
+  page_return_blocks(page, kept);
+  for (Block* block = rest; block != nullptr;) {
+    Block* next = block_next(block);
+    CHECK_FALSE(page_remote_free(page, block));
+    block = next;
+  }
+  page_collect_remote(page);
+  CHECK(page->local_free == kept);
+  CHECK(block_next(kept) == all.front());  // pushed last: rest ran down to the first carved
+  CHECK(list_length(page->local_free) == count);
+  CHECK(page->countdown == 0);
 }
 
 TEST_CASE("a refill takes the oldest page, or the fullest of the first ones if it is sparse") {

@@ -144,7 +144,7 @@ MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed)
       }
       if (blocks != nullptr) {
         if constexpr (kCounted) {
-          MAPALLOC_ASSERT(!kDebug || block_list_length(blocks) == count,
+          MAPALLOC_ASSERT(block_list_length(blocks) == count,
                           "a counted refill lists as many blocks as it says", page);
           *handed = count;
         }

@@ -140,7 +140,7 @@ Block* page_take_thread_free(Page* page, unsigned* count) {
   uintptr_t taken = page->thread_free.exchange(0, std::memory_order_acquire);
   auto* blocks = reinterpret_cast<Block*>(taken & kThreadFreeBlockMask);
   if (count != nullptr) *count = static_cast<unsigned>(taken >> kThreadFreeCountShift);
-  MAPALLOC_ASSERT(!kDebug || block_list_length(blocks) == (taken >> kThreadFreeCountShift),
+  MAPALLOC_ASSERT(block_list_length(blocks) == (taken >> kThreadFreeCountShift),
                   "thread_free counts the blocks it lists", page);
   return blocks;
 }
@@ -218,6 +218,8 @@ bool page_remote_free(Page* page, Block* block) {
   MAPALLOC_ASSERT(
       page->owner != nullptr && span_contains(page, block) && page_is_block_start(page, block),
       "a remote free lands on the page whose span holds the block", block);
+  MAPALLOC_ASSERT(reinterpret_cast<uintptr_t>(block) >> kThreadFreeCountShift == 0,
+                  "a block's address leaves thread_free's count bits clear", block);
   uintptr_t old = page->thread_free.load(std::memory_order_relaxed);
   for (;;) {
     if (old == kFullFlag) {

@@ -150,6 +150,7 @@ constexpr uintptr_t kFullFlag = 1;
 constexpr unsigned kThreadFreeCountShift = 48;
 constexpr uintptr_t kThreadFreeCountOne = uintptr_t{1} << kThreadFreeCountShift;
 constexpr uintptr_t kThreadFreeBlockMask = (kThreadFreeCountOne - 1) & ~kFullFlag;
+static_assert(kAddressBits <= kThreadFreeCountShift, "a block's address leaves the count's bits");
 
 struct Segment;
 
