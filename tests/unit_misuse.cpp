@@ -95,6 +95,11 @@ TEST_CASE("the secure build detects a free-list link overwritten after free") {
   expect_abort(kSecureLibrary, "use-after-free-link", "heap corruption");
 }
 
+TEST_CASE("the secure build detects a write into a block waiting in its quarantine") {
+  expect_abort(kSecureLibrary, "write-after-free-quarantined", "changed while it waited");
+  expect_abort(kSecureLibrary, "write-after-free-quarantined-key", "changed while it waited");
+}
+
 TEST_CASE("the secure build zeroes blocks on free when MAPALLOC_ZERO_ON_FREE=1, and only then") {
   test_support::ChildResult zeroed = run_case(kSecureLibrary, "zero-on-free", "1");
   INFO("stderr: " << zeroed.stderr_text);

@@ -9,7 +9,8 @@
 //     reaches it is caught (blocks of 32 bytes to 64 KiB that are not first in their span);
 //   - blocks of 0 bytes point into a reserved inaccessible region (any access faults);
 //   - a quarantine: freed blocks up to 4 KiB wait in a random slot of the freeing thread's
-//     ring before they can be reused;
+//     ring before they can be reused, and a write into their first 16 bytes meanwhile is
+//     reported when they leave it;
 //   - optional zeroing on free (MAPALLOC_ZERO_ON_FREE=1).
 // Encoded free lists, guard pages and randomised carving live in the lower layers (kSecure).
 #include <errno.h>
@@ -188,6 +189,7 @@ void* secure_allocate(size_t size, size_t alignment, bool zero,
 // page record is page_entry_of's; this thread's own blocks take the default fast path's push.
 MAPALLOC_INLINE void free_evicted(Heap* heap, Block* block) {
   Page* page = page_entry_of(block);
+  quarantine_check(block, page);
   if (page->owner != heap) return heap_free_any(heap, block);
   set_block_next(block, page->local_free);
   page->local_free = block;
@@ -213,7 +215,7 @@ MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, si
   }
   if (total > kQuarantineMaxBlockBytes) return heap_free_any(heap, block);
   // Marked free now (a second free is caught at once); it waits in a random slot.
-  block->free_key = page->free_key;
+  quarantine_mark(block, page);
   Block*& slot =
       heap->quarantine[os_next_random(&heap->quarantine_random) % Heap::kQuarantineSlots];
   Block* evicted = slot;

@@ -124,6 +124,20 @@ inline bool heap_purge_pending(Heap* heap) {
 // Frees a block of any heap from the calling thread, whose heap is `heap` (local or remote).
 void heap_free_any(Heap* heap, Block* block);
 
+// Secure build: a block entering the quarantine (of blocks up to 4 KiB) is marked with its
+// page's free key in both of its first two words, and checked when it leaves, whether evicted
+// by a later free or flushed: a write after free into its first 16 bytes is reported then.
+MAPALLOC_INLINE void quarantine_mark(Block* block, const Page* page) {
+  block->next = reinterpret_cast<Block*>(page->free_key);
+  block->free_key = page->free_key;
+}
+[[noreturn]] MAPALLOC_COLD void report_quarantine_write(const Block* block, const Page* page);
+MAPALLOC_INLINE void quarantine_check(const Block* block, const Page* page) {
+  if (MAPALLOC_UNLIKELY(reinterpret_cast<uintptr_t>(block->next) != page->free_key ||
+                        block->free_key != page->free_key))
+    report_quarantine_write(block, page);
+}
+
 // Secure build: really frees every block waiting in the heap's quarantine.
 void heap_flush_quarantine(Heap* heap);
 // Secure build: frees a block of the protected quarantine (makes it accessible first).

@@ -7,6 +7,7 @@
 #include "core/heap_internal.h"
 #include "core/purge_deadline.h"
 #include "platform/debug_assert.h"
+#include "platform/diag.h"
 #include "platform/options.h"
 
 namespace mapalloc {
@@ -113,11 +114,18 @@ void heap_free_any(Heap* heap, Block* block) {
     heap_free_remote(page, block);
 }
 
+void report_quarantine_write(const Block* block, const Page* page) {
+  fatal("write after free of %p (size class, %zu bytes): it changed while it waited in quarantine",
+        static_cast<const void*>(block), size_t{page->block_bytes});
+}
+
 void heap_flush_quarantine(Heap* heap) {
   for (Block*& slot : heap->quarantine) {
     Block* block = slot;
     slot = nullptr;
-    if (block != nullptr) heap_free_any(heap, block);
+    if (block == nullptr) continue;
+    quarantine_check(block, page_entry_of(block));  // (blocks up to 4 KiB: one-page spans)
+    heap_free_any(heap, block);
   }
   for (Block*& slot : heap->protected_quarantine) {
     Block* block = slot;

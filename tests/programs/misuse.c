@@ -112,6 +112,18 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 600; ++i) free(blocks[i]);
     for (int i = 0; i < 600; ++i) memset(launder(blocks[i]), 0x41, 8);
     for (int i = 0; i < 2000; ++i) blocks[i % 600] = launder(malloc(runtime(48)));
+  } else if (strcmp(name, "write-after-free-quarantined") == 0 ||
+             strcmp(name, "write-after-free-quarantined-key") == 0) {
+    /* Write into a freed block's first word (or its second: the free key) while it waits in the
+       secure build's quarantine, then free until it is evicted (256 random slots: 4,000 frees
+       leave it there with probability 2e-7). */
+    char* block = launder(malloc(runtime(48)));
+    free(block);
+    if (strcmp(name, "write-after-free-quarantined") == 0)
+      memset(launder(block), 0x41, 8);
+    else
+      ((volatile char*)launder(block))[12] ^= 1;
+    for (int i = 0; i < 4000; ++i) free(launder(malloc(runtime(48))));
   } else if (strcmp(name, "wild-write") == 0) {
     /* Not heap misuse: a write to an address far from any heap memory (a page just unmapped,
        among the program's own mappings) must fault without a mapalloc report. */
