@@ -62,6 +62,9 @@ def environment(preload):
     env.pop("LD_PRELOAD", None)
     if preload is not None:
         env["LD_PRELOAD"] = str(preload)
+    # A run with mapalloc's heap profiler on (--env NAME:MAPALLOC_PROF=1) writes its profiles at
+    # exit: into the benchmark's folder, not the one make bench was started from.
+    env.setdefault("MAPALLOC_PROF_FILE", str(OUT / "profiles" / "mapalloc.%p"))
     return env
 
 
@@ -173,6 +176,7 @@ def run_redis(requests, preload):
 
 def build(quick):
     OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "profiles").mkdir(exist_ok=True)  # (see environment)
     cc = ["gcc", "-O2", "-pthread", "-Wall", "-Wextra"]
     for source in ("workloads", "fastpath", "measure"):
         subprocess.run(cc + ["-o", OUT / source, ROOT / "scripts" / "bench" / f"{source}.c"],
