@@ -98,6 +98,8 @@ TEST_CASE("the secure build detects a free-list link overwritten after free") {
 TEST_CASE("the secure build detects a write into a block waiting in its quarantine") {
   expect_abort(kSecureLibrary, "write-after-free-quarantined", "changed while it waited");
   expect_abort(kSecureLibrary, "write-after-free-quarantined-key", "changed while it waited");
+  // A block still in the quarantine when the program exits is checked then.
+  expect_abort(kSecureLibrary, "write-after-free-at-exit", "changed while it waited");
 }
 
 TEST_CASE("the secure build zeroes blocks on free when MAPALLOC_ZERO_ON_FREE=1, and only then") {

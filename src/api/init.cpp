@@ -43,6 +43,12 @@ __attribute__((constructor)) void at_load() {
   stats_start_sampler_if_asked();
 }
 __attribute__((destructor)) void at_exit() {
+  // Secure build: the blocks still waiting in the exiting thread's quarantine are checked for
+  // writes after free now, since they will never leave it (other threads' quarantines are
+  // checked when they exit).
+  if constexpr (kSecure) {
+    if (tls_heap != &empty_heap) heap_check_quarantine(tls_heap);
+  }
   prof_dump_at_exit();
   stats_report_at_exit();
 }

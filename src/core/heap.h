@@ -140,6 +140,9 @@ MAPALLOC_INLINE void quarantine_check(const Block* block, const Page* page) {
 
 // Secure build: really frees every block waiting in the heap's quarantine.
 void heap_flush_quarantine(Heap* heap);
+// Secure build: checks every block waiting in the heap's quarantine (quarantine_check), leaving
+// it there. Owner only.
+void heap_check_quarantine(const Heap* heap);
 // Secure build: frees a block of the protected quarantine (makes it accessible first).
 void heap_free_protected(Heap* heap, Block* block);
 

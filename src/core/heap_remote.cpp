@@ -119,6 +119,12 @@ void report_quarantine_write(const Block* block, const Page* page) {
         static_cast<const void*>(block), size_t{page->block_bytes});
 }
 
+void heap_check_quarantine(const Heap* heap) {
+  for (const Block* block : heap->quarantine) {
+    if (block != nullptr) quarantine_check(block, page_entry_of(block));
+  }
+}
+
 void heap_flush_quarantine(Heap* heap) {
   for (Block*& slot : heap->quarantine) {
     Block* block = slot;

@@ -124,6 +124,11 @@ int main(int argc, char** argv) {
     else
       ((volatile char*)launder(block))[12] ^= 1;
     for (int i = 0; i < 4000; ++i) free(launder(malloc(runtime(48))));
+  } else if (strcmp(name, "write-after-free-at-exit") == 0) {
+    /* The same write, then exit at once: the block never leaves the quarantine. */
+    char* block = launder(malloc(runtime(48)));
+    free(block);
+    memset(launder(block), 0x41, 8);
   } else if (strcmp(name, "wild-write") == 0) {
     /* Not heap misuse: a write to an address far from any heap memory (a page just unmapped,
        among the program's own mappings) must fault without a mapalloc report. */
