@@ -234,48 +234,41 @@ TEST_CASE("returning blocks to a page and collecting remote frees keep the accou
   CHECK(block_list_contains(page->local_free, remote));
 }
 
-TEST_CASE("a counted list comes back as local_free when that is empty, else after a walk") {
-  SpanFixture span(size_class_of(96));
-  Page* page = span.page;
-  Block* blocks = page_carve(page);
-  unsigned count = list_length(blocks);
-  REQUIRE(count >= 3);
-  REQUIRE(page->local_free == nullptr);
-  // The first block stays in use; the others come back, counted by the caller.
-  Block* rest = block_next(blocks);
-  set_block_next(blocks, nullptr);
-  page_return_counted(page, rest, count - 1);
-  CHECK(page->local_free == rest);  // the list itself, not walked
-  CHECK(page->countdown == 1);
-  CHECK(page_local_free_count(page) == count - 1);
-  // local_free not empty: the list goes in front of it, its tail linked to the old head.
-  page_return_counted(page, blocks, 1);
-  CHECK(page->local_free == blocks);
-  CHECK(block_next(blocks) == rest);
-  CHECK(page->countdown == 0);
-  CHECK(page_local_free_count(page) == count);
-  page_return_counted(page, nullptr, 0);  // nothing: no change
-  CHECK(page->local_free == blocks);
-  CHECK(page->countdown == 0);
-}
-
-TEST_CASE("a counted list longer than local_free goes behind it: only local_free is walked") {
+TEST_CASE("a counted list comes back as local_free, or with the shorter of the two walked") {
   SpanFixture span(size_class_of(96));
   Page* page = span.page;
   Block* blocks = page_carve(page);
   unsigned count = list_length(blocks);
   REQUIRE(count >= 4);
-  // One block back in local_free, the rest (count - 1 blocks, all in use) returned counted.
+  REQUIRE(page->local_free == nullptr);
+  // The first block and the rest (count - 1 blocks), both in use, come back counted.
   Block* rest = block_next(blocks);
   set_block_next(blocks, nullptr);
-  page_return_counted(page, blocks, 1);
-  REQUIRE(page->local_free == blocks);
-  page_return_counted(page, rest, count - 1);
-  CHECK(page->local_free == blocks);  // the shorter list in front
-  CHECK(block_next(blocks) == rest);
-  CHECK(list_length(page->local_free) == count);
-  CHECK(page->countdown == 0);
-  CHECK(page_local_free_count(page) == count);
+  SUBCASE("into an empty local_free, then a shorter list in front of it") {
+    page_return_counted(page, rest, count - 1);
+    CHECK(page->local_free == rest);  // the list itself, not walked
+    CHECK(page->countdown == 1);
+    CHECK(page_local_free_count(page) == count - 1);
+    // local_free not empty: the list goes in front of it, its tail linked to the old head.
+    page_return_counted(page, blocks, 1);
+    CHECK(page->local_free == blocks);
+    CHECK(block_next(blocks) == rest);
+    CHECK(page->countdown == 0);
+    CHECK(page_local_free_count(page) == count);
+    page_return_counted(page, nullptr, 0);  // nothing: no change
+    CHECK(page->local_free == blocks);
+    CHECK(page->countdown == 0);
+  }
+  SUBCASE("a list longer than local_free goes behind it: only local_free is walked") {
+    page_return_counted(page, blocks, 1);
+    REQUIRE(page->local_free == blocks);
+    page_return_counted(page, rest, count - 1);
+    CHECK(page->local_free == blocks);  // the shorter list in front
+    CHECK(block_next(blocks) == rest);
+    CHECK(list_length(page->local_free) == count);
+    CHECK(page->countdown == 0);
+    CHECK(page_local_free_count(page) == count);
+  }
 }
 
 TEST_CASE("collecting remote frees: the shorter of them and local_free goes in front") {

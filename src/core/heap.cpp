@@ -13,15 +13,6 @@ __thread Heap* tls_heap __attribute__((tls_model("initial-exec"))) = &empty_heap
 
 namespace {
 
-// `front` (short: its tail is found by walking) followed by `back`.
-Block* append_blocks(Block* front, Block* back) {
-  if (front == nullptr) return back;
-  Block* last = front;
-  for (Block* next = block_next(last); next != nullptr; next = block_next(last)) last = next;
-  set_block_next(last, back);
-  return front;
-}
-
 // Refills hand out at most this many blocks while purge work is waiting: a program making one
 // malloc per millisecond still reaches a slow path every quarter of a second.
 constexpr unsigned kPendingRefillBlocks = 256;
@@ -132,7 +123,7 @@ MAPALLOC_INLINE Block* refill(Heap* heap, unsigned size_class, unsigned* handed)
         unsigned remote_count = 0;
         if (Block* remote = page_take_thread_free(page, &remote_count)) {
           count += remote_count;
-          blocks = append_blocks(blocks, remote);
+          blocks = block_list_append(blocks, remote);
         } else {
           unsigned carved_before = page->carved;
           blocks = page_carve(page, blocks);

@@ -193,18 +193,9 @@ void page_return_counted(Page* page, Block* blocks, unsigned count) {
   }
   // Both lengths are known: the shorter list goes in front, and only it is walked (for its
   // tail).
-  Block* front = blocks;
-  Block* back = page->local_free;
-  if (back != nullptr && page_local_free_count(page) < count) {
-    front = back;
-    back = blocks;
-  }
-  if (back != nullptr) {
-    Block* last = front;
-    for (Block* next = block_next(last); next != nullptr; next = block_next(last)) last = next;
-    set_block_next(last, back);
-  }
-  page->local_free = front;
+  page->local_free = page_local_free_count(page) < count
+                         ? block_list_append(page->local_free, blocks)
+                         : block_list_append(blocks, page->local_free);
   page->countdown -= count;
 }
 
@@ -240,6 +231,14 @@ bool page_remote_free(Page* page, Block* block) {
       return false;
     }
   }
+}
+
+Block* block_list_append(Block* front, Block* back) {
+  if (front == nullptr) return back;
+  Block* last = front;
+  for (Block* next = block_next(last); next != nullptr; next = block_next(last)) last = next;
+  set_block_next(last, back);
+  return front;
 }
 
 unsigned block_list_length(const Block* list) {

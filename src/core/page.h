@@ -85,5 +85,7 @@ inline bool span_contains(const Page* head, const void* pointer) {
 bool block_list_contains(const Block* list, const Block* block);
 // The number of blocks in `list`.
 unsigned block_list_length(const Block* list);
+// `front` followed by `back` (front's tail is found by walking it: the shorter list goes first).
+Block* block_list_append(Block* front, Block* back);
 
 }  // namespace mapalloc
