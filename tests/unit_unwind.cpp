@@ -35,6 +35,27 @@ __attribute__((noinline)) void capture(Stacks* stacks) {
   asm volatile("" ::: "memory");  // (not a tail call)
 }
 
+// A walk from inside this function with the given (sorted) entry points: how many frames it
+// keeps, and the first.
+struct EntryWalk {
+  unsigned count;
+  uintptr_t first;
+};
+__attribute__((noinline)) EntryWalk walk_with_entries(const uintptr_t* entries, unsigned count) {
+  uintptr_t frames[kDepth];
+  unsigned depth = os_backtrace(frames, kDepth, entries, count);
+  asm volatile("" ::: "memory");  // (not a tail call)
+  return {depth, depth > 0 ? frames[0] : 0};
+}
+
+// One call site for every such walk: their first kept frame, when walk_with_entries's is left
+// out, is the same return address into this function.
+__attribute__((noinline)) EntryWalk walk_from_one_site(const uintptr_t* entries, unsigned count) {
+  EntryWalk walk = walk_with_entries(entries, count);
+  asm volatile("" ::: "memory");
+  return walk;
+}
+
 void check_same(const Stacks& stacks) {
   REQUIRE(stacks.full_count >= 3);
   REQUIRE(stacks.cached_count == stacks.full_count);
@@ -221,4 +242,25 @@ TEST_CASE("through a signal frame the cached walk gives up, and the full unwinde
   sigaction(SIGUSR2, &previous, nullptr);
   CHECK(signal_after.walks_given_up == signal_before.walks_given_up + 1);
   check_same(signal_stacks);
+}
+
+TEST_CASE("a frame is left out exactly when its function is one of many entry points") {
+  const auto own = reinterpret_cast<uintptr_t>(&walk_with_entries);
+  // Alone: the walk starts at this test's frame, below walk_with_entries.
+  EntryWalk alone = walk_from_one_site(&own, 1);
+  REQUIRE(alone.count >= 2);
+  // Among 9 sorted entries, at every position, the same.
+  for (unsigned at = 0; at < 9; ++at) {
+    CAPTURE(at);
+    uintptr_t entries[9];
+    for (unsigned i = 0; i < 9; ++i) entries[i] = own - 64 * at + 64 * i;
+    EntryWalk walk = walk_from_one_site(entries, 9);
+    CHECK(walk.count == alone.count);
+    CHECK(walk.first == alone.first);
+  }
+  // Entries on both sides of it but not it: its frame and the walk's own are kept.
+  uintptr_t around[] = {own - 128, own - 1, own + 1, own + 128};
+  EntryWalk kept = walk_from_one_site(around, 4);
+  CHECK(kept.count > alone.count);
+  CHECK(kept.first != alone.first);
 }

@@ -227,6 +227,11 @@ void free_slow(void* pointer) {
   release_located(locate(pointer, "free"), pointer);
 }
 
+void free_past_start_limit(void* pointer, Page* page, Heap* heap) {
+  if (page->owner == heap && prof_owner_free(heap, page, static_cast<Block*>(pointer))) return;
+  free_slow(pointer);
+}
+
 void check_sized_delete(const BlockRef& ref, const void* pointer, size_t size, bool exact_class) {
   bool fits = size <= ref.usable_bytes;
   if (ref.kind == BlockKind::kClass && exact_class)

@@ -11,6 +11,10 @@ namespace mapalloc {
 
 MAPALLOC_NOINLINE void* malloc_slow(size_t size, Heap* heap);
 MAPALLOC_NOINLINE void free_slow(void* pointer);
+// default_free's block lies at or past start_limit in a page record of the heap's own segment
+// (`page`, found by the fast path): a free the heap profiler holds on the slow path (most of
+// them, while it is on), or a span tail, an uncarved block, misuse (free_slow).
+MAPALLOC_NOINLINE void free_past_start_limit(void* pointer, Page* page, Heap* heap);
 
 // malloc: sizes up to kSmallMaxBytes pop the heap's free list of their class. Everything else
 // (bigger sizes, an empty list, a thread's first call) goes to malloc_slow.
@@ -41,8 +45,9 @@ MAPALLOC_INLINE void default_free(void* pointer) {
     Page* page = page_entry_in_unit(unit, pointer);
     auto* block = static_cast<Block*>(pointer);
     uint64_t offset = reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1);
-    if (MAPALLOC_LIKELY(offset * page->block_magic < page->start_limit &&
-                        (!kFreeChecks || block_key(block) != page->free_key))) {
+    if (MAPALLOC_UNLIKELY(offset * page->block_magic >= page->start_limit))
+      return free_past_start_limit(pointer, page, heap);
+    if (MAPALLOC_LIKELY(!kFreeChecks || block_key(block) != page->free_key)) {
       if constexpr (kFreeChecks) set_block_key(block, page->free_key);
       set_block_next(block, page->local_free);
       page->local_free = block;

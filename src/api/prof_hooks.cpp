@@ -132,8 +132,9 @@ void prof_restore_fast_free(Page* page) {
   for (auto& slot_word : page->prof_slot_words) {
     uint64_t word = slot_word.load(std::memory_order_relaxed);
     for (unsigned lane = 0; lane < 4; ++lane) {
-      auto mark = static_cast<uint16_t>(word >> (16 * lane));
-      if (mark != 0 && mark - 1u < lowest) lowest = mark - 1u;
+      // (An empty lane's mark, 0, wraps to the largest index: never the lowest.)
+      uint32_t index = static_cast<uint16_t>(word >> (16 * lane)) - 1u;
+      lowest = index < lowest ? index : lowest;
     }
   }
   page->start_limit = lowest * step;

@@ -37,8 +37,12 @@ double natural_log(double x) {
   bits = (bits & ((uint64_t{1} << 52) - 1)) | (uint64_t{1023} << 52);
   double m;
   memcpy(&m, &bits, sizeof m);
+  if (m > 1.41421356237309504880) {  // m in [sqrt(1/2), sqrt(2)): |s| below 0.172
+    m *= 0.5;
+    ++exponent;
+  }
   double s = (m - 1) / (m + 1), s2 = s * s, term = s, sum = 0;
-  for (int k = 1; k < 24; k += 2) {  // s <= 1/3: the last term is below 1e-12
+  for (int k = 1; k < 16; k += 2) {  // s^2 < 0.0295: the last term is below 1e-12
     sum += term * kInverse[k];
     term *= s2;
   }
@@ -110,6 +114,15 @@ size_t dropped = 0;
 size_t stale = 0;
 double inuse_total = 0, peak_total = 0, snapshot_total = 0;
 std::atomic<bool> dump_pending{false};
+// Sample weights by charged bytes, direct-mapped: a size class's samples all charge its block
+// size, so a few dozen sizes recur and each sample need not evaluate the series again. (The
+// interval is fixed at prof_init, before any sample.) Under the lock.
+struct WeightMemo {
+  size_t charged;  // 0: empty
+  double weight;
+};
+constexpr unsigned kWeightMemoShift = 7;
+WeightMemo weight_memo[1u << kWeightMemoShift];
 
 uintptr_t entry_points[128];
 unsigned entry_point_count = 0;
@@ -186,6 +199,17 @@ size_t find_slot(uintptr_t address) {
   while (samples[slot].address != 0 && samples[slot].address != address)
     slot = (slot + 1) & (sample_slots - 1);
   return slot;
+}
+
+// The inverse of the probability that a block charging `charged` bytes is sampled: what its
+// sample stands for. Under the lock.
+double sample_weight(size_t charged) {
+  WeightMemo& memo = weight_memo[(charged * 0x9e3779b97f4a7c15ull) >> (64 - kWeightMemoShift)];
+  if (memo.charged != charged) {
+    memo.charged = charged;
+    memo.weight = 1 / one_minus_exp_minus(static_cast<double>(charged) / interval_bytes);
+  }
+  return memo.weight;
 }
 
 // A live sample's block is gone: its bytes leave its stack's in-use counts. Under the lock.
@@ -343,10 +367,10 @@ bool prof_record(const void* block, size_t size, size_t charged) {
   for (unsigned i = 0; i < depth; ++i) frames[i] -= 1;  // the call, not the return address
   uint64_t hash = depth;
   for (unsigned i = 0; i < depth; ++i) hash = mix(hash ^ frames[i]);
-  double weight = 1 / one_minus_exp_minus(static_cast<double>(charged) / interval_bytes);
   bool recorded = false;
   lock.lock();
   if (make_room_for_sample()) {
+    double weight = sample_weight(charged);
     uint32_t index = intern(frames, depth, hash);
     uintptr_t address = reinterpret_cast<uintptr_t>(block);
     size_t slot = find_slot(address);
@@ -431,6 +455,11 @@ void prof_dump_at_exit() {
   prof_on.store(false, std::memory_order_relaxed);
   if (prof_dump(nullptr) != 0)
     diag_write("mapalloc: could not write the heap profile %s.*", file_prefix);
+}
+
+double prof_sample_weight(size_t charged) {
+  SpinLockGuard guard(lock);
+  return sample_weight(charged);
 }
 
 ProfStats prof_stats() {

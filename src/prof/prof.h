@@ -79,6 +79,10 @@ struct ProfStats {
 };
 ProfStats prof_stats();
 
+// What a sample of a block charging `charged` bytes stands for: 1 / (1 - exp(-charged /
+// interval)), the inverse of its chance to be sampled (memoized by size; for the tests).
+double prof_sample_weight(size_t charged);
+
 // ---- for prof_write.cpp --------------------------------------------------------------------
 
 struct ProfStack {
