@@ -1,12 +1,15 @@
 // The heap profiler's table of live samples (prof/prof.h), driven directly: a sample is
 // recorded and forgotten by address, and a new sample at the address of one still recorded
-// (its block's free was missed) replaces it and is counted as stale. The addresses are this
-// file's own array, never a block the allocator hands out.
+// (its block's free was missed) replaces it and is counted as stale (addresses of this file's
+// own array, never a block the allocator hands out). Also its arithmetic (weights, countdowns)
+// and its hooks into the allocator (prof_hooks.h): which block of a refill is sampled, and the
+// owner's frees into a span that holds a sample.
 #include <doctest/doctest.h>
 
 #include <math.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <string>
 
 #include "api/prof_hooks.h"
@@ -137,4 +140,82 @@ TEST_CASE(
   for (int i = 0; i < kCount; ++i) {
     if (i != 1 && i != 2) free(blocks[i]);
   }
+}
+
+// prof_class_alloc samples, of the refill's first block and the next kSampleCandidates (16)
+// listed, the highest-addressed one: its span then holds fewer frees on the slow path. Here
+// the class's list starts with 24 blocks of one span in an order of the test's choosing, so
+// that the highest of that window sits inside it and higher ones lie beyond it.
+TEST_CASE(
+    "a sample is the highest-addressed of the refill's first blocks, swapped out of its list") {
+  constexpr unsigned kTaken = 24;
+  constexpr size_t kBytes = 48;
+  // Blocks allocated from the class's current span (allocated blocks count as used, as listed
+  // ones do, so they may be listed again); those of spans left behind are freed at the end.
+  void* others[2048];
+  unsigned other_count = 0;
+  Block* sorted[kTaken];
+  unsigned taken = 0;
+  Page* page = nullptr;
+  while (taken < kTaken && other_count + kTaken < 2048) {
+    void* block = malloc(kBytes);
+    REQUIRE(block != nullptr);
+    if (page_entry_of(block) != page) {  // a new span: start again there
+      for (unsigned i = 0; i < taken; ++i) others[other_count++] = sorted[i];
+      taken = 0;
+      page = page_entry_of(block);
+    }
+    sorted[taken++] = static_cast<Block*>(block);
+  }
+  REQUIRE(taken == kTaken);
+  Heap* heap = tls_heap;
+  unsigned size_class = page->size_class;
+  REQUIRE(heap->current[size_class] == page);
+  std::sort(sorted, sorted + kTaken);
+
+  // The list: s1..s5 s20 s6..s16 | s0 s17 s18 s19 s21 s22 s23, then the class's list as it was.
+  const unsigned order[kTaken] = {1,  2,  3,  4,  5,  20, 6,  7,  8,  9,  10, 11,
+                                  12, 13, 14, 15, 16, 0,  17, 18, 19, 21, 22, 23};
+  for (unsigned i = 0; i < kTaken; ++i) {
+    Block* next = i + 1 < kTaken ? sorted[order[i + 1]] : heap->free[size_class];
+    set_block_next(sorted[order[i]], next);
+    set_block_key(sorted[order[i]], page->free_key);
+  }
+  unsigned listed = 0;
+  for (Block* block = sorted[order[0]]; block != nullptr; block = block_next(block)) ++listed;
+
+  // Take the list's first block as class_alloc does, with the countdown about to run out and
+  // a next countdown far beyond the list (so that no cut moves blocks back to the page).
+  Block* block = sorted[order[0]];
+  heap->free[size_class] = block_next(block);
+  set_block_key(block, 0);
+  heap->prof_countdown[size_class] = 1;
+  uint64_t random = 1;
+  for (uint64_t probe = random; prof_next_countdown(&probe) < (1 << 20); probe = ++random) {
+  }
+  heap->prof_random = random;
+  ProfStats before = prof_stats();
+  auto* sampled = static_cast<Block*>(prof_class_alloc(heap, size_class, block, kBytes, listed));
+
+  CHECK(sampled == sorted[20]);
+  CHECK(block_key(sampled) == 0);
+  CHECK(prof_stats().live_samples == before.live_samples + 1);
+  CHECK(page->prof_samples.load(std::memory_order_relaxed) == 1);
+  // The list lost the sample and got the first block back in its place, free again.
+  unsigned length = 0;
+  bool has_first = false, has_sampled = false;
+  for (Block* next = heap->free[size_class]; next != nullptr; next = block_next(next)) {
+    ++length;
+    has_first |= next == block;
+    has_sampled |= next == sampled;
+  }
+  CHECK(length == listed - 1);
+  CHECK(has_first);
+  CHECK_FALSE(has_sampled);
+  CHECK(block_key(block) == page->free_key);
+
+  free(sampled);  // forgotten, and the span's fast path restored
+  CHECK(prof_stats().live_samples == before.live_samples);
+  CHECK(page->prof_samples.load(std::memory_order_relaxed) == 0);
+  for (unsigned i = 0; i < other_count; ++i) free(others[i]);
 }

@@ -45,6 +45,40 @@ void hold_frees_of_sampled(Block* block) {
   prof_restore_fast_free(page);
 }
 
+// How many of a refill's listed blocks a sample may be swapped with (highest_of_refill).
+constexpr unsigned kSampleCandidates = 16;
+
+// The block to sample in place of `block`, the refill's first (just taken, its key cleared):
+// the highest-addressed of it and the next few of the class's list, all of one span (a refill
+// lists blocks of heap->current[c]). The span holds the frees of its blocks from the sampled
+// one's index up (prof_hooks.h), so the higher it lies, the fewer frees take the slow path
+// while it lives: with k candidates in random order, about 1 / (k + 1) of the span's frees
+// instead of half. The candidates are the next to be handed out, so looking at them costs
+// little more than moving their cache misses earlier. The one chosen leaves the list; `block`
+// takes its place, free again.
+Block* highest_of_refill(Heap* heap, unsigned size_class, Block* block) {
+  Block* highest = block;
+  Block* before_highest = nullptr;  // its predecessor in the list (nullptr: the list's head)
+  Block* previous = nullptr;
+  unsigned looked = 0;
+  for (Block* next = heap->free[size_class]; next != nullptr && looked < kSampleCandidates;
+       previous = next, next = block_next(next), ++looked) {
+    if (next > highest) {
+      highest = next;
+      before_highest = previous;
+    }
+  }
+  if (highest == block) return block;
+  set_block_next(block, block_next(highest));
+  set_block_key(block, heap->current[size_class]->free_key);
+  if (before_highest == nullptr)
+    heap->free[size_class] = block;
+  else
+    set_block_next(before_highest, block);
+  set_block_key(highest, 0);
+  return highest;
+}
+
 // Hands out the blocks of `list` (the refill's, after its first; `handed` blocks in all) that
 // lie before the one where `countdown` runs out, and gives the rest back to the page: its
 // length is known (handed - 1 - kept), so the cold blocks need no walk.
@@ -80,7 +114,10 @@ void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t siz
   int64_t& countdown = countdown_of(heap, size_class);
   countdown -= static_cast<int64_t>(bytes);
   bool sample = countdown <= 0;
-  if (sample) countdown = prof_next_countdown(&heap->prof_random);
+  if (sample) {
+    countdown = prof_next_countdown(&heap->prof_random);
+    block = highest_of_refill(heap, size_class, block);
+  }
   if (Block* list = heap->free[size_class]) {
     // The rest of the refill's list (`block` was its first) is charged now.
     int64_t list_bytes = static_cast<int64_t>(handed - 1) * static_cast<int64_t>(bytes);
