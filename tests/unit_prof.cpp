@@ -71,15 +71,13 @@ TEST_CASE("countdowns between samples are exponential around the interval") {
   uint64_t random = 0x9e3779b97f4a7c15ull;
   constexpr int kDraws = 200000;
   double sum = 0;
-  int below_median = 0, below_tenth = 0, below_one = 0;
+  int below_median = 0, below_tenth = 0;
   for (int i = 0; i < kDraws; ++i) {
     int64_t countdown = prof_next_countdown(&random);
-    below_one += countdown < 1;
     sum += static_cast<double>(countdown);
     below_median += countdown < interval * M_LN2;               // P = 1/2
     below_tenth += countdown < interval * 0.10536051565782630;  // -ln(0.9): P = 1/10
   }
-  CHECK(below_one == 0);
   // (Standard errors: 0.22 % of the mean, 0.11 % and 0.07 % of the draws.)
   CHECK(sum / kDraws == doctest::Approx(interval).epsilon(0.01));
   CHECK(below_median == doctest::Approx(kDraws * 0.5).epsilon(0.01));
@@ -144,78 +142,117 @@ TEST_CASE(
 
 // prof_class_alloc samples, of the refill's first block and the next kSampleCandidates (16)
 // listed, the highest-addressed one: its span then holds fewer frees on the slow path. Here
-// the class's list starts with 24 blocks of one span in an order of the test's choosing, so
-// that the highest of that window sits inside it and higher ones lie beyond it.
-TEST_CASE(
-    "a sample is the highest-addressed of the refill's first blocks, swapped out of its list") {
-  constexpr unsigned kTaken = 24;
-  constexpr size_t kBytes = 48;
-  // Blocks allocated from the class's current span (allocated blocks count as used, as listed
-  // ones do, so they may be listed again); those of spans left behind are freed at the end.
-  void* others[2048];
-  unsigned other_count = 0;
-  Block* sorted[kTaken];
+// the class's list starts with blocks of one span in an order of the test's choosing.
+namespace {
+
+constexpr unsigned kSpanBlocks = 24;
+constexpr size_t kSampleTestBytes = 48;
+
+// kSpanBlocks allocated blocks of the class's current span, sorted by address (allocated
+// blocks count as used, as listed ones do, so they may be listed again); `others` gets those of
+// spans left behind, to be freed at the end.
+Page* blocks_of_current_span(Block** sorted, void** others, unsigned* other_count) {
   unsigned taken = 0;
   Page* page = nullptr;
-  while (taken < kTaken && other_count + kTaken < 2048) {
-    void* block = malloc(kBytes);
+  while (taken < kSpanBlocks && *other_count + kSpanBlocks < 2048) {
+    void* block = malloc(kSampleTestBytes);
     REQUIRE(block != nullptr);
     if (page_entry_of(block) != page) {  // a new span: start again there
-      for (unsigned i = 0; i < taken; ++i) others[other_count++] = sorted[i];
+      for (unsigned i = 0; i < taken; ++i) others[(*other_count)++] = sorted[i];
       taken = 0;
       page = page_entry_of(block);
     }
     sorted[taken++] = static_cast<Block*>(block);
   }
-  REQUIRE(taken == kTaken);
+  REQUIRE(taken == kSpanBlocks);
+  REQUIRE(tls_heap->current[page->size_class] == page);
+  std::sort(sorted, sorted + kSpanBlocks);
+  return page;
+}
+
+// Lists sorted[order[0..count)] (then the class's list as it was, if `then_the_rest`), takes
+// the first as class_alloc does and has prof_class_alloc sample it; checks that
+// sorted[expected] was sampled and that the list is what it was with the first block in the
+// sample's place.
+void check_sample_choice(const unsigned* order, unsigned count, bool then_the_rest,
+                         unsigned expected) {
+  REQUIRE_FALSE(prof_active());  // (no other sample may be taken meanwhile)
+  static void* others[2048];
+  unsigned other_count = 0;
+  Block* sorted[kSpanBlocks];
+  Page* page = blocks_of_current_span(sorted, others, &other_count);
   Heap* heap = tls_heap;
   unsigned size_class = page->size_class;
-  REQUIRE(heap->current[size_class] == page);
-  std::sort(sorted, sorted + kTaken);
-
-  // The list: s1..s5 s20 s6..s16 | s0 s17 s18 s19 s21 s22 s23, then the class's list as it was.
-  const unsigned order[kTaken] = {1,  2,  3,  4,  5,  20, 6,  7,  8,  9,  10, 11,
-                                  12, 13, 14, 15, 16, 0,  17, 18, 19, 21, 22, 23};
-  for (unsigned i = 0; i < kTaken; ++i) {
-    Block* next = i + 1 < kTaken ? sorted[order[i + 1]] : heap->free[size_class];
+  Block* rest = heap->free[size_class];
+  for (unsigned i = 0; i < count; ++i) {
+    Block* next = i + 1 < count ? sorted[order[i + 1]] : then_the_rest ? rest : nullptr;
     set_block_next(sorted[order[i]], next);
     set_block_key(sorted[order[i]], page->free_key);
   }
   unsigned listed = 0;
   for (Block* block = sorted[order[0]]; block != nullptr; block = block_next(block)) ++listed;
 
-  // Take the list's first block as class_alloc does, with the countdown about to run out and
-  // a next countdown far beyond the list (so that no cut moves blocks back to the page).
-  Block* block = sorted[order[0]];
-  heap->free[size_class] = block_next(block);
-  set_block_key(block, 0);
+  // The countdown about to run out, and a next countdown far beyond the list (so that no cut
+  // moves blocks back to the page).
+  Block* first = sorted[order[0]];
+  heap->free[size_class] = block_next(first);
+  set_block_key(first, 0);
   heap->prof_countdown[size_class] = 1;
   uint64_t random = 1;
   for (uint64_t probe = random; prof_next_countdown(&probe) < (1 << 20); probe = ++random) {
   }
   heap->prof_random = random;
   ProfStats before = prof_stats();
-  auto* sampled = static_cast<Block*>(prof_class_alloc(heap, size_class, block, kBytes, listed));
+  void* sampled = prof_class_alloc(heap, size_class, first, kSampleTestBytes, listed);
 
-  CHECK(sampled == sorted[20]);
-  CHECK(block_key(sampled) == 0);
+  CHECK(sampled == sorted[expected]);
+  CHECK(block_key(static_cast<Block*>(sampled)) == 0);
   CHECK(prof_stats().live_samples == before.live_samples + 1);
   CHECK(page->prof_samples.load(std::memory_order_relaxed) == 1);
-  // The list lost the sample and got the first block back in its place, free again.
-  unsigned length = 0;
-  bool has_first = false, has_sampled = false;
-  for (Block* next = heap->free[size_class]; next != nullptr; next = block_next(next)) {
-    ++length;
-    has_first |= next == block;
-    has_sampled |= next == sampled;
+  // The list, position by position: order[1..count), the sample replaced by the first block.
+  Block* next = heap->free[size_class];
+  for (unsigned i = 1; i < count; ++i, next = next != nullptr ? block_next(next) : nullptr) {
+    CAPTURE(i);
+    Block* expected_block = order[i] == expected ? first : sorted[order[i]];
+    REQUIRE(next == expected_block);
+    CHECK(block_key(next) == page->free_key);
   }
-  CHECK(length == listed - 1);
-  CHECK(has_first);
-  CHECK_FALSE(has_sampled);
-  CHECK(block_key(block) == page->free_key);
+  CHECK(next == (then_the_rest ? rest : nullptr));
 
   free(sampled);  // forgotten, and the span's fast path restored
   CHECK(prof_stats().live_samples == before.live_samples);
   CHECK(page->prof_samples.load(std::memory_order_relaxed) == 0);
+  if (!then_the_rest) {  // the class's old list back behind the test's
+    Block* last = heap->free[size_class];
+    if (last == nullptr) {
+      heap->free[size_class] = rest;
+    } else {
+      while (block_next(last) != nullptr) last = block_next(last);
+      set_block_next(last, rest);
+    }
+  }
   for (unsigned i = 0; i < other_count; ++i) free(others[i]);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a sample is the highest-addressed of the refill's first blocks, swapped out of its list") {
+  SUBCASE("the highest of the window is its last, a higher one just beyond it") {
+    const unsigned order[] = {1,  2,  3,  4,  5,  6,  7, 8,  9,  10, 11, 12,
+                              13, 14, 15, 16, 20, 21, 0, 17, 18, 19, 22, 23};
+    check_sample_choice(order, kSpanBlocks, true, 20);
+  }
+  SUBCASE("the highest is the list's head") {
+    const unsigned order[] = {0, 16, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    check_sample_choice(order, 17, true, 16);
+  }
+  SUBCASE("the first block is the highest: no swap") {
+    const unsigned order[] = {16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 23};
+    check_sample_choice(order, 18, true, 16);
+  }
+  SUBCASE("a list shorter than the window") {
+    const unsigned order[] = {2, 0, 5, 1, 3};
+    check_sample_choice(order, 5, false, 5);
+  }
 }

@@ -249,17 +249,23 @@ TEST_CASE("a frame is left out exactly when its function is one of many entry po
   // Alone: the walk starts at this test's frame, below walk_with_entries.
   EntryWalk alone = walk_from_one_site(&own, 1);
   REQUIRE(alone.count >= 2);
-  // Among 9 sorted entries, at every position, the same.
+  // Among 9 sorted entries, at every position, the same. (The others are the 8 bytes on either
+  // side of its start: inside it or the code before it, where no function on this stack
+  // starts.)
+  const auto caller = reinterpret_cast<uintptr_t>(&walk_from_one_site);
   for (unsigned at = 0; at < 9; ++at) {
     CAPTURE(at);
     uintptr_t entries[9];
-    for (unsigned i = 0; i < 9; ++i) entries[i] = own - 64 * at + 64 * i;
+    for (unsigned i = 0; i < 9; ++i) {
+      entries[i] = own - at + i;
+      REQUIRE(entries[i] != caller);
+    }
     EntryWalk walk = walk_from_one_site(entries, 9);
     CHECK(walk.count == alone.count);
     CHECK(walk.first == alone.first);
   }
   // Entries on both sides of it but not it: its frame and the walk's own are kept.
-  uintptr_t around[] = {own - 128, own - 1, own + 1, own + 128};
+  uintptr_t around[] = {own - 2, own - 1, own + 1, own + 2};
   EntryWalk kept = walk_from_one_site(around, 4);
   CHECK(kept.count > alone.count);
   CHECK(kept.first != alone.first);

@@ -217,19 +217,16 @@ void* malloc_slow(size_t size, Heap* heap) {
 
 void free_slow(void* pointer) {
   if (pointer == nullptr) return;
-  if (MAPALLOC_LIKELY(unit_kind(pointer) == kUnitSegment)) {
-    // (A span whose frees the heap profiler holds from a sampled block up: prof_owner_free.)
-    Page* entry = page_entry_of(pointer);
-    Heap* heap = tls_heap;
-    if (entry->owner == heap && prof_owner_free(heap, entry, static_cast<Block*>(pointer))) return;
+  if (MAPALLOC_LIKELY(unit_kind(pointer) == kUnitSegment))
     return release_located(locate_class_block(pointer, "free"), pointer);
-  }
   release_located(locate(pointer, "free"), pointer);
 }
 
+// (The owner's frees the heap profiler holds come here, not through free_slow: free_slow sees
+// remote frees, double frees and stale map reads, whose general path handles a held span too.)
 void free_past_start_limit(void* pointer, Page* page, Heap* heap) {
   if (page->owner == heap && prof_owner_free(heap, page, static_cast<Block*>(pointer))) return;
-  free_slow(pointer);
+  release_located(locate_class_block(pointer, "free"), pointer);
 }
 
 void check_sized_delete(const BlockRef& ref, const void* pointer, size_t size, bool exact_class) {
