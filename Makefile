@@ -21,7 +21,7 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
 
 # The layers, lowest first (README.md, "Design"; scripts/check_layers.py keeps them): each
 # folder of src/ includes only itself and the folders before it here.
-PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process platform/prof_os \
+PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process platform/prof_os platform/unwind_rules \
   platform/unwind
 PROF_SOURCES := prof/prof prof/prof_write
 CORE_LAYER_SOURCES := core/segment core/arena core/arena_quarantine core/page core/large core/heap core/heap_remote \

@@ -28,10 +28,11 @@ struct Stacks {
 
 // Both walks from the same frame; frames up to and including this function's are left out (it
 // is the "entry point"), so both start at its caller.
+unsigned capture_room = kDepth;  // the frames both walks may collect
 __attribute__((noinline)) void capture(Stacks* stacks) {
   static const uintptr_t entries[] = {reinterpret_cast<uintptr_t>(&capture)};
-  stacks->cached_count = os_backtrace(stacks->cached, kDepth, entries, 1);
-  stacks->full_count = os_backtrace_full(stacks->full, kDepth, entries, 1);
+  stacks->cached_count = os_backtrace(stacks->cached, capture_room, entries, 1);
+  stacks->full_count = os_backtrace_full(stacks->full, capture_room, entries, 1);
   asm volatile("" ::: "memory");  // (not a tail call)
 }
 
@@ -151,12 +152,45 @@ TEST_CASE("a walk of the stack walked last takes its frames from that walk") {
   check_same(stacks);
 }
 
+TEST_CASE("a backtrace of the stack walked last is copied whole from that walk") {
+  // One call site for every walk: the second is the first's stack again and is copied; the
+  // third is deeper (its frames lie lower on the stack) and is walked; the fourth is copied.
+  const int depths[] = {5, 5, 7, 7};
+  const uint64_t copies[] = {0, 1, 0, 1};  // (the first is not checked)
+  for (unsigned i = 0; i < 4; ++i) {
+    asm volatile("" : "+r"(i));  // (not unrolled)
+    Stacks stacks;
+    uint64_t before = unwind_counters().backtraces_copied;
+    recurse(&stacks, depths[i]);
+    if (i > 0) CHECK(unwind_counters().backtraces_copied - before == copies[i]);
+    check_same(stacks);
+  }
+}
+
+TEST_CASE("a backtrace with less room than the last one collected is walked, not copied") {
+  // One call site for every walk; the room changes between them.
+  const unsigned rooms[] = {kDepth, kDepth, 4, kDepth, kDepth};
+  const uint64_t copies[] = {0, 1, 0, 0, 1};  // (the first is not checked)
+  for (unsigned i = 0; i < 5; ++i) {
+    asm volatile("" : "+r"(i));  // (not unrolled)
+    Stacks stacks;
+    capture_room = rooms[i];
+    uint64_t before = unwind_counters().backtraces_copied;
+    recurse(&stacks, 5);
+    if (i > 0) CHECK(unwind_counters().backtraces_copied - before == copies[i]);
+    check_same(stacks);
+    CHECK(stacks.cached_count == (rooms[i] == 4 ? 4u : stacks.full_count));
+  }
+  capture_room = kDepth;
+}
+
 TEST_CASE("a walk that differs from the last one in one return address finds its own frames") {
   Stacks first, second;
   void (*callers[])(Stacks*) = {via_first, via_second};
   Stacks* results[] = {&first, &second};
   for (int round = 0; round < 3; ++round) {
     uint64_t before = unwind_counters().frames_reused;
+    uint64_t copied_before = unwind_counters().backtraces_copied;
     for (int i = 0; i < 2; ++i) {
       asm volatile("" : "+r"(i));  // (not unrolled: one call site for both)
       through(callers[i], results[i]);
@@ -164,6 +198,7 @@ TEST_CASE("a walk that differs from the last one in one return address finds its
     // The frames up to recurse's outermost are taken from the walk before; the return address
     // into via_first or via_second then differs, and the walk goes on with rules.
     if (round > 0) CHECK(unwind_counters().frames_reused - before >= 2 * 6);
+    CHECK(unwind_counters().backtraces_copied == copied_before);  // (each differs from the last)
     check_same(first);
     check_same(second);
     REQUIRE(first.full_count == second.full_count);

@@ -15,60 +15,8 @@ namespace mapalloc {
 
 namespace {
 
-constexpr unsigned kAllocatorFrames = 24;
-
-struct Walk {
-  uintptr_t* frames;
-  unsigned capacity;
-  const uintptr_t* entries;
-  unsigned entry_count;
-  unsigned count;
-  unsigned seen;
-  uintptr_t lowest_entry;  // the bounds of `entries`: most frames are outside them
-  uintptr_t highest_entry;
-};
-
-Walk make_walk(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
-               unsigned entry_count) {
-  if (entry_count == 0) return {frames, capacity, entries, 0, 0, 0, ~uintptr_t{0}, 0};
-  return {frames, capacity, entries, entry_count, 0, 0, entries[0], entries[entry_count - 1]};
-}
-
-// Whether `start`, which lies within the bounds of the `count` sorted `entries` (so that the
-// search ends on one of them), is one of them. Every frame inside the allocator asks: binary,
-// because a linear scan of the fifty or so was a third of a sample's unwinding.
-bool is_entry(const uintptr_t* entries, unsigned count, uintptr_t start) {
-  while (count > 0) {
-    unsigned half = count / 2;
-    if (entries[half] < start) {
-      entries += half + 1;
-      count -= half + 1;
-    } else {
-      count = half;
-    }
-  }
-  return *entries == start;
-}
-
-// One frame of either walk: `pc` its return address, `start` its function's first address.
-bool visit_frame(void* argument, uintptr_t pc, uintptr_t start) {
-  auto* walk = static_cast<Walk*>(argument);
-  if (pc == 0) return false;
-  if (++walk->seen > 256) return false;  // a corrupt or endless chain
-  // The outermost of the allocator's frames among the first few (tail calls leave some out).
-  if (walk->seen <= kAllocatorFrames && start >= walk->lowest_entry &&
-      start <= walk->highest_entry && is_entry(walk->entries, walk->entry_count, start)) {
-    walk->count = 0;  // what came before was the allocator
-    return true;
-  }
-  if (walk->count < walk->capacity) walk->frames[walk->count++] = pc;
-  // Past capacity the walk goes on a little, in case an entry point is still to come (a deep
-  // chain inside the allocator), then stops.
-  return !(walk->count == walk->capacity && walk->seen > 2 * walk->capacity);
-}
-
 _Unwind_Reason_Code walk_frame(struct _Unwind_Context* context, void* argument) {
-  return visit_frame(argument, _Unwind_GetIP(context), _Unwind_GetRegionStart(context))
+  return backtrace_visit(argument, _Unwind_GetIP(context), _Unwind_GetRegionStart(context))
              ? _URC_NO_REASON
              : _URC_END_OF_STACK;
 }
@@ -77,15 +25,15 @@ _Unwind_Reason_Code walk_frame(struct _Unwind_Context* context, void* argument) 
 
 unsigned os_backtrace_full(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
                            unsigned entry_count) {
-  Walk walk = make_walk(frames, capacity, entries, entry_count);
+  BacktraceWalk walk = make_backtrace_walk(frames, capacity, entries, entry_count);
   _Unwind_Backtrace(walk_frame, &walk);
   return walk.count;
 }
 
 unsigned os_backtrace(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
                       unsigned entry_count) {
-  Walk walk = make_walk(frames, capacity, entries, entry_count);
-  if (unwind_stack_cached(visit_frame, &walk)) return walk.count;
+  BacktraceWalk walk = make_backtrace_walk(frames, capacity, entries, entry_count);
+  if (unwind_backtrace_cached(&walk)) return walk.count;
   return os_backtrace_full(frames, capacity, entries, entry_count);
 }
 

@@ -30,16 +30,42 @@ using FrameVisitor = bool (*)(void* argument, uintptr_t pc, uintptr_t function_s
 // a frame needs the full unwinder, and the frames visited so far are to be discarded.
 bool unwind_stack_cached(FrameVisitor visit, void* argument);
 
+// The profiler's backtrace as a visitor: collects up to `capacity` return addresses into
+// `frames`, innermost first, leaving out the frames up to and including the outermost one, among
+// the first kAllocatorFrames, whose function starts at one of `entries` (the allocator's
+// functions, sorted ascending; tail calls leave some of them off the stack).
+struct BacktraceWalk {
+  uintptr_t* frames;
+  unsigned capacity;
+  const uintptr_t* entries;
+  unsigned entry_count;
+  unsigned count;          // frames collected
+  unsigned seen;           // frames visited
+  uintptr_t lowest_entry;  // the bounds of `entries`: most frames are outside them
+  uintptr_t highest_entry;
+};
+constexpr unsigned kAllocatorFrames = 24;
+BacktraceWalk make_backtrace_walk(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
+                                  unsigned entry_count);
+bool backtrace_visit(void* walk, uintptr_t pc, uintptr_t function_start);
+
+// unwind_stack_cached with backtrace_visit. A stack that is, frame for frame, the whole of the
+// thread's last backtrace (a loop that allocates from one place) is only checked, not visited
+// again: its frames are copied from that walk's. false: a frame needs the full unwinder.
+bool unwind_backtrace_cached(BacktraceWalk* walk);
+
 // Gives back the calling thread's record of its last walk (at thread exit; later walks of the
 // thread keep none).
 void unwind_thread_exit();
 
 // For the statistics and tests: rules read from .eh_frame, walks given up to the full unwinder,
-// and frames taken from the thread's previous walk without a rule look-up.
+// frames taken from the thread's previous walk without a rule look-up, and backtraces copied
+// whole from it (unwind_backtrace_cached).
 struct UnwindCounters {
   uint64_t rules_read;
   uint64_t walks_given_up;
   uint64_t frames_reused;
+  uint64_t backtraces_copied;
 };
 UnwindCounters unwind_counters();
 

@@ -18,18 +18,13 @@ namespace {
 
 // ---- arithmetic without libm ------------------------------------------------------------------
 
-// 1 / k for the series below: a multiply instead of a division per term (a division's latency
-// is 13-20 cycles; each sample evaluates about 27 terms).
-struct Inverses {
-  double of[24];
-  constexpr Inverses() : of() {
-    for (int k = 1; k < 24; ++k) of[k] = 1.0 / k;
-  }
-};
-constexpr Inverses kInverses;
-constexpr const double* kInverse = kInverses.of;
+// Each sample evaluates a logarithm (its countdown) and, unless its size's weight is memoized,
+// an exponential: polynomials in Horner's form with their coefficients as constants, so that
+// neither costs a loop, a table load per term or a division per term.
 
-// ln(x) for x > 0: x = m * 2^e with m in [1, 2), ln m = 2 atanh((m - 1) / (m + 1)).
+// ln(x) for x > 0: x = m * 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s) with
+// s = (m - 1) / (m + 1), |s| < 0.172: atanh's series s + s^3/3 + ... + s^15/15 leaves out less
+// than 1e-12.
 double natural_log(double x) {
   uint64_t bits;
   memcpy(&bits, &x, sizeof bits);
@@ -37,41 +32,43 @@ double natural_log(double x) {
   bits = (bits & ((uint64_t{1} << 52) - 1)) | (uint64_t{1023} << 52);
   double m;
   memcpy(&m, &bits, sizeof m);
-  if (m > 1.41421356237309504880) {  // m in [sqrt(1/2), sqrt(2)): |s| below 0.172
+  if (m > 1.41421356237309504880) {
     m *= 0.5;
     ++exponent;
   }
-  double s = (m - 1) / (m + 1), s2 = s * s, term = s, sum = 0;
-  for (int k = 1; k < 16; k += 2) {  // s^2 < 0.0295: the last term is below 1e-12
-    sum += term * kInverse[k];
-    term *= s2;
-  }
-  return 2 * sum + exponent * 0.69314718055994530942;
+  double s = (m - 1) / (m + 1), t = s * s;
+  constexpr double c3 = 1.0 / 3, c5 = 1.0 / 5, c7 = 1.0 / 7, c9 = 1.0 / 9, c11 = 1.0 / 11,
+                   c13 = 1.0 / 13, c15 = 1.0 / 15;
+  double series = ((((((c15 * t + c13) * t + c11) * t + c9) * t + c7) * t + c5) * t + c3) * t + 1;
+  return 2 * s * series + exponent * 0.69314718055994530942;
 }
 
-// 1 - exp(-y) for y >= 0, accurate for small y too.
+// exp(r) - 1 for |r| <= ln(2)/2, by its Taylor polynomial to r^13: the first term left out,
+// r^14/14!, is below 3e-18 of the result there.
+double expm1_reduced(double r) {
+  constexpr double f2 = 1.0 / 2, f3 = f2 / 3, f4 = f3 / 4, f5 = f4 / 5, f6 = f5 / 6, f7 = f6 / 7,
+                   f8 = f7 / 8, f9 = f8 / 9, f10 = f9 / 10, f11 = f10 / 11, f12 = f11 / 12,
+                   f13 = f12 / 13;  // 1 / k!
+  double high = (((((f13 * r + f12) * r + f11) * r + f10) * r + f9) * r + f8) * r + f7;
+  return ((((((high * r + f6) * r + f5) * r + f4) * r + f3) * r + f2) * r + 1) * r;
+}
+
+// 1 - exp(-y) for y >= 0, to a few units in the last place, small y too: y = n ln 2 + r with
+// |r| <= ln(2)/2, so exp(-y) = 2^-n exp(-r). With n = 0 the result is expm1's own, without the
+// cancellation of 1 - exp(-y); with n >= 1 it is above 0.29 and the subtraction loses nothing.
 double one_minus_exp_minus(double y) {
-  if (y > 40) return 1;
-  if (y < 0.5) {  // y - y^2/2 + y^3/6 - ...
-    double term = y, sum = 0;
-    for (int k = 1; k < 16; ++k) {  // y < 0.5: the last term is below 1e-16
-      sum += term;
-      term *= -y * kInverse[k + 1];
-    }
-    return sum;
-  }
-  int squarings = 0;
-  while (y > 0.5) {
-    y /= 2;
-    ++squarings;
-  }
-  double term = 1, e = 0;  // exp(-y)
-  for (int k = 1; k < 16; ++k) {
-    e += term;
-    term *= -y * kInverse[k];
-  }
-  while (squarings-- > 0) e *= e;
-  return 1 - e;
+  if (y > 40) return 1;  // (below 1e-17 from it)
+  constexpr double kLog2E = 1.44269504088896340736;
+  // ln 2 in two parts: kLn2High has 32 trailing zero bits, so n * kLn2High is exact.
+  constexpr double kLn2High = 6.93147180369123816490e-01, kLn2Low = 1.90821492927058770002e-10;
+  auto n = static_cast<int64_t>(y * kLog2E + 0.5);  // (y >= 0: rounds to nearest)
+  double r = (y - static_cast<double>(n) * kLn2High) - static_cast<double>(n) * kLn2Low;
+  double exp_minus_r_minus_1 = expm1_reduced(-r);
+  if (n == 0) return -exp_minus_r_minus_1;
+  uint64_t bits = static_cast<uint64_t>(1023 - n) << 52;  // 2^-n, n <= 58
+  double two_to_minus_n;
+  memcpy(&two_to_minus_n, &bits, sizeof two_to_minus_n);
+  return 1 - two_to_minus_n * (1 + exp_minus_r_minus_1);
 }
 
 // ---- state --------------------------------------------------------------------------------------
@@ -364,9 +361,14 @@ bool prof_record(const void* block, size_t size, size_t charged) {
   unwinding.fetch_add(1, std::memory_order_acq_rel);
   unsigned depth = os_backtrace(frames, kProfMaxDepth, entry_points, entry_point_count);
   unwinding.fetch_sub(1, std::memory_order_acq_rel);
-  for (unsigned i = 0; i < depth; ++i) frames[i] -= 1;  // the call, not the return address
+  // A polynomial hash of the frames, mixed once at the end: two instructions per frame, where
+  // mixing each frame took ten (stacks are often dozens of frames deep).
   uint64_t hash = depth;
-  for (unsigned i = 0; i < depth; ++i) hash = mix(hash ^ frames[i]);
+  for (unsigned i = 0; i < depth; ++i) {
+    frames[i] -= 1;  // the call, not the return address
+    hash = (hash + frames[i]) * 0x9e3779b97f4a7c15ull;
+  }
+  hash = mix(hash);
   bool recorded = false;
   lock.lock();
   if (make_room_for_sample()) {
