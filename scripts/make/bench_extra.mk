@@ -6,6 +6,8 @@
 #                        (scripts/bench/memory_return.py; EXTRA="NAME=PATH.so ..." adds other
 #                        allocators, MEMORY_RETURN_ARGS="--runs 5" passes options to the script)
 #   make prof-cost       the heap profiler's cost when on, beside jemalloc's (below)
+#   make prof-pairs      the heap profiler's cost in time, on and off run at once in pairs
+#                        (scripts/bench/prof_pairs.py; PROF_PAIRS_ARGS="--pairs 15 --full")
 
 BUILD ?= build
 MEMORY_RETURN_ARGS ?=
@@ -34,3 +36,12 @@ prof-cost: $(BUILD)/libmapalloc.so
 	  --env mapalloc+prof:MAPALLOC_PROF=1 \
 	        mapalloc+prof:MAPALLOC_PROF_FILE=$(abspath $(BUILD))/bench/prof-cost.%p \
 	        jemalloc+prof:MALLOC_CONF=prof:true $(PROF_COST_ARGS)
+
+# make prof-pairs: the profiler's on/off time ratio per workload, each pair of runs started
+# together on the two cores, so that the machine's noise falls on both (scripts/bench/prof_pairs.py).
+PROF_PAIRS_ARGS ?=
+
+.PHONY: prof-pairs
+prof-pairs: $(BUILD)/libmapalloc.so
+	@scripts/ensure-packages.sh bench
+	@python3 scripts/bench/prof_pairs.py --library $(abspath $(BUILD))/libmapalloc.so $(PROF_PAIRS_ARGS)

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""The heap profiler's cost in time, measured in pairs (make prof-pairs).
+
+Each run of a workload is a pair: the same command twice at the same moment, once with the
+profiler on (MAPALLOC_PROF=1) and once with it off, each pinned to one of two cores, the cores
+swapped from one pair to the next. What disturbs a shared machine (other tenants, frequency
+changes, the kernel's compaction) then falls more nearly on both halves of a pair alike than on
+runs taken one after the other. It does not vanish: on the shared 2-core machines this project
+is measured on, single pair ratios still range from 0.7 to 1.9 on a noisy day, hence the median
+over many pairs, printed beside the lowest and highest. A multi-threaded workload runs on one
+core here: the ratio is its cost per unit of work, not its scaling. Prints each workload's median on/off ratio (with the lowest and highest) and the
+geometric means over the synthetic workloads and over the real programs, and writes them to
+build/bench/prof-pairs.md.
+
+    scripts/bench/prof_pairs.py [--pairs N] [--full] [--only NAME ...] [--library PATH]
+"""
+import argparse
+import glob
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import bench  # noqa: E402  (make bench's workloads and its measure wrapper)
+
+
+def paired_run(workload, library, on_core, off_core, profile_prefix):
+    """One pair: the workload with the profiler on (pinned to on_core) and off (off_core),
+    started together; returns (on seconds, off seconds)."""
+    processes = []
+    for on, core in ((True, on_core), (False, off_core)):
+        env = dict(bench.environment(None), **workload.env)
+        env["MAPALLOC_PROF"] = "1" if on else "0"
+        env["MAPALLOC_PROF_FILE"] = profile_prefix
+        command = (["taskset", "-c", str(core), str(bench.OUT / "measure"), "--preload",
+                    str(library), "--"] + [str(a) for a in workload.argv])
+        stdin = open(workload.stdin, "rb") if workload.stdin else open(os.devnull, "rb")
+        processes.append(subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, env=env))
+        stdin.close()
+    seconds = []
+    for process in processes:
+        _, stderr = process.communicate()
+        body = stderr[:-1] if stderr.endswith(b"\n") else stderr
+        report = body[body.rfind(b"\n") + 1:].decode(errors="replace")
+        if process.returncode != 0:
+            raise RuntimeError(f"{workload.name}: a run failed ({process.returncode}): "
+                               f"{stderr[-300:].decode(errors='replace')}")
+        seconds.append(bench.parse_report(report)[0])
+    # The profiles the "on" half wrote (PREFIX with %p: one set per process) are not kept.
+    for path in glob.glob(profile_prefix.replace("%p", "*")):
+        os.unlink(path)
+    return seconds[0], seconds[1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=9, help="pairs per workload (default 9)")
+    parser.add_argument("--full", action="store_true", help="make bench's full scale, not --quick")
+    parser.add_argument("--only", nargs="*", default=[], help="workloads whose name contains one")
+    parser.add_argument("--library", default=str(bench.ROOT / "build" / "libmapalloc.so"))
+    args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("prof_pairs: needs two cores (one for each half of a pair)")
+    quick = not args.full
+    bench.build(quick)
+    # redis runs as a server beside its benchmark client: not a single command to pin.
+    chosen = [w for w in bench.workloads(quick, args.only) if w.server is None]
+    if not chosen:
+        sys.exit("prof_pairs: no workload matches --only")
+    profile_prefix = str(bench.OUT / "profiles" / "prof-pairs.%p")
+    rows, ratios_of_kind = [], {"synthetic": [], "real": []}
+    for workload in chosen:
+        ratios = []
+        for pair in range(args.pairs):
+            bench.progress(f"{workload.name}: pair {pair + 1}/{args.pairs}")
+            on_core, off_core = (0, 1) if pair % 2 == 0 else (1, 0)
+            on, off = paired_run(workload, args.library, on_core, off_core, profile_prefix)
+            ratios.append(on / off)
+        median = statistics.median(ratios)
+        ratios_of_kind[workload.kind].append(median)
+        rows.append(f"| {workload.name} | {median:.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
+    bench.progress("")
+    lines = [f"Heap profiler on / off, wall time, {args.pairs} pairs per workload "
+             f"({'full' if args.full else 'quick'} scale; median, lowest and highest ratio)",
+             "", "| workload | median | lowest | highest |", "|---|---|---|---|"] + rows + [""]
+    for kind, ratios in ratios_of_kind.items():
+        if ratios:
+            lines.append(f"- geometric mean, {kind}: {bench.geomean(ratios):.3f} "
+                         f"({len(ratios)} workloads)")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    (bench.OUT / "prof-pairs.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
