@@ -94,6 +94,24 @@ __attribute__((noinline)) void through(void (*caller)(Stacks*), Stacks* stacks) 
   asm volatile("" ::: "memory");
 }
 
+// A walk `depth` frames below its entry point (capture_above): with room for few frames the
+// visitor stops before it gets there, after twice its room, and keeps the frames below it.
+__attribute__((noinline)) void capture_above(Stacks* stacks, int depth);
+__attribute__((noinline)) void walk_below(Stacks* stacks, int depth) {
+  if (depth > 0) {
+    walk_below(stacks, depth - 1);
+  } else {
+    static const uintptr_t entries[] = {reinterpret_cast<uintptr_t>(&capture_above)};
+    stacks->cached_count = os_backtrace(stacks->cached, capture_room, entries, 1);
+    stacks->full_count = os_backtrace_full(stacks->full, capture_room, entries, 1);
+  }
+  asm volatile("" ::: "memory");
+}
+__attribute__((noinline)) void capture_above(Stacks* stacks, int depth) {
+  walk_below(stacks, depth);
+  asm volatile("" ::: "memory");
+}
+
 Stacks* qsort_stacks = nullptr;
 int compare_and_capture(const void* a, const void* b) {
   if (qsort_stacks != nullptr) {
@@ -154,7 +172,8 @@ TEST_CASE("a walk of the stack walked last takes its frames from that walk") {
 
 TEST_CASE("a backtrace of the stack walked last is copied whole from that walk") {
   // One call site for every walk: the second is the first's stack again and is copied; the
-  // third is deeper (its frames lie lower on the stack) and is walked; the fourth is copied.
+  // third is deeper (its first frame lies lower on the stack, so it is compared with the other
+  // kept walk) and is walked; the fourth is copied.
   const int depths[] = {5, 5, 7, 7};
   const uint64_t copies[] = {0, 1, 0, 1};  // (the first is not checked)
   for (unsigned i = 0; i < 4; ++i) {
@@ -180,6 +199,29 @@ TEST_CASE("a backtrace with less room than the last one collected is walked, not
     if (i > 0) CHECK(unwind_counters().backtraces_copied - before == copies[i]);
     check_same(stacks);
     CHECK(stacks.cached_count == (rooms[i] == 4 ? 4u : stacks.full_count));
+  }
+  capture_room = kDepth;
+}
+
+TEST_CASE("a backtrace with less room, its entry point out of reach, is not copied") {
+  // Room 64 twice (the second copied), then room 4: the visitor stops 8 frames in, 12 below the
+  // entry point, with the 4 frames below it (a copy would give the frames above it).
+  const unsigned rooms[] = {kDepth, kDepth, 4};
+  for (unsigned i = 0; i < 3; ++i) {
+    asm volatile("" : "+r"(i));  // (not unrolled)
+    Stacks stacks;
+    capture_room = rooms[i];
+    uint64_t before = unwind_counters().backtraces_copied;
+    capture_above(&stacks, 12);
+    CAPTURE(i);
+    if (i == 1) CHECK(unwind_counters().backtraces_copied - before == 1);
+    if (i == 2) {
+      CHECK(unwind_counters().backtraces_copied - before == 0);
+      CHECK(stacks.cached_count == 4);
+      CHECK(stacks.full_count == 4);
+    } else {
+      check_same(stacks);
+    }
   }
   capture_room = kDepth;
 }
@@ -288,9 +330,11 @@ TEST_CASE("a frame is left out exactly when its function is one of many entry po
   // side of its start: inside it or the code before it, where no function on this stack
   // starts.)
   const auto caller = reinterpret_cast<uintptr_t>(&walk_from_one_site);
+  // (An array each: the cached walk reuses a backtrace for the same entries pointer and count.)
+  uintptr_t entries_at[9][9];
   for (unsigned at = 0; at < 9; ++at) {
     CAPTURE(at);
-    uintptr_t entries[9];
+    uintptr_t* entries = entries_at[at];
     for (unsigned i = 0; i < 9; ++i) {
       entries[i] = own - at + i;
       REQUIRE(entries[i] != caller);

@@ -11,6 +11,7 @@ namespace {
 std::atomic<uint64_t> rules_read{0};
 std::atomic<uint64_t> walks_given_up{0};
 std::atomic<uint64_t> backtraces_copied{0};
+std::atomic<uint64_t> frames_reused{0};
 
 // Whether `start`, which lies within the bounds of the `count` sorted `entries` (so that the
 // search ends on one of them), is one of them. Every frame inside the allocator asks: binary,
@@ -156,11 +157,12 @@ struct LastWalk {
   KeptFrame frames[kKeptFrames];
   unsigned count;  // frames[0, count) are the walk's
   // When these frames are a whole backtrace (the walk ended at frames[count - 1], and
-  // backtrace_visit saw every frame and collected fewer than its capacity): the visitor left out
-  // frames[0, backtrace_dropped) and collected the rest, with these entry points. Else
-  // backtrace_entries is nullptr.
+  // backtrace_visit saw every frame and collected fewer than backtrace_capacity): the visitor,
+  // with these entry points, left out frames[0, backtrace_dropped) and collected the rest; with
+  // as much room or more it would again. backtrace_capacity 0: no such backtrace.
   const uintptr_t* backtrace_entries;
   unsigned backtrace_entry_count;
+  unsigned backtrace_capacity;
   unsigned backtrace_dropped;
 };
 
@@ -177,7 +179,6 @@ static_assert(sizeof(LastWalks) <= kOsPageBytes);
 LastWalks* const kThreadExited = reinterpret_cast<LastWalks*>(uintptr_t{1});
 LastWalks* const kMapping = reinterpret_cast<LastWalks*>(uintptr_t{2});
 __thread LastWalks* thread_last_walks __attribute__((tls_model("initial-exec"))) = nullptr;
-std::atomic<uint64_t> frames_reused{0};
 
 // This thread's last walks, for the walk beginning now; nullptr if there are none to use
 // (another walk of this thread is under way, the thread is exiting, or no memory).
@@ -239,10 +240,12 @@ bool is_whole_walk(const LastWalk& kept, uintptr_t pc, uintptr_t sp, uintptr_t b
 // none for these entry points and capacity, or the stack differs.
 bool copy_backtrace(const LastWalk& kept, uintptr_t pc, uintptr_t sp, uintptr_t bp,
                     BacktraceWalk* walk) {
-  if (kept.backtrace_entries != walk->entries || kept.backtrace_entry_count != walk->entry_count)
+  // (Less room could stop the visitor before an entry point deep in the stack: walked.)
+  if (kept.backtrace_capacity == 0 || walk->capacity < kept.backtrace_capacity ||
+      kept.backtrace_entries != walk->entries || kept.backtrace_entry_count != walk->entry_count)
     return false;
   unsigned collected = kept.count - kept.backtrace_dropped;
-  if (collected >= walk->capacity || !is_whole_walk(kept, pc, sp, bp)) return false;
+  if (!is_whole_walk(kept, pc, sp, bp)) return false;
   for (unsigned i = 0; i < collected; ++i)
     walk->frames[i] = kept.frames[kept.backtrace_dropped + i].pc;
   walk->count = collected;
@@ -258,24 +261,24 @@ void note_backtrace(LastWalk* kept, const BacktraceWalk* walk) {
   if (walk->seen != kept->count || walk->count >= walk->capacity) return;
   kept->backtrace_entries = walk->entries;
   kept->backtrace_entry_count = walk->entry_count;
+  kept->backtrace_capacity = walk->capacity;
   kept->backtrace_dropped = walk->seen - walk->count;  // (collected: every frame after those)
 }
 
 // Not inlined, so that its own frame has a rule like any other; not instrumented by
 // AddressSanitizer, whose redzones do not cover the saved registers it reads anyway.
-__attribute__((noinline, no_sanitize_address)) bool walk_stack(FrameVisitor visit, void* argument,
-                                                               BacktraceWalk* backtrace) {
+__attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* backtrace) {
   CacheEntry* table = cache();
   if (table == nullptr) return false;
   uintptr_t pc, sp, bp;
   asm volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(bp));
   LastWalks* all_kept = take_last_walks();
   LastWalk* kept = all_kept != nullptr ? walk_from(all_kept, sp) : nullptr;
-  if (backtrace != nullptr && kept != nullptr && copy_backtrace(*kept, pc, sp, bp, backtrace)) {
+  if (kept != nullptr && copy_backtrace(*kept, pc, sp, bp, backtrace)) {
     release_last_walks(all_kept);
     return true;
   }
-  if (kept != nullptr) kept->backtrace_entries = nullptr;  // (set again below if it stays whole)
+  if (kept != nullptr) kept->backtrace_capacity = 0;  // (set again below if it stays whole)
   unsigned frame = 0;
   bool ended = false, visitor_stopped = false;
   // Frames of the last walk, while they begin as this one's do.
@@ -283,7 +286,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(FrameVisitor visi
     for (; frame < kept->count; ++frame) {
       const KeptFrame& same = kept->frames[frame];
       if (same.pc != pc || same.sp != sp || (same.cfa_from_bp && same.bp != bp)) break;
-      visitor_stopped = !visit(argument, pc, same.start);
+      visitor_stopped = !backtrace_visit(backtrace, pc, same.start);
       if (visitor_stopped || same.cfa == 0) {
         ended = true;
         break;
@@ -298,7 +301,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(FrameVisitor visi
     }
     frames_reused.fetch_add(frame, std::memory_order_relaxed);
     if (ended) {
-      if (backtrace != nullptr && !visitor_stopped) note_backtrace(kept, backtrace);
+      if (!visitor_stopped) note_backtrace(kept, backtrace);
       release_last_walks(all_kept);
       return true;
     }
@@ -324,7 +327,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(FrameVisitor visi
       kept->frames[frame] = {pc, sp, bp, function_start, cfa, saved_rbp, (rule & kRuleCfaRbp) != 0};
       kept->count = frame + 1;
     }
-    visitor_stopped = !visit(argument, pc, function_start);
+    visitor_stopped = !backtrace_visit(backtrace, pc, function_start);
     if (visitor_stopped || last) {
       ended = true;
       break;
@@ -339,7 +342,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(FrameVisitor visi
   }
   if (kept != nullptr) {
     if (!ended) kept->count = 0;  // a walk given up is not kept
-    if (ended && backtrace != nullptr && !visitor_stopped) note_backtrace(kept, backtrace);
+    if (ended && !visitor_stopped) note_backtrace(kept, backtrace);
     release_last_walks(all_kept);
   }
   if (ended) return true;
@@ -349,13 +352,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(FrameVisitor visi
 
 }  // namespace
 
-bool unwind_stack_cached(FrameVisitor visit, void* argument) {
-  return walk_stack(visit, argument, nullptr);
-}
-
-bool unwind_backtrace_cached(BacktraceWalk* walk) {
-  return walk_stack(backtrace_visit, walk, walk);
-}
+bool unwind_backtrace_cached(BacktraceWalk* walk) { return walk_stack(walk); }
 
 void unwind_thread_exit() {
   LastWalks* kept = thread_last_walks;
@@ -366,12 +363,10 @@ void unwind_thread_exit() {
 
 #else  // other architectures: always the full unwinder
 
-bool unwind_stack_cached(FrameVisitor, void*) {
+bool unwind_backtrace_cached(BacktraceWalk*) {
   walks_given_up.fetch_add(1, std::memory_order_relaxed);
   return false;
 }
-
-bool unwind_backtrace_cached(BacktraceWalk*) { return unwind_stack_cached(nullptr, nullptr); }
 
 void unwind_thread_exit() {}
 

@@ -10,7 +10,7 @@
 // the frames a new walk shares with it (same pc and stack pointer, checked frame by frame) need
 // no look-up at all. A frame whose rule is anything else
 // (a signal frame, a DWARF expression, a stack realigned through another register) makes
-// unwind_stack_cached return false, and the caller walks with _Unwind_Backtrace instead.
+// unwind_backtrace_cached return false, and the caller walks with _Unwind_Backtrace instead.
 //
 // The cache is keyed by address: a library unloaded with dlclose, and another mapped at the
 // same addresses, could leave a stale rule (the profiler's stacks would then be wrong there).
@@ -20,20 +20,12 @@
 
 namespace mapalloc {
 
-// Called for each frame, innermost first: `pc` is the frame's return address (the first frame's
-// own address within unwind_stack_cached), `function_start` the start of its function. Returns
-// false to stop the walk.
-using FrameVisitor = bool (*)(void* argument, uintptr_t pc, uintptr_t function_start);
-
-// Walks the calling thread's stack from unwind_stack_cached's own frame outwards. true: the walk
-// ended (outermost frame, a frame without unwind information, or the visitor said stop); false:
-// a frame needs the full unwinder, and the frames visited so far are to be discarded.
-bool unwind_stack_cached(FrameVisitor visit, void* argument);
-
-// The profiler's backtrace as a visitor: collects up to `capacity` return addresses into
-// `frames`, innermost first, leaving out the frames up to and including the outermost one, among
-// the first kAllocatorFrames, whose function starts at one of `entries` (the allocator's
-// functions, sorted ascending; tail calls leave some of them off the stack).
+// The profiler's backtrace: up to `capacity` return addresses collected into `frames`, innermost
+// first, leaving out the frames up to and including the outermost one, among the first
+// kAllocatorFrames, whose function starts at one of `entries` (the allocator's functions, sorted
+// ascending; tail calls leave some of them off the stack). A thread's last backtrace is reused
+// for the same `entries` pointer and count (unwind_backtrace_cached): the same pointer and count
+// must always hold the same values (the profiler's table only grows).
 struct BacktraceWalk {
   uintptr_t* frames;
   unsigned capacity;
@@ -47,11 +39,15 @@ struct BacktraceWalk {
 constexpr unsigned kAllocatorFrames = 24;
 BacktraceWalk make_backtrace_walk(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
                                   unsigned entry_count);
+// One frame of a backtrace (also for _Unwind_Backtrace): `pc` is the frame's return address,
+// `function_start` the start of its function. false: the walk stops here.
 bool backtrace_visit(void* walk, uintptr_t pc, uintptr_t function_start);
 
-// unwind_stack_cached with backtrace_visit. A stack that is, frame for frame, the whole of the
-// thread's last backtrace (a loop that allocates from one place) is only checked, not visited
-// again: its frames are copied from that walk's. false: a frame needs the full unwinder.
+// The backtrace by the cached walk, which starts at its own frame. A stack that is, frame for
+// frame, the whole of the thread's last backtrace (a loop that allocates from one place) is only
+// checked, not visited again: its frames are copied from that walk's. true: the walk ended
+// (outermost frame, a frame without unwind information, or the visitor stopped); false: a frame
+// needs the full unwinder, and what the walk collected is to be discarded.
 bool unwind_backtrace_cached(BacktraceWalk* walk);
 
 // Gives back the calling thread's record of its last walk (at thread exit; later walks of the

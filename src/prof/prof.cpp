@@ -44,7 +44,7 @@ double natural_log(double x) {
 }
 
 // exp(r) - 1 for |r| <= ln(2)/2, by its Taylor polynomial to r^13: the first term left out,
-// r^14/14!, is below 3e-18 of the result there.
+// r^14/14!, is below 1.5e-17 of the result there (a tenth of a unit in the last place).
 double expm1_reduced(double r) {
   constexpr double f2 = 1.0 / 2, f3 = f2 / 3, f4 = f3 / 4, f5 = f4 / 5, f6 = f5 / 6, f7 = f6 / 7,
                    f8 = f7 / 8, f9 = f8 / 9, f10 = f9 / 10, f11 = f10 / 11, f12 = f11 / 12,
@@ -59,7 +59,7 @@ double expm1_reduced(double r) {
 double one_minus_exp_minus(double y) {
   if (y > 40) return 1;  // (below 1e-17 from it)
   constexpr double kLog2E = 1.44269504088896340736;
-  // ln 2 in two parts: kLn2High has 32 trailing zero bits, so n * kLn2High is exact.
+  // ln 2 in two parts: kLn2High has 32 significant bits, so n * kLn2High is exact (n <= 58).
   constexpr double kLn2High = 6.93147180369123816490e-01, kLn2Low = 1.90821492927058770002e-10;
   auto n = static_cast<int64_t>(y * kLog2E + 0.5);  // (y >= 0: rounds to nearest)
   double r = (y - static_cast<double>(n) * kLn2High) - static_cast<double>(n) * kLn2Low;
