@@ -112,7 +112,8 @@ def main():
     prefix = os.path.join(WORK, "sites")
     run([sites], {"MAPALLOC_PROF_FILE": prefix})
     accuracy("accuracy", sites, prefix)
-    # About 27,000 live samples: the live samples' table grows from 4096 slots twice on the way.
+    # About 27,000 live samples: the live samples' table grows from 256 slots four times on the
+    # way.
     prefix = os.path.join(WORK, "sites-dense")
     run([sites], {"MAPALLOC_PROF_FILE": prefix, "MAPALLOC_PROF_SAMPLE": "1024"})
     accuracy("1 KiB interval (the samples' table grows)", sites, prefix)
