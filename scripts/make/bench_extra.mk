@@ -7,7 +7,8 @@
 #                        allocators, MEMORY_RETURN_ARGS="--runs 5" passes options to the script)
 #   make prof-cost       the heap profiler's cost when on, beside jemalloc's (below)
 #   make prof-pairs      the heap profiler's cost in time, on and off run at once in pairs
-#                        (scripts/bench/prof_pairs.py; PROF_PAIRS_ARGS="--pairs 15 --full")
+#                        (scripts/bench/prof_pairs.py; PROF_PAIRS_ARGS="--pairs 15 --full";
+#                        "--instructions": instruction counts with cachegrind instead)
 
 BUILD ?= build
 MEMORY_RETURN_ARGS ?=
