@@ -112,6 +112,28 @@ __attribute__((noinline)) void capture_above(Stacks* stacks, int depth) {
   asm volatile("" ::: "memory");
 }
 
+// One turn of walk_in_turns: the depth to walk from and the room both walks get.
+struct Turn {
+  int depth;
+  unsigned room;
+};
+
+// Calls `walk` once per turn, all from this one call site (so that consecutive turns of one
+// depth walk the same stack), each with its depth and room; keeps each turn's stacks and how
+// many backtraces it copied.
+template <size_t kTurns>
+void walk_in_turns(void (*walk)(Stacks*, int), const Turn (&turns)[kTurns],
+                   Stacks (&stacks)[kTurns], uint64_t (&copied)[kTurns]) {
+  for (unsigned i = 0; i < kTurns; ++i) {
+    asm volatile("" : "+r"(i));  // (not unrolled)
+    capture_room = turns[i].room;
+    uint64_t before = unwind_counters().backtraces_copied;
+    walk(&stacks[i], turns[i].depth);
+    copied[i] = unwind_counters().backtraces_copied - before;
+  }
+  capture_room = kDepth;
+}
+
 Stacks* qsort_stacks = nullptr;
 int compare_and_capture(const void* a, const void* b) {
   if (qsort_stacks != nullptr) {
@@ -171,59 +193,48 @@ TEST_CASE("a walk of the stack walked last takes its frames from that walk") {
 }
 
 TEST_CASE("a backtrace of the stack walked last is copied whole from that walk") {
-  // One call site for every walk: the second is the first's stack again and is copied; the
-  // third is deeper (its first frame lies lower on the stack, so it is compared with the other
-  // kept walk) and is walked; the fourth is copied.
-  const int depths[] = {5, 5, 7, 7};
+  // The second is the first's stack again and is copied; the third is deeper (its first frame
+  // lies lower on the stack, so it is compared with the other kept walk) and is walked; the
+  // fourth is copied.
+  const Turn turns[] = {{5, kDepth}, {5, kDepth}, {7, kDepth}, {7, kDepth}};
+  static Stacks stacks[4];
+  uint64_t copied[4];
+  walk_in_turns(recurse, turns, stacks, copied);
   const uint64_t copies[] = {0, 1, 0, 1};  // (the first is not checked)
   for (unsigned i = 0; i < 4; ++i) {
-    asm volatile("" : "+r"(i));  // (not unrolled)
-    Stacks stacks;
-    uint64_t before = unwind_counters().backtraces_copied;
-    recurse(&stacks, depths[i]);
-    if (i > 0) CHECK(unwind_counters().backtraces_copied - before == copies[i]);
-    check_same(stacks);
+    CAPTURE(i);
+    if (i > 0) CHECK(copied[i] == copies[i]);
+    check_same(stacks[i]);
   }
 }
 
 TEST_CASE("a backtrace with less room than the last one collected is walked, not copied") {
-  // One call site for every walk; the room changes between them.
-  const unsigned rooms[] = {kDepth, kDepth, 4, kDepth, kDepth};
+  const Turn turns[] = {{5, kDepth}, {5, kDepth}, {5, 4}, {5, kDepth}, {5, kDepth}};
+  static Stacks stacks[5];
+  uint64_t copied[5];
+  walk_in_turns(recurse, turns, stacks, copied);
   const uint64_t copies[] = {0, 1, 0, 0, 1};  // (the first is not checked)
   for (unsigned i = 0; i < 5; ++i) {
-    asm volatile("" : "+r"(i));  // (not unrolled)
-    Stacks stacks;
-    capture_room = rooms[i];
-    uint64_t before = unwind_counters().backtraces_copied;
-    recurse(&stacks, 5);
-    if (i > 0) CHECK(unwind_counters().backtraces_copied - before == copies[i]);
-    check_same(stacks);
-    CHECK(stacks.cached_count == (rooms[i] == 4 ? 4u : stacks.full_count));
+    CAPTURE(i);
+    if (i > 0) CHECK(copied[i] == copies[i]);
+    check_same(stacks[i]);
+    CHECK(stacks[i].cached_count == (turns[i].room == 4 ? 4u : stacks[i].full_count));
   }
-  capture_room = kDepth;
 }
 
 TEST_CASE("a backtrace with less room, its entry point out of reach, is not copied") {
   // Room 64 twice (the second copied), then room 4: the visitor stops 8 frames in, 12 below the
   // entry point, with the 4 frames below it (a copy would give the frames above it).
-  const unsigned rooms[] = {kDepth, kDepth, 4};
-  for (unsigned i = 0; i < 3; ++i) {
-    asm volatile("" : "+r"(i));  // (not unrolled)
-    Stacks stacks;
-    capture_room = rooms[i];
-    uint64_t before = unwind_counters().backtraces_copied;
-    capture_above(&stacks, 12);
-    CAPTURE(i);
-    if (i == 1) CHECK(unwind_counters().backtraces_copied - before == 1);
-    if (i == 2) {
-      CHECK(unwind_counters().backtraces_copied - before == 0);
-      CHECK(stacks.cached_count == 4);
-      CHECK(stacks.full_count == 4);
-    } else {
-      check_same(stacks);
-    }
-  }
-  capture_room = kDepth;
+  const Turn turns[] = {{12, kDepth}, {12, kDepth}, {12, 4}};
+  static Stacks stacks[3];
+  uint64_t copied[3];
+  walk_in_turns(capture_above, turns, stacks, copied);
+  CHECK(copied[1] == 1);
+  CHECK(copied[2] == 0);
+  CHECK(stacks[2].cached_count == 4);
+  CHECK(stacks[2].full_count == 4);
+  check_same(stacks[0]);
+  check_same(stacks[1]);
 }
 
 TEST_CASE("a walk that differs from the last one in one return address finds its own frames") {

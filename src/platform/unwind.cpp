@@ -221,17 +221,28 @@ LastWalk* walk_from(LastWalks* kept, uintptr_t sp) {
   return &kept->walks[chosen];
 }
 
+// Whether the frame that begins with these registers is the kept frame `same` (see above).
+inline bool begins_as(const KeptFrame& same, uintptr_t pc, uintptr_t sp, uintptr_t bp) {
+  return same.pc == pc && same.sp == sp && (!same.cfa_from_bp || same.bp == bp);
+}
+
+// Steps the registers from the kept frame `same` (which begins_as them) to its caller's, read
+// from the stack; true if the walk ends at `same` (no CFA, or a caller's return address of 0).
+inline bool step_past(const KeptFrame& same, uintptr_t& pc, uintptr_t& sp, uintptr_t& bp) {
+  if (same.cfa == 0) return true;
+  if (same.saved_rbp != 0) bp = *reinterpret_cast<const uintptr_t*>(same.saved_rbp);
+  pc = *reinterpret_cast<const uintptr_t*>(same.cfa - 8);
+  sp = same.cfa;
+  return pc == 0;
+}
+
 // Whether the stack that begins with these registers is, frame for frame, the whole of `kept`:
-// the checks of walk_stack's reuse of kept frames, without visiting them.
+// walk_stack's reuse of kept frames, without visiting them.
 bool is_whole_walk(const LastWalk& kept, uintptr_t pc, uintptr_t sp, uintptr_t bp) {
   for (unsigned frame = 0; frame < kept.count; ++frame) {
     const KeptFrame& same = kept.frames[frame];
-    if (same.pc != pc || same.sp != sp || (same.cfa_from_bp && same.bp != bp)) return false;
-    if (same.cfa == 0) return frame + 1 == kept.count;
-    if (same.saved_rbp != 0) bp = *reinterpret_cast<const uintptr_t*>(same.saved_rbp);
-    pc = *reinterpret_cast<const uintptr_t*>(same.cfa - 8);
-    sp = same.cfa;
-    if (pc == 0) return frame + 1 == kept.count;
+    if (!begins_as(same, pc, sp, bp)) return false;
+    if (step_past(same, pc, sp, bp)) return frame + 1 == kept.count;
   }
   return false;  // the stack goes on past the kept frames
 }
@@ -285,16 +296,9 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* ba
   if (kept != nullptr) {
     for (; frame < kept->count; ++frame) {
       const KeptFrame& same = kept->frames[frame];
-      if (same.pc != pc || same.sp != sp || (same.cfa_from_bp && same.bp != bp)) break;
+      if (!begins_as(same, pc, sp, bp)) break;
       visitor_stopped = !backtrace_visit(backtrace, pc, same.start);
-      if (visitor_stopped || same.cfa == 0) {
-        ended = true;
-        break;
-      }
-      if (same.saved_rbp != 0) bp = *reinterpret_cast<const uintptr_t*>(same.saved_rbp);
-      pc = *reinterpret_cast<const uintptr_t*>(same.cfa - 8);
-      sp = same.cfa;
-      if (pc == 0) {
+      if (visitor_stopped || step_past(same, pc, sp, bp)) {
         ended = true;
         break;
       }
