@@ -4,11 +4,13 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <initializer_list>
 
 #include <unistd.h>
 
 #include "platform/os.h"
+#include "platform/prof_os.h"
 #include "platform/token_bucket.h"
 #include "test_support.h"
 
@@ -139,4 +141,31 @@ TEST_CASE("freed blocks are guarded within the budget: a burst, then one per ref
   usleep(static_cast<useconds_t>(3 * kGuardRefillMs * 1000));
   CHECK(os_guard_within_budget(memory, kOsPageBytes));
   os_unmap(memory, bytes);
+}
+
+TEST_CASE("os_write_whole_file rewrites a file in place and cuts it to the new length") {
+  char path[] = "/tmp/mapalloc-unit-os-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  close(fd);
+  const char longer[] = "a longer first content, 40 bytes long...";
+  REQUIRE(os_write_whole_file(path, longer, sizeof(longer) - 1));
+  struct stat before {};
+  REQUIRE(stat(path, &before) == 0);
+  CHECK(before.st_size == 40);
+
+  const char shorter[] = "short";
+  REQUIRE(os_write_whole_file(path, shorter, sizeof(shorter) - 1));
+  size_t length = 0, mapped = 0;
+  char* data = os_read_whole_file(path, &length, &mapped);
+  REQUIRE(data != nullptr);
+  CHECK(length == 5);  // no tail of the longer content left behind
+  CHECK(memcmp(data, "short", 5) == 0);
+  os_unmap(data, mapped);
+  struct stat after {};
+  REQUIRE(stat(path, &after) == 0);
+  CHECK(after.st_ino == before.st_ino);  // the same file, not a new one renamed over it
+  unlink(path);
+
+  CHECK_FALSE(os_write_whole_file("/nonexistent-directory/file", shorter, 5));
 }

@@ -37,11 +37,19 @@ unsigned os_backtrace(uintptr_t* frames, unsigned capacity, const uintptr_t* ent
   return os_backtrace_full(frames, capacity, entries, entry_count);
 }
 
-int os_create_file(const char* path) {
-  return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+bool os_write_whole_file(const char* path, const char* content, size_t length) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  size_t written = 0;
+  while (written < length) {
+    ssize_t step = write(fd, content + written, length - written);
+    if (step <= 0) break;
+    written += static_cast<size_t>(step);
+  }
+  bool whole = written == length && ftruncate(fd, static_cast<off_t>(length)) == 0;
+  close(fd);
+  return whole;
 }
-
-void os_close(int fd) { close(fd); }
 
 char* os_read_whole_file(const char* path, size_t* length, size_t* mapped) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -384,12 +384,7 @@ void encode_folded(const ProfView& view, Folded kind, const Mapping* mappings,
 }
 
 bool write_file(const char* path, const Buffer& content) {
-  if (!content.ok()) return false;
-  int fd = os_create_file(path);
-  if (fd < 0) return false;
-  os_write_all(fd, content.data(), content.size());
-  os_close(fd);
-  return true;
+  return content.ok() && os_write_whole_file(path, content.data(), content.size());
 }
 
 // PREFIX with %p replaced by the process id, then `suffix`.
