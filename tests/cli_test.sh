@@ -144,6 +144,14 @@ status=$?
 check "bench.py --extra with a missing library: one line, nothing run" \
   bash -c "[[ $status -ne 0 && ! -s '$tmp/out' ]] \
     && [[ \$(cat '$tmp/err') == 'bench.py: other: no such library: /nonexistent/libother.so' ]]"
+python3 scripts/bench/pairs.py --against nosuchalloc >"$tmp/out" 2>"$tmp/err"
+status=$?
+check "bench pairs: an unknown allocator is one line, nothing run" \
+  bash -c "[[ $status -ne 0 && ! -s '$tmp/out' ]] && [[ \$(cat '$tmp/err') == 'pairs.py: unknown allocator: nosuchalloc'* ]]"
+python3 scripts/bench/pairs.py --pairs 1 --only lifo --against glibc >"$tmp/out" 2>/dev/null
+check "bench pairs: lifo against glibc, one pair: a row with a ratio, and the geometric means" \
+  bash -c "grep -Eq '^\| lifo \| 0?[0-9]+\.[0-9]{3} \([0-9.]+-[0-9.]+\) \| [0-9]+\.[0-9]{3} \|$' '$tmp/out' \
+    && grep -q '^- geometric mean, mapalloc / the fastest, synthetic: ' '$tmp/out'"
 MAPALLOC_BASELINE_LIBDIR=/nonexistent "$tool" compare --allocators jemalloc -- true 2>"$tmp/err"
 check "missing baseline: apt-get hint" \
   test "$(cat "$tmp/err")" = "mapalloc: jemalloc is not installed: apt-get install libjemalloc2"

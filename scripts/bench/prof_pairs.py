@@ -31,7 +31,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (make bench's workloads and its measure wrapper)
+from pairs import Side, pair_ratios, pairable_workloads, write_report  # noqa: E402
 
 
 def remove_profiles(profile_prefix):
@@ -39,33 +41,6 @@ def remove_profiles(profile_prefix):
     not kept."""
     for path in glob.glob(profile_prefix.replace("%p", "*")):
         os.unlink(path)
-
-
-def paired_run(workload, library, on_core, off_core, profile_prefix):
-    """One pair: the workload with the profiler on (pinned to on_core) and off (off_core),
-    started together; returns (on seconds, off seconds)."""
-    processes = []
-    for on, core in ((True, on_core), (False, off_core)):
-        env = dict(bench.environment(None), **workload.env)
-        env["MAPALLOC_PROF"] = "1" if on else "0"
-        env["MAPALLOC_PROF_FILE"] = profile_prefix
-        command = (["taskset", "-c", str(core), str(bench.OUT / "measure"), "--preload",
-                    str(library), "--"] + [str(a) for a in workload.argv])
-        stdin = open(workload.stdin, "rb") if workload.stdin else open(os.devnull, "rb")
-        processes.append(subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, env=env))
-        stdin.close()
-    seconds = []
-    for process in processes:
-        _, stderr = process.communicate()
-        body = stderr[:-1] if stderr.endswith(b"\n") else stderr
-        report = body[body.rfind(b"\n") + 1:].decode(errors="replace")
-        if process.returncode != 0:
-            raise RuntimeError(f"{workload.name}: a run failed ({process.returncode}): "
-                               f"{stderr[-300:].decode(errors='replace')}")
-        seconds.append(bench.parse_report(report)[0])
-    remove_profiles(profile_prefix)
-    return seconds[0], seconds[1]
 
 
 def instructions(workload, library, on, profile_prefix):
@@ -113,14 +88,7 @@ def main():
     args = parser.parse_args()
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
-    if not args.instructions and (os.cpu_count() or 1) < 2:
-        sys.exit("prof_pairs: needs two cores (one for each half of a pair)")
-    quick = not args.full
-    bench.build(quick)
-    # redis runs as a server beside its benchmark client: not a single command to pin.
-    chosen = [w for w in bench.workloads(quick, args.only) if w.server is None]
-    if not chosen:
-        sys.exit("prof_pairs: no workload matches --only")
+    chosen = pairable_workloads(not args.full, args.only, pinned=not args.instructions)
     profile_prefix = str(bench.OUT / "profiles" / "prof-pairs.%p")
     if args.instructions:
         if not args.only:  # (the real programs take minutes each under valgrind)
@@ -136,14 +104,13 @@ def main():
                   "| workload | off | on | on / off |", "|---|---|---|---|"]
         write_report(header, rows, ratios_of_kind, "prof-instructions.md")
         return
+    profiles = {"MAPALLOC_PROF_FILE": profile_prefix}
+    on = Side("on", Path(args.library), dict(profiles, MAPALLOC_PROF="1"))
+    off = Side("off", Path(args.library), dict(profiles, MAPALLOC_PROF="0"))
     rows, ratios_of_kind = [], {"synthetic": [], "real": []}
     for workload in chosen:
-        ratios = []
-        for pair in range(args.pairs):
-            bench.progress(f"{workload.name}: pair {pair + 1}/{args.pairs}")
-            on_core, off_core = (0, 1) if pair % 2 == 0 else (1, 0)
-            on, off = paired_run(workload, args.library, on_core, off_core, profile_prefix)
-            ratios.append(on / off)
+        ratios = pair_ratios(workload, on, off, args.pairs,
+                             after=lambda: remove_profiles(profile_prefix))
         median = statistics.median(ratios)
         ratios_of_kind[workload.kind].append(median)
         rows.append(f"| {workload.name} | {median:.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
@@ -152,18 +119,6 @@ def main():
               f"({'full' if args.full else 'quick'} scale; median, lowest and highest ratio)",
               "", "| workload | median | lowest | highest |", "|---|---|---|---|"]
     write_report(header, rows, ratios_of_kind, "prof-pairs.md")
-
-
-def write_report(header, rows, ratios_of_kind, file_name):
-    """Prints the table and the geometric means, and writes them to build/bench/file_name."""
-    lines = header + rows + [""]
-    for kind, ratios in ratios_of_kind.items():
-        if ratios:
-            lines.append(f"- geometric mean, {kind}: {bench.geomean(ratios):.3f} "
-                         f"({len(ratios)} workloads)")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    (bench.OUT / file_name).write_text(text)
 
 
 if __name__ == "__main__":

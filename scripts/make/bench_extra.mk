@@ -9,6 +9,9 @@
 #   make prof-pairs      the heap profiler's cost in time, on and off run at once in pairs
 #                        (scripts/bench/prof_pairs.py; PROF_PAIRS_ARGS="--pairs 15 --full";
 #                        "--instructions": instruction counts with cachegrind instead)
+#   make bench-pairs     mapalloc against glibc, jemalloc, mimalloc and tcmalloc, each pair of
+#                        runs at once on the two cores (scripts/bench/pairs.py; EXTRA="NAME=PATH.so
+#                        ..." adds allocators, BENCH_PAIRS_ARGS="--pairs 15 --only jq lua")
 
 BUILD ?= build
 MEMORY_RETURN_ARGS ?=
@@ -46,3 +49,14 @@ PROF_PAIRS_ARGS ?=
 prof-pairs: $(BUILD)/libmapalloc.so
 	@scripts/ensure-packages.sh bench
 	@python3 scripts/bench/prof_pairs.py --library $(abspath $(BUILD))/libmapalloc.so $(PROF_PAIRS_ARGS)
+
+# make bench-pairs: mapalloc's time over each other allocator's, per workload, from runs started
+# together in pairs (scripts/bench/pairs.py): the few per cent between the fastest allocators
+# on the real programs, which make bench's successive runs leave within their noise.
+BENCH_PAIRS_ARGS ?=
+
+.PHONY: bench-pairs
+bench-pairs: $(BUILD)/libmapalloc.so
+	@scripts/ensure-packages.sh bench
+	@python3 scripts/bench/pairs.py --library $(abspath $(BUILD))/libmapalloc.so \
+	  --against glibc jemalloc mimalloc tcmalloc $(EXTRA) $(BENCH_PAIRS_ARGS)
