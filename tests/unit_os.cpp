@@ -164,8 +164,10 @@ TEST_CASE("os_write_whole_file rewrites a file in place and cuts it to the new l
   os_unmap(data, mapped);
   struct stat after {};
   REQUIRE(stat(path, &after) == 0);
-  CHECK(after.st_ino == before.st_ino);  // the same file, not a new one renamed over it
+  CHECK(after.st_ino == before.st_ino);  // the same file rewritten, not one renamed over it
   unlink(path);
 
   CHECK_FALSE(os_write_whole_file("/nonexistent-directory/file", shorter, 5));
+  // A write that fails (ENOSPC) is reported.
+  CHECK_FALSE(os_write_whole_file("/dev/full", shorter, 5));
 }

@@ -33,7 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (make bench's workloads and its measure wrapper)
-from pairs import Side, pair_ratios, pairable_workloads, write_report  # noqa: E402
+from pairs import (Side, checked_library, pair_ratios, pairable_workloads,  # noqa: E402
+                   write_report)
 
 
 def remove_profiles(profile_prefix):
@@ -88,6 +89,7 @@ def main():
     args = parser.parse_args()
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
+    library = checked_library(args.library, "prof_pairs.py")
     chosen = pairable_workloads(not args.full, args.only, pinned=not args.instructions)
     profile_prefix = str(bench.OUT / "profiles" / "prof-pairs.%p")
     if args.instructions:
@@ -96,7 +98,7 @@ def main():
         # Threads that spin beside the workload (churn-8t-busy2) count instructions by the time
         # they are left to run, not by the work.
         chosen = [w for w in chosen if "busy" not in w.name]
-        rows, ratios_of_kind = measure_instructions(chosen, args.library, args.pairs,
+        rows, ratios_of_kind = measure_instructions(chosen, library, args.pairs,
                                                     profile_prefix)
         bench.progress("")
         header = [f"Heap profiler on / off, instructions (cachegrind; on: median of {args.pairs} "
@@ -105,8 +107,8 @@ def main():
         write_report(header, rows, ratios_of_kind, "prof-instructions.md")
         return
     profiles = {"MAPALLOC_PROF_FILE": profile_prefix}
-    on = Side("on", Path(args.library), dict(profiles, MAPALLOC_PROF="1"))
-    off = Side("off", Path(args.library), dict(profiles, MAPALLOC_PROF="0"))
+    on = Side("on", library, dict(profiles, MAPALLOC_PROF="1"))
+    off = Side("off", library, dict(profiles, MAPALLOC_PROF="0"))
     rows, ratios_of_kind = [], {"synthetic": [], "real": []}
     for workload in chosen:
         ratios = pair_ratios(workload, on, off, args.pairs,

@@ -59,4 +59,4 @@ BENCH_PAIRS_ARGS ?=
 bench-pairs: $(BUILD)/libmapalloc.so
 	@scripts/ensure-packages.sh bench
 	@python3 scripts/bench/pairs.py --library $(abspath $(BUILD))/libmapalloc.so \
-	  --against glibc jemalloc mimalloc tcmalloc $(EXTRA) $(BENCH_PAIRS_ARGS)
+	  $(if $(EXTRA),--extra $(EXTRA)) $(BENCH_PAIRS_ARGS)

@@ -27,17 +27,12 @@ FUZZ_CORPUS := $(FUZZ_DIR)/corpus
 FUZZ_SEEDS := $(FUZZ_DIR)/seeds
 FUZZ_ARTIFACTS := $(FUZZ_DIR)/artifacts
 
-# The Makefile's library sources and flags when included from it, else the same by hand: the
-# core only (not override*.cpp nor trace.cpp, which define malloc itself).
-FUZZ_CORE_SOURCES := $(if $(CORE_SOURCES),$(CORE_SOURCES),platform/diag platform/options platform/process \
-  platform/os core/segment core/arena core/arena_quarantine core/page core/large core/heap core/heap_remote \
-  core/heap_pool core/heap_purge core/purge core/stats api/init \
-  api/alloc api/secure api/entry api/glibc_rules api/api api/cxx_runtime)
+# The Makefile's library sources and flags (this file is included from it; a list kept here as
+# well went stale): the core only (not override*.cpp nor trace.cpp, which define malloc itself).
+$(if $(CORE_SOURCES),,$(error scripts/make/fuzz.mk is included from the Makefile: run make fuzz))
+FUZZ_CORE_SOURCES := $(CORE_SOURCES)
 FUZZ_LIB_SOURCES := $(FUZZ_CORE_SOURCES:%=src/%.cpp)
-FUZZ_BASE_CXXFLAGS := $(if $(LIB_CXXFLAGS),$(LIB_CXXFLAGS),-std=c++20 -O2 -g -fPIC \
-  -fvisibility=hidden -fvisibility-inlines-hidden -fno-exceptions -fno-rtti \
-  -fno-threadsafe-statics -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc \
-  -fno-builtin-realloc -ftls-model=initial-exec -Wall -Wextra)
+FUZZ_BASE_CXXFLAGS := $(LIB_CXXFLAGS)
 # -Wno-error: clang warns where gcc, the library's compiler, does not.
 FUZZ_LIB_CXXFLAGS := $(FUZZ_BASE_CXXFLAGS) -Wno-error -fsanitize=fuzzer-no-link \
   $(if $(FUZZ_LIB_SANITIZE),-fsanitize=$(FUZZ_LIB_SANITIZE) -fno-sanitize-recover=all)

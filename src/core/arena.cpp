@@ -14,7 +14,7 @@ namespace mapalloc {
 
 using namespace arena_detail;
 
-namespace arena_detail {
+namespace {
 
 // --- one arena --------------------------------------------------------------------------------
 
@@ -62,22 +62,17 @@ Arena* arena_at(void* base, size_t bytes) {
   return arena;
 }
 
-char* page_address(const Arena* arena, uint32_t page) {
-  return reinterpret_cast<char*>(const_cast<Arena*>(arena)) + size_t{page} * kPageBytes;
-}
-
 uint8_t map_entry_of(size_t bytes) {
   return static_cast<uint8_t>(kUnitArena + __builtin_ctzll(bytes / kArenaMinBytes));
 }
 
-void mark_units(const Arena* arena, uint8_t entry) {
-  for (size_t offset = 0; offset < arena->bytes; offset += kSegmentBytes)
-    set_unit_entry(reinterpret_cast<const char*>(arena) + offset, entry);
-}
-
 // --- the set of arenas ------------------------------------------------------------------------
 
-ArenaSet arena_set;
+}  // namespace
+
+ArenaSet arena_detail::arena_set;
+
+namespace {
 
 uint64_t bucket_ms() { return uint64_t{options().purge_delay_ms} + 1; }
 
@@ -105,7 +100,9 @@ void note_live(uint64_t now_ms) {
 // of 0.
 constexpr size_t kFitReserveFloorBytes = 32 * kMiB;
 
-size_t dirty_budget_pages(uint64_t now_ms) {
+}  // namespace
+
+size_t arena_detail::dirty_budget_pages(uint64_t now_ms) {
   if (options().purge_delay_ms == 0) return 0;
   note_live(now_ms);
   const Demand& demand = arena_set.demand;
@@ -118,12 +115,14 @@ size_t dirty_budget_pages(uint64_t now_ms) {
 }
 
 // When the budget can next fall (a bucket ends, or the idle time is reached).
-uint64_t next_budget_change_ms() {
+uint64_t arena_detail::next_budget_change_ms() {
   const Demand& demand = arena_set.demand;
   uint64_t bucket_end = demand.bucket_start_ms + bucket_ms();
   uint64_t idle_at = demand.last_alloc_ms + 2 * bucket_ms();
   return bucket_end < idle_at ? bucket_end : idle_at;
 }
+
+namespace {
 
 // --- placement --------------------------------------------------------------------------------
 
@@ -217,8 +216,10 @@ void claim(Arena* arena, uint32_t first, uint32_t pages, StaleRuns* stale_runs) 
   arena->empty_since_ms = 0;
 }
 
+}  // namespace
+
 // Returns [first, first + pages) to the free pages, resident (lock held).
-void release_pages(Arena* arena, uint32_t first, uint32_t pages, uint64_t now_ms) {
+void arena_detail::release_pages(Arena* arena, uint32_t first, uint32_t pages, uint64_t now_ms) {
   set_free_bits(arena, first, pages, true);
   for (uint32_t page = first; page < first + pages; ++page)
     arena->freed_at_ms[page] = clock_ms(now_ms);
@@ -227,6 +228,8 @@ void release_pages(Arena* arena, uint32_t first, uint32_t pages, uint64_t now_ms
   if (arena->free_pages == arena->page_count - arena->first_usable_page)
     arena->empty_since_ms = now_ms;
 }
+
+namespace {
 
 // --- new arenas -------------------------------------------------------------------------------
 
@@ -284,17 +287,6 @@ void publish_arena(Arena* arena, uint64_t now_ms) {
 
 // --- lookup -----------------------------------------------------------------------------------
 
-Arena* arena_of(const void* pointer) {
-  uint8_t entry = unit_entry(pointer);
-  size_t bytes = kArenaMinBytes << (entry - kUnitArena);
-  return reinterpret_cast<Arena*>(reinterpret_cast<uintptr_t>(pointer) & ~(bytes - 1));
-}
-
-uint32_t page_of(const Arena* arena, const void* pointer) {
-  return static_cast<uint32_t>(
-      (reinterpret_cast<uintptr_t>(pointer) - reinterpret_cast<uintptr_t>(arena)) / kPageBytes);
-}
-
 bool is_page_start(const void* pointer) {
   return (reinterpret_cast<uintptr_t>(pointer) & (kPageBytes - 1)) == 0;
 }
@@ -307,7 +299,7 @@ void store_head(Arena* arena, uint32_t page, uint32_t head) {
   __atomic_store_n(&arena->heads[page], head, __ATOMIC_RELAXED);
 }
 
-}  // namespace arena_detail
+}  // namespace
 
 // --- allocation -------------------------------------------------------------------------------
 

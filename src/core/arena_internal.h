@@ -66,12 +66,25 @@ struct ArenaSet {
 };
 extern ArenaSet arena_set;
 
-// A page's address, its arena and its index.
-char* page_address(const Arena* arena, uint32_t page);
-Arena* arena_of(const void* pointer);
-uint32_t page_of(const Arena* arena, const void* pointer);
+// A page's address; the arena of a pointer the segment map marks as an arena's (the entry
+// says the arena's size, and an arena is aligned to its size); a pointer's page.
+inline char* page_address(const Arena* arena, uint32_t page) {
+  return reinterpret_cast<char*>(const_cast<Arena*>(arena)) + size_t{page} * kPageBytes;
+}
+inline Arena* arena_of(const void* pointer) {
+  uint8_t entry = unit_entry(pointer);
+  size_t bytes = kArenaMinBytes << (entry - kUnitArena);
+  return reinterpret_cast<Arena*>(reinterpret_cast<uintptr_t>(pointer) & ~(bytes - 1));
+}
+inline uint32_t page_of(const Arena* arena, const void* pointer) {
+  return static_cast<uint32_t>(
+      (reinterpret_cast<uintptr_t>(pointer) - reinterpret_cast<uintptr_t>(arena)) / kPageBytes);
+}
 // Marks every 4 MiB unit of the arena in the segment map.
-void mark_units(const Arena* arena, uint8_t entry);
+inline void mark_units(const Arena* arena, uint8_t entry) {
+  for (size_t offset = 0; offset < arena->bytes; offset += kSegmentBytes)
+    set_unit_entry(reinterpret_cast<const char*>(arena) + offset, entry);
+}
 // The page records' clock (freed_at_ms): milliseconds, truncated to 32 bits.
 inline uint32_t clock_ms(uint64_t now_ms) { return static_cast<uint32_t>(now_ms); }
 // How many free pages may stay resident now, and when that budget changes next (lock held).
@@ -84,10 +97,9 @@ void release_pages(Arena* arena, uint32_t first, uint32_t pages, uint64_t now_ms
 void note_if_empty(Arena* arena, uint64_t now_ms);
 // Purges free pages down to the budget (all of them with `force`); the bytes purged.
 size_t purge_over_budget(uint64_t now_ms, bool force);
-// A freed block the quarantine admitted (see arena_free), and blocks that leave it.
+// A freed block the quarantine admitted (see arena_free), and blocks that leave it early (fork).
 void quarantine_freed(char* block, size_t bytes, bool inaccessible, uint64_t now_ms,
                       const QuarantinedBlock& evicted);
 void release_quarantined(const QuarantinedBlock* blocks, unsigned count);
-size_t release_expired(uint64_t now_ms, uint64_t delay_ms, bool force, uint64_t* next_deadline_ms);
 
 }  // namespace mapalloc::arena_detail

@@ -86,6 +86,8 @@ void release_quarantined(const QuarantinedBlock* blocks, unsigned count) {
   }
 }
 
+namespace {
+
 // Frees the quarantined blocks that have waited `delay_ms` (all with `force`). Returns their
 // bytes; lowers `*next_deadline_ms` to when the next one is due.
 size_t release_expired(uint64_t now_ms, uint64_t delay_ms, bool force, uint64_t* next_deadline_ms) {
@@ -100,6 +102,8 @@ size_t release_expired(uint64_t now_ms, uint64_t delay_ms, bool force, uint64_t*
   for (unsigned i = 0; i < count; ++i) bytes += expired[i].bytes;
   return bytes;
 }
+
+}  // namespace
 
 // A freed block the quarantine admitted: given its canary, or made inaccessible (if mprotect
 // fails, freed as usual); then the block it pushed out is freed.

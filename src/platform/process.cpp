@@ -1,5 +1,6 @@
 #include "platform/process.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
@@ -16,13 +17,15 @@ namespace mapalloc {
 
 const char* os_getenv(const char* name) { return getenv(name); }
 
-void os_write_all(int fd, const char* text, size_t length) {
-  while (length > 0) {
-    ssize_t written = write(fd, text, length);
-    if (written <= 0) return;
-    text += written;
-    length -= static_cast<size_t>(written);
+size_t os_write_all(int fd, const char* text, size_t length) {
+  size_t done = 0;
+  while (done < length) {
+    ssize_t written = write(fd, text + done, length - done);
+    if (written < 0 && errno == EINTR) continue;
+    if (written <= 0) break;
+    done += static_cast<size_t>(written);
   }
+  return done;
 }
 
 int os_open_for_append(const char* path) {

@@ -19,8 +19,9 @@ const char* os_getenv(const char* name);
 
 constexpr int kStderrFd = 2;
 
-// Writes the whole buffer (short writes retried; gives up on an error).
-void os_write_all(int fd, const char* text, size_t length);
+// Writes the whole buffer (short writes and EINTR retried; gives up on another error). Returns
+// the bytes written: `length` unless it gave up.
+size_t os_write_all(int fd, const char* text, size_t length);
 
 // A file opened for writing, truncated and appended to (created 0644); -1 on failure.
 int os_open_for_append(const char* path);

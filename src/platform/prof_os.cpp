@@ -9,6 +9,7 @@
 #include <unwind.h>
 
 #include "platform/os.h"
+#include "platform/process.h"
 #include "platform/unwind.h"
 
 namespace mapalloc {
@@ -40,15 +41,12 @@ unsigned os_backtrace(uintptr_t* frames, unsigned capacity, const uintptr_t* ent
 bool os_write_whole_file(const char* path, const char* content, size_t length) {
   int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return false;
-  size_t written = 0;
-  while (written < length) {
-    ssize_t step = write(fd, content + written, length - written);
-    if (step <= 0) break;
-    written += static_cast<size_t>(step);
-  }
-  bool whole = written == length && ftruncate(fd, static_cast<off_t>(length)) == 0;
+  size_t written = os_write_all(fd, content, length);
+  // Cut at what was written, complete or not: a failed write must not leave the previous
+  // profile's tail behind the new bytes (a plausible-looking mix).
+  bool cut = ftruncate(fd, static_cast<off_t>(written)) == 0;
   close(fd);
-  return whole;
+  return written == length && cut;
 }
 
 char* os_read_whole_file(const char* path, size_t* length, size_t* mapped) {

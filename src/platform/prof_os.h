@@ -23,9 +23,12 @@ unsigned os_backtrace_full(uintptr_t* frames, unsigned capacity, const uintptr_t
                            unsigned entry_count);
 
 // Makes the file at `path` hold exactly `content` (created 0644 if missing); false if it could
-// not be opened or fully written. An existing file is overwritten in place and then cut to
-// length, not truncated first: truncating frees its blocks, and on a file system mounted with
-// `discard` (ext4 on this project's VMs) that waits for the device, about 1.5 ms per file.
+// not be opened or fully written (the file then holds what was written, nothing of its old
+// content). An existing file is overwritten in place and then cut to length, not truncated
+// first: on ext4 a truncation to zero frees the file's blocks (a device discard on a file system
+// mounted with `discard`, as on this project's machines) and makes close() flush the new data
+// (auto_da_alloc); measured, 100 rewrites of a 600-byte file: open 160-175 us and close 34-40 us
+// with O_TRUNC, 2.4 us and 1-1.4 us in place.
 bool os_write_whole_file(const char* path, const char* content, size_t length);
 
 // Reads a whole file of unknown size (such as /proc/self/maps) into memory mapped for it;
