@@ -53,6 +53,36 @@ TEST_CASE("purge with MADV_DONTNEED drops resident pages and reads back zero") {
   os_unmap(memory, bytes);
 }
 
+TEST_CASE("os_purge_ranges purges every range of a list and nothing between them") {
+  constexpr unsigned kRanges = 40;  // more than a segment's 32 runs, fewer than the maximum
+  static_assert(kRanges <= kOsPurgeMaxRuns);
+  size_t range_bytes = 64 * kKiB;
+  size_t bytes = 2 * kRanges * range_bytes;
+  auto* memory = static_cast<char*>(os_map_aligned(bytes, kOsPageBytes));
+  REQUIRE(memory != nullptr);
+  for (auto method : {PurgeMethod::kDontNeed, PurgeMethod::kFree}) {
+    memset(memory, 1, bytes);
+    size_t resident_full = test_support::resident_bytes();
+    OsRange ranges[kRanges];
+    for (unsigned i = 0; i < kRanges; ++i) ranges[i] = {memory + 2 * i * range_bytes, range_bytes};
+    size_t madvise_calls = os_counters.madvise_calls.load();
+    os_purge_ranges(ranges, kRanges, method);
+    // One list, or one call per range where the kernel (or Valgrind) does not take lists.
+    size_t calls = os_counters.madvise_calls.load() - madvise_calls;
+    CHECK((calls == 1 || calls == kRanges));
+    if (method == PurgeMethod::kDontNeed) {
+      CHECK(resident_full - test_support::resident_bytes() >= kRanges * range_bytes - kMiB);
+      for (unsigned i = 0; i < kRanges; ++i) {
+        CHECK(memory[2 * i * range_bytes] == 0);        // purged
+        CHECK(memory[(2 * i + 1) * range_bytes] == 1);  // between: kept
+        CHECK(memory[(2 * i + 2) * range_bytes - 1] == 1);
+      }
+    }
+  }
+  os_purge_ranges(nullptr, 0, PurgeMethod::kDontNeed);  // nothing to do
+  os_unmap(memory, bytes);
+}
+
 TEST_CASE("resize in place grows when the neighbourhood is free and always shrinks") {
   // Reserve a range, then release its upper half so the lower half can grow into it.
   auto* memory = static_cast<char*>(os_map_aligned(8 * kMiB, kSegmentBytes));

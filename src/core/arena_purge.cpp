@@ -208,11 +208,14 @@ size_t purge_over_budget(uint64_t now_ms, bool force) {
       if (victims.count == 0) break;
       arena_set.purges_in_flight.fetch_add(1, std::memory_order_relaxed);
     }
+    static_assert(Victims::kMax <= kOsPurgeMaxRuns);
+    OsRange ranges[Victims::kMax];
     for (unsigned i = 0; i < victims.count; ++i) {
       size_t bytes = size_t{victims.length[i]} * kPageBytes;
-      os_purge(page_address(victims.arena[i], victims.first[i]), bytes, method);
+      ranges[i] = {page_address(victims.arena[i], victims.first[i]), bytes};
       purged += bytes;
     }
+    os_purge_ranges(ranges, victims.count, method);  // one system call for all of them
     SpinLockGuard guard(arena_set.lock);
     for (unsigned i = 0; i < victims.count; ++i) {
       Arena* arena = victims.arena[i];

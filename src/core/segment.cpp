@@ -370,19 +370,22 @@ size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
     lower_deadline(next_deadline_ms, now_ms);  // the pages left out are due already
     while (static_cast<unsigned>(__builtin_popcountll(due)) > max_pages) due &= due - 1;
   }
-  auto method = static_cast<PurgeMethod>(options().purge_method);
+  // Every run of neighbouring pages in one list (at most 32: runs are separated by a page).
+  static_assert(kPagesPerSegment / 2 <= kOsPurgeMaxRuns);
+  OsRange runs[kPagesPerSegment / 2];
+  unsigned run_count = 0;
   size_t purged = 0;
-  // One madvise per run of neighbouring pages.
+  segment->purged_pages |= due;
+  segment->untouched_pages &= ~due;
   while (due != 0) {
     unsigned first = static_cast<unsigned>(__builtin_ctzll(due));
     unsigned length = static_cast<unsigned>(__builtin_ctzll(~(due >> first)));
-    os_purge(reinterpret_cast<char*>(segment) + first * kPageBytes, length * kPageBytes, method);
-    uint64_t run = span_mask(first, length);
-    segment->purged_pages |= run;
-    segment->untouched_pages &= ~run;
-    due &= ~run;
+    runs[run_count++] = {reinterpret_cast<char*>(segment) + first * kPageBytes,
+                         length * kPageBytes};
+    due &= ~span_mask(first, length);
     purged += length * kPageBytes;
   }
+  os_purge_ranges(runs, run_count, static_cast<PurgeMethod>(options().purge_method));
   return purged;
 }
 

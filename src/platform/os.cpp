@@ -7,6 +7,12 @@
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
 
 namespace mapalloc {
 
@@ -188,6 +194,61 @@ void os_purge(void* start, size_t bytes, PurgeMethod method) {
   os_counters.purged_bytes.fetch_add(bytes, std::memory_order_relaxed);
   if (method == PurgeMethod::kFree && madvise(start, bytes, MADV_FREE) == 0) return;
   madvise(start, bytes, MADV_DONTNEED);  // also the fallback for kernels without MADV_FREE
+}
+
+namespace {
+
+// Valgrind's client request (header only; a few no-op instructions outside Valgrind).
+bool running_on_valgrind() {
+#if __has_include(<valgrind/valgrind.h>)
+  return RUNNING_ON_VALGRIND != 0;
+#else
+  return false;
+#endif
+}
+
+// Whether the ranges may go to process_madvise on the process itself: not after it failed once
+// (an older kernel, or a seccomp filter that refuses it), nor under Valgrind (which does not
+// know the call and would print a warning about it); then every range gets its own madvise.
+// (Decided at the first purge, not by a static constructor.)
+enum class PurgeList : int { kUnknown, kSupported, kUnsupported };
+std::atomic<PurgeList> purge_list{PurgeList::kUnknown};
+
+constexpr long kProcessMadviseSyscall = 440;  // x86-64 and the generic table alike
+constexpr int kPidfdSelf = -10000;            // PIDFD_SELF (PIDFD_SELF_THREAD), Linux 6.13
+
+// The ranges purged as one list; false if the kernel refused it (nothing or only part done: the
+// caller purges them one by one, which repeats no harm).
+bool purge_as_list(const OsRange* ranges, unsigned count, int advice, size_t total) {
+  PurgeList state = purge_list.load(std::memory_order_relaxed);
+  if (state == PurgeList::kUnknown) {
+    state = running_on_valgrind() ? PurgeList::kUnsupported : PurgeList::kSupported;
+    purge_list.store(state, std::memory_order_relaxed);
+  }
+  if (state == PurgeList::kUnsupported) return false;
+  struct iovec list[kOsPurgeMaxRuns];
+  for (unsigned i = 0; i < count; ++i) list[i] = {ranges[i].start, ranges[i].bytes};
+  long done = syscall(kProcessMadviseSyscall, kPidfdSelf, list, count, advice, 0);
+  if (done == static_cast<long>(total)) return true;
+  if (done < 0) purge_list.store(PurgeList::kUnsupported, std::memory_order_relaxed);
+  return false;
+}
+
+}  // namespace
+
+void os_purge_ranges(const OsRange* ranges, unsigned count, PurgeMethod method) {
+  if (count == 0) return;
+  if (count == 1) return os_purge(ranges[0].start, ranges[0].bytes, method);
+  ErrnoGuard keep_errno;
+  size_t total = 0;
+  for (unsigned i = 0; i < count; ++i) total += ranges[i].bytes;
+  int advice = method == PurgeMethod::kFree ? MADV_FREE : MADV_DONTNEED;
+  if (purge_as_list(ranges, count, advice, total)) {
+    os_counters.madvise_calls.fetch_add(1, std::memory_order_relaxed);
+    os_counters.purged_bytes.fetch_add(total, std::memory_order_relaxed);
+    return;
+  }
+  for (unsigned i = 0; i < count; ++i) os_purge(ranges[i].start, ranges[i].bytes, method);
 }
 
 void os_advise_huge_pages(void* start, size_t bytes) {
