@@ -16,12 +16,24 @@
 #if MAPALLOC_DEBUG
 #include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
+#elif __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>  // (header only: RUNNING_ON_VALGRIND, a few no-op instructions)
 #endif
 
 namespace mapalloc::memcheck {
 
 inline bool running() {
 #if MAPALLOC_DEBUG
+  return RUNNING_ON_VALGRIND != 0;
+#else
+  return false;
+#endif
+}
+
+// In every build, where Valgrind's header is there: whether the process runs under Valgrind
+// (any tool), which does not know some system calls (platform/os.cpp) and warns about them.
+inline bool running_under_valgrind() {
+#if __has_include(<valgrind/valgrind.h>)
   return RUNNING_ON_VALGRIND != 0;
 #else
   return false;

@@ -40,6 +40,10 @@ constexpr OptionRow kOptionTable[kOptionCount] = {
     {"purge_method", "MAPALLOC_PURGE_METHOD", OptionKind::kWord, true, 0, 1, kPurgeMethodWords,
      "or `free` (MADV_FREE: cheaper, RSS drops only under memory pressure)",
      MAPALLOC_OPTION_FIELD(purge_method)},
+    {"purge_list", "MAPALLOC_PURGE_LIST", OptionKind::kChoice, true, 1, 1, nullptr,
+     "1: purge several runs with one `process_madvise` (Linux 6.15+, else one `madvise` each); "
+     "0: one `madvise` each (for a system-call filter that kills on calls it does not list)",
+     MAPALLOC_OPTION_FIELD(purge_list)},
     {"transparent_huge_pages", "MAPALLOC_THP", OptionKind::kChoice, true, 1, 2, nullptr,
      "transparent huge pages (MADV_HUGEPAGE): 0 never, 1 for large-block arenas and for "
      "segments once the process holds 16 MiB of them, 2 for every segment too",

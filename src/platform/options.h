@@ -30,6 +30,10 @@ struct Options {
   // MADV_DONTNEED (resident memory drops at once) or MADV_FREE (the kernel takes pages lazily;
   // cheaper, but they keep counting as resident until memory is short).
   int purge_method;  // a PurgeMethod
+  // Several runs purged with one system call (process_madvise on the process itself, where the
+  // kernel has it: os_purge_ranges). 0: one madvise per run, for a sandbox whose system-call
+  // filter kills a process that makes a call it does not list.
+  bool purge_list;
   // Empty segments and cached large mappings are unmapped after this long.
   uint32_t unmap_delay_ms;
   // Secure build: overwrite blocks with zeroes when they are freed.
@@ -91,7 +95,7 @@ struct OptionRow {
   size_t path_offset;
 };
 
-constexpr size_t kOptionCount = 17;
+constexpr size_t kOptionCount = 18;
 extern const OptionRow kOptionTable[kOptionCount];
 
 // The row named `name` (as mapalloc_option_get/set take it); nullptr if there is none.

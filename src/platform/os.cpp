@@ -1,6 +1,7 @@
 #include "platform/os.h"
 
 #include "platform/diag.h"
+#include "platform/memcheck.h"
 #include "platform/options.h"
 #include "platform/process.h"
 #include "platform/token_bucket.h"
@@ -9,10 +10,6 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
-
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
 
 namespace mapalloc {
 
@@ -198,57 +195,79 @@ void os_purge(void* start, size_t bytes, PurgeMethod method) {
 
 namespace {
 
-// Valgrind's client request (header only; a few no-op instructions outside Valgrind).
-bool running_on_valgrind() {
-#if __has_include(<valgrind/valgrind.h>)
-  return RUNNING_ON_VALGRIND != 0;
-#else
-  return false;
-#endif
+void os_purge_each(const OsRange* ranges, unsigned count, PurgeMethod method) {
+  for (unsigned i = 0; i < count; ++i) os_purge(ranges[i].start, ranges[i].bytes, method);
 }
 
-// Whether the ranges may go to process_madvise on the process itself: not after it failed once
-// (an older kernel, or a seccomp filter that refuses it), nor under Valgrind (which does not
-// know the call and would print a warning about it); then every range gets its own madvise.
-// (Decided at the first purge, not by a static constructor.)
-enum class PurgeList : int { kUnknown, kSupported, kUnsupported };
-std::atomic<PurgeList> purge_list{PurgeList::kUnknown};
+// Whether the ranges may go to process_madvise on the process itself: not when
+// MAPALLOC_PURGE_LIST=0, nor after the kernel said it has no such call (an older kernel, or a
+// filter that refuses it), nor under Valgrind (which does not know the call and would print a
+// warning about it); then every range gets its own madvise. (Decided at the first purge, not
+// by a static constructor.)
+enum class PurgeList : int { kUndecided, kAllowed, kRefused };
+std::atomic<PurgeList> purge_list{PurgeList::kUndecided};
 
-constexpr long kProcessMadviseSyscall = 440;  // x86-64 and the generic table alike
-constexpr int kPidfdSelf = -10000;            // PIDFD_SELF (PIDFD_SELF_THREAD), Linux 6.13
+#ifdef SYS_process_madvise
+// PIDFD_SELF_THREAD (Linux 6.15): the calling thread's process. Not the thread group's
+// -10001, which fails (ESRCH) once the main thread has exited.
+constexpr int kPidfdSelf = -10000;
 
-// The ranges purged as one list; false if the kernel refused it (nothing or only part done: the
-// caller purges them one by one, which repeats no harm).
-bool purge_as_list(const OsRange* ranges, unsigned count, int advice, size_t total) {
+bool purge_list_allowed() {
   PurgeList state = purge_list.load(std::memory_order_relaxed);
-  if (state == PurgeList::kUnknown) {
-    state = running_on_valgrind() ? PurgeList::kUnsupported : PurgeList::kSupported;
+  if (state == PurgeList::kUndecided) {
+    state = options().purge_list && !memcheck::running_under_valgrind() ? PurgeList::kAllowed
+                                                                        : PurgeList::kRefused;
     purge_list.store(state, std::memory_order_relaxed);
   }
-  if (state == PurgeList::kUnsupported) return false;
+  return state == PurgeList::kAllowed;
+}
+
+// Purges the ranges as one list; returns how many of them, from the first, it purged whole (all
+// of them, or none where the call is refused). Errors that say the call itself is missing or
+// not allowed switch lists off for good; others (a range the kernel rejects) only end this one.
+unsigned purge_as_list(const OsRange* ranges, unsigned count, int advice) {
+  if (!purge_list_allowed()) return 0;
   struct iovec list[kOsPurgeMaxRuns];
   for (unsigned i = 0; i < count; ++i) list[i] = {ranges[i].start, ranges[i].bytes};
-  long done = syscall(kProcessMadviseSyscall, kPidfdSelf, list, count, advice, 0);
-  if (done == static_cast<long>(total)) return true;
-  if (done < 0) purge_list.store(PurgeList::kUnsupported, std::memory_order_relaxed);
-  return false;
+  os_counters.madvise_calls.fetch_add(1, std::memory_order_relaxed);
+  long done =
+      syscall(SYS_process_madvise, kPidfdSelf, list, static_cast<size_t>(count), advice, 0UL);
+  if (done < 0) {
+    if (errno == ENOSYS || errno == EBADF || errno == EPERM || errno == EACCES)
+      purge_list.store(PurgeList::kRefused, std::memory_order_relaxed);
+    return 0;
+  }
+  // A partial result (the kernel stops at a range it rejects, or after 2 GiB) counts the ranges
+  // done whole; the caller purges the rest one by one.
+  unsigned whole = 0;
+  for (size_t left = static_cast<size_t>(done); whole < count && ranges[whole].bytes <= left;
+       ++whole) {
+    left -= ranges[whole].bytes;
+    os_counters.purged_bytes.fetch_add(ranges[whole].bytes, std::memory_order_relaxed);
+  }
+  return whole;
 }
+#else
+unsigned purge_as_list(const OsRange*, unsigned, int) { return 0; }
+#endif
 
 }  // namespace
 
 void os_purge_ranges(const OsRange* ranges, unsigned count, PurgeMethod method) {
   if (count == 0) return;
-  if (count == 1) return os_purge(ranges[0].start, ranges[0].bytes, method);
+  if (count == 1 || count > kOsPurgeMaxRuns) return os_purge_each(ranges, count, method);
   ErrnoGuard keep_errno;
-  size_t total = 0;
-  for (unsigned i = 0; i < count; ++i) total += ranges[i].bytes;
-  int advice = method == PurgeMethod::kFree ? MADV_FREE : MADV_DONTNEED;
-  if (purge_as_list(ranges, count, advice, total)) {
-    os_counters.madvise_calls.fetch_add(1, std::memory_order_relaxed);
-    os_counters.purged_bytes.fetch_add(total, std::memory_order_relaxed);
-    return;
-  }
-  for (unsigned i = 0; i < count; ++i) os_purge(ranges[i].start, ranges[i].bytes, method);
+  unsigned done =
+      purge_as_list(ranges, count, method == PurgeMethod::kFree ? MADV_FREE : MADV_DONTNEED);
+  os_purge_each(ranges + done, count - done, method);
+}
+
+bool os_purge_lists_in_use() {
+#ifdef SYS_process_madvise
+  return purge_list.load(std::memory_order_relaxed) == PurgeList::kAllowed;
+#else
+  return false;
+#endif
 }
 
 void os_advise_huge_pages(void* start, size_t bytes) {

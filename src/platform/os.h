@@ -47,18 +47,21 @@ void os_unmap(void* start, size_t bytes);
 enum class PurgeMethod : int { kDontNeed = 0, kFree = 1 };
 void os_purge(void* start, size_t bytes, PurgeMethod method);
 
-// The same for several page-aligned ranges at once (at most kOsPurgeMaxRuns). One system call
-// where the kernel takes a list (process_madvise on the process itself, Linux 6.13 and later),
-// else one per range. In a threaded process each purge interrupts the other cores that run the
-// process to flush their TLBs, and one call flushes once for the whole list (6.16 and later):
-// on the benchmark VM, 32 ranges of 64 KiB with a thread running on the other core took
-// 700-730 us as 32 madvise calls and 180-190 us as one list.
+// The same for several page-aligned ranges at once (at most kOsPurgeMaxRuns go as one list).
+// One system call where the kernel takes a list (process_madvise on the process itself, Linux
+// 6.15 and later, unless MAPALLOC_PURGE_LIST=0), else one per range. In a threaded process each
+// purge interrupts the other cores that run the process to flush their TLBs, and one call
+// flushes once for the whole list (6.16 and later): on the benchmark VM, 32 ranges of 64 KiB
+// with a thread running on the other core took 700-730 us as 32 madvise calls and 180-190 us
+// as one list.
 struct OsRange {
   void* start;
   size_t bytes;
 };
 constexpr unsigned kOsPurgeMaxRuns = 64;
 void os_purge_ranges(const OsRange* ranges, unsigned count, PurgeMethod method);
+// Whether os_purge_ranges sends lists (false before its first list, and where they are refused).
+bool os_purge_lists_in_use();
 
 // Resizes the mapping [start, start+old_bytes) in place. Returns false if the kernel cannot
 // (the neighbouring address space is taken); nothing changes then.
