@@ -21,11 +21,12 @@ LIB_CXXFLAGS := -std=c++20 -O2 -g -fPIC -fvisibility=hidden -fvisibility-inlines
 
 # The layers, lowest first (README.md, "Design"; scripts/check_layers.py keeps them): each
 # folder of src/ includes only itself and the folders before it here.
-PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process platform/prof_os platform/unwind_rules \
-  platform/unwind
+PLATFORM_SOURCES := platform/diag platform/options platform/os platform/process platform/prof_os \
+  platform/unwind_rules platform/unwind
 PROF_SOURCES := prof/prof prof/prof_write
-CORE_LAYER_SOURCES := core/segment core/arena core/arena_purge core/arena_quarantine core/page core/large core/heap core/heap_remote \
-  core/heap_pool core/heap_purge core/heap_validate core/purge core/stats
+CORE_LAYER_SOURCES := core/segment core/arena core/arena_purge core/arena_quarantine core/page \
+  core/large core/heap core/heap_remote core/heap_pool core/heap_purge core/heap_validate \
+  core/purge core/stats
 API_SOURCES := api/init api/alloc api/secure api/debug api/entry api/glibc_rules api/api api/cxx_runtime
 CORE_SOURCES := $(PLATFORM_SOURCES) $(PROF_SOURCES) $(CORE_LAYER_SOURCES) $(API_SOURCES) api/prof_hooks
 OVERRIDE_SOURCES := override/override override/override_new

@@ -96,23 +96,33 @@ def measure_process(argv, preload, stdin_path=None, measure_tool=None, env=None)
     fails is reported through `status`, not raised; RuntimeError only if measure itself fails.
     measure_tool: the wrapper's path (default: the benchmark's build/bench/measure); env: the
     environment for the command (default: this process's, without LD_PRELOAD)."""
-    command = ([str(measure_tool or OUT / "measure"), "--preload", str(preload or ""), "--"] +
-               [str(a) for a in argv])
     with open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb") as stdin:
-        result = subprocess.run(command, stdin=stdin, capture_output=True,
+        result = subprocess.run(measure_command(argv, preload, measure_tool), stdin=stdin,
+                                capture_output=True,
                                 env=environment(None) if env is None else env)
-    # measure ends stderr with "\n" + report + "\n": the first newline is its own, not the
-    # command's.
-    body = result.stderr[:-1] if result.stderr.endswith(b"\n") else result.stderr
-    cut = body.rfind(b"\n")
     try:
-        seconds, peak_kib, user, sys_, faults = parse_report(
-            body[cut + 1:].decode(errors="replace"))
+        output, report = split_report(result.stderr)
     except ValueError:
         raise RuntimeError(f"{' '.join(map(str, argv))}: measure failed ({result.returncode}): "
                            f"{result.stderr[-500:].decode(errors='replace')}") from None
-    return Measurement(seconds, peak_kib, user, sys_, result.returncode, result.stdout,
-                       body[:max(cut, 0)], faults)
+    seconds, peak_kib, user, sys_, faults = report
+    return Measurement(seconds, peak_kib, user, sys_, result.returncode, result.stdout, output,
+                       faults)
+
+
+def measure_command(argv, preload, measure_tool=None):
+    """The command line that runs argv through `measure` with `preload` (None: none)."""
+    return ([str(measure_tool or OUT / "measure"), "--preload", str(preload or ""), "--"] +
+            [str(a) for a in argv])
+
+
+def split_report(stderr):
+    """A measured run's stderr (bytes) -> (the command's own stderr, parse_report's fields).
+    measure ends stderr with "\n" + report + "\n": the first newline is its own, not the
+    command's. ValueError if there is no report."""
+    body = stderr[:-1] if stderr.endswith(b"\n") else stderr
+    cut = body.rfind(b"\n")
+    return body[:max(cut, 0)], parse_report(body[cut + 1:].decode(errors="replace"))
 
 
 def run_process(argv, preload, stdin_path=None, env=None):

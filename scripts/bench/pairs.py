@@ -50,8 +50,8 @@ def paired_run(workload, first, second, first_core, after=None):
     try:
         for side, core in ((first, first_core), (second, 1 - first_core)):
             env = dict(bench.environment(None), **workload.env, **side.env)
-            command = (["taskset", "-c", str(core), str(bench.OUT / "measure"), "--preload",
-                        str(side.library or ""), "--"] + [str(a) for a in workload.argv])
+            command = ["taskset", "-c", str(core)] + bench.measure_command(workload.argv,
+                                                                            side.library)
             with open(workload.stdin or os.devnull, "rb") as stdin:
                 # stderr to a file, not a pipe: a pipe read only after the other run ended could
                 # fill and stall this one.
@@ -64,12 +64,11 @@ def paired_run(workload, first, second, first_core, after=None):
             process.wait()
             report.seek(0)
             stderr = report.read()
-            body = stderr[:-1] if stderr.endswith(b"\n") else stderr
             if process.returncode != 0:
                 raise RuntimeError(f"{workload.name} under {side.name}: a run failed "
                                    f"({process.returncode}): "
                                    f"{stderr[-300:].decode(errors='replace')}")
-            seconds.append(bench.parse_report(body[body.rfind(b"\n") + 1:].decode())[0])
+            seconds.append(bench.split_report(stderr)[1][0])
     finally:
         for _, process, report in processes:
             if process.poll() is None:

@@ -3,9 +3,8 @@
 // A freed arena block is normally available again at once. A held one instead waits a while out
 // of reach of new requests, so the address just freed is not the next one handed out, and a
 // second free is caught by the arena's head record. MAPALLOC_LARGE_QUARANTINE picks how it waits:
-//   1 (default): with a canary in its first 64 bytes, checked when it leaves (arena_purge.cpp): a
-//   write
-//     after free that reaches them aborts;
+//   1 (default): with a canary in its first 64 bytes, checked when it leaves (arena_purge.cpp):
+//     a write after free that reaches them aborts;
 //   2: inaccessible (mprotect PROT_NONE): any use after free faults and is reported
 //     (os_report_faults). Not the default: with transparent huge pages it was measured to cost
 //     make bench's bigblock twice its time (README, Hardening).

@@ -22,14 +22,6 @@
 
 namespace mapalloc::memcheck {
 
-inline bool running() {
-#if MAPALLOC_DEBUG
-  return RUNNING_ON_VALGRIND != 0;
-#else
-  return false;
-#endif
-}
-
 // In every build, where Valgrind's header is there: whether the process runs under Valgrind
 // (any tool), which does not know some system calls (platform/os.cpp) and warns about them.
 inline bool running_under_valgrind() {
@@ -39,6 +31,9 @@ inline bool running_under_valgrind() {
   return false;
 #endif
 }
+
+// The debug build under Valgrind: the client requests below reach memcheck.
+inline bool running() { return kDebug && running_under_valgrind(); }
 
 // `bytes` at `block` are a block the program now holds (undefined, or defined if `zeroed`).
 inline void malloclike(const void* block, size_t bytes, bool zeroed) {

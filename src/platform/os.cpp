@@ -240,11 +240,9 @@ unsigned purge_as_list(const OsRange* ranges, unsigned count, int advice) {
   // A partial result (the kernel stops at a range it rejects, or after 2 GiB) counts the ranges
   // done whole; the caller purges the rest one by one.
   unsigned whole = 0;
-  for (size_t left = static_cast<size_t>(done); whole < count && ranges[whole].bytes <= left;
-       ++whole) {
-    left -= ranges[whole].bytes;
-    os_counters.purged_bytes.fetch_add(ranges[whole].bytes, std::memory_order_relaxed);
-  }
+  size_t left = static_cast<size_t>(done);
+  for (; whole < count && ranges[whole].bytes <= left; ++whole) left -= ranges[whole].bytes;
+  os_counters.purged_bytes.fetch_add(static_cast<size_t>(done) - left, std::memory_order_relaxed);
   return whole;
 }
 #else
@@ -263,11 +261,7 @@ void os_purge_ranges(const OsRange* ranges, unsigned count, PurgeMethod method) 
 }
 
 bool os_purge_lists_in_use() {
-#ifdef SYS_process_madvise
   return purge_list.load(std::memory_order_relaxed) == PurgeList::kAllowed;
-#else
-  return false;
-#endif
 }
 
 void os_advise_huge_pages(void* start, size_t bytes) {

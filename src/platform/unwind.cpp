@@ -327,19 +327,15 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* ba
       if (cfa <= sp || cfa - sp > kMaxFrameBytes || cfa % 8 != 0) break;  // a bad rule: give up
       if (rule & kRuleRbpSaved) saved_rbp = cfa - 8 * ((rule >> kSlotShift) & (kSlotLimit - 1));
     }
+    const KeptFrame current = {
+        pc, sp, bp, function_start, cfa, saved_rbp, (rule & kRuleCfaRbp) != 0};
     if (kept != nullptr && frame < kKeptFrames) {
-      kept->frames[frame] = {pc, sp, bp, function_start, cfa, saved_rbp, (rule & kRuleCfaRbp) != 0};
+      kept->frames[frame] = current;
       kept->count = frame + 1;
     }
     visitor_stopped = !backtrace_visit(backtrace, pc, function_start);
-    if (visitor_stopped || last) {
-      ended = true;
-      break;
-    }
-    if (saved_rbp != 0) bp = *reinterpret_cast<const uintptr_t*>(saved_rbp);
-    pc = *reinterpret_cast<const uintptr_t*>(cfa - 8);
-    sp = cfa;
-    if (pc == 0 || frame + 1 == kMaxFrames) {  // (deeper than any profile keeps)
+    // (A frame deeper than any profile keeps ends the walk too.)
+    if (visitor_stopped || last || step_past(current, pc, sp, bp) || frame + 1 == kMaxFrames) {
       ended = true;
       break;
     }
