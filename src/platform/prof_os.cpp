@@ -27,7 +27,9 @@ _Unwind_Reason_Code walk_frame(struct _Unwind_Context* context, void* argument) 
 unsigned os_backtrace_full(uintptr_t* frames, unsigned capacity, const uintptr_t* entries,
                            unsigned entry_count) {
   BacktraceWalk walk = make_backtrace_walk(frames, capacity, entries, entry_count);
+  unwinder_enter();
   _Unwind_Backtrace(walk_frame, &walk);
+  unwinder_leave();
   return walk.count;
 }
 

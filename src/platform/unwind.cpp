@@ -12,6 +12,13 @@ std::atomic<uint64_t> rules_read{0};
 std::atomic<uint64_t> walks_given_up{0};
 std::atomic<uint64_t> backtraces_copied{0};
 std::atomic<uint64_t> frames_reused{0};
+std::atomic<int> unwinder_users{0};
+
+// A statistic's count: a load and a store, not a locked add (a sample's walk would pay a locked
+// instruction's fence for each).
+void count(std::atomic<uint64_t>& counter, uint64_t amount) {
+  counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
+}
 
 // Whether `start`, which lies within the bounds of the `count` sorted `entries` (so that the
 // search ends on one of them), is one of them. Every frame inside the allocator asks: binary,
@@ -123,8 +130,10 @@ uint64_t rule_for(CacheEntry* table, uintptr_t address) {
   CacheEntry* set = &table[((address * 0x9e3779b97f4a7c15ull) >> (64 - kCacheEntriesLog2)) & ~1ull];
   if (uint64_t rule = cached_rule(set[0], address)) return rule;
   if (uint64_t rule = cached_rule(set[1], address)) return rule;
+  unwinder_enter();
   uint64_t rule = read_rule(address);
-  rules_read.fetch_add(1, std::memory_order_relaxed);
+  unwinder_leave();
+  count(rules_read, 1);
   bool second_older = set[1].written.load(std::memory_order_relaxed) <
                       set[0].written.load(std::memory_order_relaxed);
   store_rule(set[second_older ? 1 : 0], address, rule);
@@ -261,8 +270,8 @@ bool copy_backtrace(const LastWalk& kept, uintptr_t pc, uintptr_t sp, uintptr_t 
     walk->frames[i] = kept.frames[kept.backtrace_dropped + i].pc;
   walk->count = collected;
   walk->seen = kept.count;
-  frames_reused.fetch_add(kept.count, std::memory_order_relaxed);
-  backtraces_copied.fetch_add(1, std::memory_order_relaxed);
+  count(frames_reused, kept.count);
+  count(backtraces_copied, 1);
   return true;
 }
 
@@ -303,7 +312,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* ba
         break;
       }
     }
-    frames_reused.fetch_add(frame, std::memory_order_relaxed);
+    count(frames_reused, frame);
     if (ended) {
       if (!visitor_stopped) note_backtrace(kept, backtrace);
       release_last_walks(all_kept);
@@ -346,7 +355,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* ba
     release_last_walks(all_kept);
   }
   if (ended) return true;
-  walks_given_up.fetch_add(1, std::memory_order_relaxed);
+  count(walks_given_up, 1);
   return false;
 }
 
@@ -364,13 +373,18 @@ void unwind_thread_exit() {
 #else  // other architectures: always the full unwinder
 
 bool unwind_backtrace_cached(BacktraceWalk*) {
-  walks_given_up.fetch_add(1, std::memory_order_relaxed);
+  count(walks_given_up, 1);
   return false;
 }
 
 void unwind_thread_exit() {}
 
 #endif
+
+void unwinder_enter() { unwinder_users.fetch_add(1, std::memory_order_acq_rel); }
+void unwinder_leave() { unwinder_users.fetch_sub(1, std::memory_order_acq_rel); }
+bool unwinder_in_use() { return unwinder_users.load(std::memory_order_relaxed) != 0; }
+void unwinder_reset_after_fork() { unwinder_users.store(0, std::memory_order_relaxed); }
 
 UnwindCounters unwind_counters() {
   return {rules_read.load(std::memory_order_relaxed),

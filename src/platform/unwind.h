@@ -54,9 +54,18 @@ bool unwind_backtrace_cached(BacktraceWalk* walk);
 // thread keep none).
 void unwind_thread_exit();
 
-// For the statistics and tests: rules read from .eh_frame, walks given up to the full unwinder,
-// frames taken from the thread's previous walk without a rule look-up, and backtraces copied
-// whole from it (unwind_backtrace_cached).
+// Threads inside libgcc's unwinder (_Unwind_Find_FDE, _Unwind_Backtrace), which takes locks (the
+// loader's; in a static program dl_iterate_phdr's): a child forked meanwhile must not walk. Only
+// those calls are counted, so that a walk the cache serves costs no locked instruction.
+void unwinder_enter();
+void unwinder_leave();
+bool unwinder_in_use();
+void unwinder_reset_after_fork();  // (in a child: the threads counted are not there)
+
+// For the statistics and tests (counted without locked instructions: concurrent walks in
+// several threads may lose a count): rules read from .eh_frame, walks given up to the full
+// unwinder, frames taken from the thread's previous walk without a rule look-up, and backtraces
+// copied whole from it (unwind_backtrace_cached).
 struct UnwindCounters {
   uint64_t rules_read;
   uint64_t walks_given_up;

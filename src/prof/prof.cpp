@@ -8,67 +8,120 @@
 #include "platform/process.h"
 #include "platform/prof_os.h"
 #include "platform/spin_lock.h"
+#include "platform/unwind.h"
 
 namespace mapalloc {
 
 std::atomic<bool> prof_on{false};
+// (Written under the profiler's lock, a copy of sample_count: a store, not a locked add.)
 std::atomic<size_t> prof_live_samples{0};
 
 namespace {
 
 // ---- arithmetic without libm ------------------------------------------------------------------
 
-// Each sample evaluates a logarithm (its countdown) and, unless its size's weight is memoized,
-// an exponential: polynomials in Horner's form with their coefficients as constants, so that
-// neither costs a loop, a table load per term or a division per term.
+// Each sample evaluates a logarithm (its countdown) and, unless its size's weight is memoized
+// (a large block's size rarely recurs), an exponential. Both reduce their argument with a table
+// to a few thousandths around 0, where a polynomial of five or six terms is exact to double
+// precision: a long chain of dependent multiply-adds (a series over a wide range) costs its
+// latency, about 7 cycles a term, on every sample, and a division more.
 
-// ln(x) for x > 0: x = m * 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s) with
-// s = (m - 1) / (m + 1), |s| < 0.172: atanh's series s + s^3/3 + ... + s^15/15 leaves out less
-// than 1e-12.
+// exp(-x) for 0 <= x < 1, in long double at compile time (the series' terms fall below its
+// precision long before 40).
+constexpr long double exp_minus_series(long double x) {
+  long double term = 1, sum = 1;
+  for (int k = 1; k < 40; ++k) {
+    term *= -x / k;
+    sum += term;
+  }
+  return sum;
+}
+
+// ln(c) for c in [1, 2), in long double at compile time: 2 atanh(s), s = (c - 1) / (c + 1) < 1/3.
+constexpr long double log_series(long double c) {
+  long double s = (c - 1) / (c + 1), power = s, sum = 0;
+  for (int k = 1; k < 80; k += 2) {
+    sum += power / k;
+    power *= s * s;
+  }
+  return 2 * sum;
+}
+
+constexpr long double kLn2Long = 0.693147180559945309417232121458176568L;
+
+// 2^(-j/64), j < 64.
+struct ExpTable {
+  double value[64];
+};
+constexpr ExpTable make_exp_table() {
+  ExpTable table{};
+  for (int j = 0; j < 64; ++j)
+    table.value[j] = static_cast<double>(exp_minus_series(kLn2Long * j / 64));
+  return table;
+}
+constexpr ExpTable kExp2Minus = make_exp_table();
+
+// The mantissa's top 7 bits pick the centre c of an interval of [1, 2) 1/128 wide: c, 1 / c and
+// ln c side by side, so that a sample, whose table line is usually not in the cache any more,
+// misses once.
+constexpr unsigned kLogTableBits = 7;
+struct LogCentre {
+  double centre, inverse, log, unused;
+};
+struct LogTable {
+  LogCentre at[1u << kLogTableBits];
+};
+constexpr LogTable make_log_table() {
+  LogTable table{};
+  constexpr int kSize = 1 << kLogTableBits;
+  for (int j = 0; j < kSize; ++j) {
+    long double centre = 1 + (j + 0.5L) / kSize;  // (exact in a double: 9 significant bits)
+    table.at[j] = {static_cast<double>(centre), static_cast<double>(1 / centre),
+                   static_cast<double>(log_series(centre)), 0};
+  }
+  return table;
+}
+alignas(32) constexpr LogTable kLogTable = make_log_table();
+
+// ln(x) for a normal x > 0: x = m * 2^e with m in [1, 2), m = c (1 + t) with c the table's
+// centre and |t| < 1/256 (m - c is exact; rounding t moves the result by an ulp of t), and
+// ln(1 + t)'s series to t^6: the first term left out, t^7 / 7, is below 2e-18.
 double natural_log(double x) {
   uint64_t bits;
   memcpy(&bits, &x, sizeof bits);
   int exponent = static_cast<int>((bits >> 52) & 0x7ff) - 1023;
+  unsigned j = static_cast<unsigned>(bits >> (52 - kLogTableBits)) & ((1u << kLogTableBits) - 1);
   bits = (bits & ((uint64_t{1} << 52) - 1)) | (uint64_t{1023} << 52);
   double m;
   memcpy(&m, &bits, sizeof m);
-  if (m > 1.41421356237309504880) {
-    m *= 0.5;
-    ++exponent;
-  }
-  double s = (m - 1) / (m + 1), t = s * s;
-  constexpr double c3 = 1.0 / 3, c5 = 1.0 / 5, c7 = 1.0 / 7, c9 = 1.0 / 9, c11 = 1.0 / 11,
-                   c13 = 1.0 / 13, c15 = 1.0 / 15;
-  double series = ((((((c15 * t + c13) * t + c11) * t + c9) * t + c7) * t + c5) * t + c3) * t + 1;
-  return 2 * s * series + exponent * 0.69314718055994530942;
+  const LogCentre& near = kLogTable.at[j];
+  double t = (m - near.centre) * near.inverse;
+  constexpr double c3 = 1.0 / 3, c5 = 1.0 / 5, c6 = 1.0 / 6;
+  double series = t - t * t * (0.5 - t * (c3 - t * (0.25 - t * (c5 - t * c6))));
+  return exponent * 0.69314718055994530942 + (near.log + series);
 }
 
-// exp(r) - 1 for |r| <= ln(2)/2, by its Taylor polynomial to r^13: the first term left out,
-// r^14/14!, is below 1.5e-17 of the result there (a tenth of a unit in the last place).
-double expm1_reduced(double r) {
-  constexpr double f2 = 1.0 / 2, f3 = f2 / 3, f4 = f3 / 4, f5 = f4 / 5, f6 = f5 / 6, f7 = f6 / 7,
-                   f8 = f7 / 8, f9 = f8 / 9, f10 = f9 / 10, f11 = f10 / 11, f12 = f11 / 12,
-                   f13 = f12 / 13;  // 1 / k!
-  double high = (((((f13 * r + f12) * r + f11) * r + f10) * r + f9) * r + f8) * r + f7;
-  return ((((((high * r + f6) * r + f5) * r + f4) * r + f3) * r + f2) * r + 1) * r;
-}
-
-// 1 - exp(-y) for y >= 0, to a few units in the last place, small y too: y = n ln 2 + r with
-// |r| <= ln(2)/2, so exp(-y) = 2^-n exp(-r). With n = 0 the result is expm1's own, without the
-// cancellation of 1 - exp(-y); with n >= 1 it is above 0.29 and the subtraction loses nothing.
+// 1 - exp(-y) for y >= 0, to within 1e-14 of its value: y = k ln(2) / 64 + r with |r| <=
+// ln(2) / 128, so exp(-y) = 2^-(k / 64) exp(-r), the power from the table and a shift of the
+// exponent, exp(-r) - 1 by its series to r^5 (the first term left out, r^6 / 720, is below
+// 4e-17). With k = 0 the result is -(exp(-r) - 1) itself, without the cancellation of 1 - exp(-y);
+// otherwise it is above 0.0107, and 1 - 2^-(k/64) loses nothing (exact where the power is above
+// 1/2, which it is for k < 64).
 double one_minus_exp_minus(double y) {
   if (y > 40) return 1;  // (below 1e-17 from it)
-  constexpr double kLog2E = 1.44269504088896340736;
-  // ln 2 in two parts: kLn2High has 32 significant bits, so n * kLn2High is exact (n <= 58).
-  constexpr double kLn2High = 6.93147180369123816490e-01, kLn2Low = 1.90821492927058770002e-10;
-  auto n = static_cast<int64_t>(y * kLog2E + 0.5);  // (y >= 0: rounds to nearest)
-  double r = (y - static_cast<double>(n) * kLn2High) - static_cast<double>(n) * kLn2Low;
-  double exp_minus_r_minus_1 = expm1_reduced(-r);
-  if (n == 0) return -exp_minus_r_minus_1;
-  uint64_t bits = static_cast<uint64_t>(1023 - n) << 52;  // 2^-n, n <= 58
-  double two_to_minus_n;
-  memcpy(&two_to_minus_n, &bits, sizeof two_to_minus_n);
-  return 1 - two_to_minus_n * (1 + exp_minus_r_minus_1);
+  constexpr double k64Log2E = 64 * 1.44269504088896340736;
+  // ln(2) / 64 in two parts: kHigh has 32 significant bits, so k * kHigh is exact (k < 2^21).
+  constexpr double kHigh = 6.93147180369123816490e-01 / 64, kLow = 1.90821492927058770002e-10 / 64;
+  auto k = static_cast<int64_t>(y * k64Log2E + 0.5);  // (y >= 0: rounds to nearest)
+  double r = (y - static_cast<double>(k) * kHigh) - static_cast<double>(k) * kLow;
+  constexpr double f3 = 1.0 / 6, f4 = f3 / 4, f5 = f4 / 5;
+  double exp_minus_r_minus_1 = -r * (1 - r * (0.5 - r * (f3 - r * (f4 - r * f5))));
+  if (k == 0) return -exp_minus_r_minus_1;
+  uint64_t bits = static_cast<uint64_t>(1023 - (k >> 6)) << 52;  // 2^-(k / 64), k / 64 <= 58
+  double whole_power;
+  memcpy(&whole_power, &bits, sizeof whole_power);
+  double power = whole_power * kExp2Minus.value[k & 63];
+  return (1 - power) - power * exp_minus_r_minus_1;
 }
 
 // ---- state --------------------------------------------------------------------------------------
@@ -85,9 +138,7 @@ size_t interval_bytes = kProfDefaultSampleBytes;
 char file_prefix[256] = "mapalloc.%p";
 bool ever_on = false;
 bool unwinding_safe = false;
-uint32_t generation = 0;
-// Threads inside the unwinder, which may hold its locks (a static program's dl_iterate_phdr).
-std::atomic<int> unwinding{0};  // forks since the profile began, in this process's line
+uint32_t generation = 0;  // forks since the profile began, in this process's line
 int dump_signal = 0;
 
 SpinLock lock;
@@ -290,9 +341,9 @@ void on_dump_signal(int) {
 // section cannot trust the tables, nor one forked while a thread was unwinding (the unwinder's
 // locks may be held): it stops profiling (and writes no profile).
 void fork_child() {
-  if (lock.held() || unwinding.load(std::memory_order_relaxed) != 0) {
+  if (lock.held() || unwinder_in_use()) {
     lock.reset_after_fork();
-    unwinding.store(0, std::memory_order_relaxed);
+    unwinder_reset_after_fork();
     prof_on.store(false, std::memory_order_relaxed);
     ever_on = false;
     return;
@@ -360,9 +411,7 @@ bool prof_record(const void* block, size_t size, size_t charged) {
   if (busy || !__atomic_load_n(&unwinding_safe, __ATOMIC_ACQUIRE) || !tables_ready()) return false;
   busy = true;  // the unwinder's own allocations, if any, are not sampled
   uintptr_t frames[kProfMaxDepth];
-  unwinding.fetch_add(1, std::memory_order_acq_rel);
   unsigned depth = os_backtrace(frames, kProfMaxDepth, entry_points, entry_point_count);
-  unwinding.fetch_sub(1, std::memory_order_acq_rel);
   // A polynomial hash of the frames, mixed once at the end: two instructions per frame, where
   // mixing each frame took ten (stacks are often dozens of frames deep).
   uint64_t hash = depth;
@@ -383,7 +432,7 @@ bool prof_record(const void* block, size_t size, size_t charged) {
       uncount(samples[slot]);
     } else {
       sample_count++;
-      prof_live_samples.fetch_add(1, std::memory_order_relaxed);
+      prof_live_samples.store(sample_count, std::memory_order_relaxed);
     }
     samples[slot] = {address, size, weight, index, generation};
     ProfStack& stack = stacks[index];
@@ -429,7 +478,7 @@ bool prof_forget(const void* block) {
     }
     samples[hole].address = 0;
     sample_count--;
-    prof_live_samples.fetch_sub(1, std::memory_order_relaxed);
+    prof_live_samples.store(sample_count, std::memory_order_relaxed);
   }
   unlock_and_serve_signal();
   return found;
