@@ -9,9 +9,17 @@ size_t requested(size_t size) {
   return size >= kSecureTrailerBytes ? size - kSecureTrailerBytes : size;
 }
 
-int64_t& countdown_of(Heap* heap, unsigned index) {
-  int64_t& countdown = heap->prof_countdown[index];
-  if (countdown == 0) countdown = prof_next_countdown(&heap->prof_random);
+// The blocks of a class to hand out until the next sample, that one included: the byte countdown
+// runs out at the block that takes the count of bytes to it or past it.
+int64_t blocks_until_sample(Heap* heap, unsigned size_class) {
+  auto bytes = static_cast<uint64_t>(prof_next_countdown(&heap->prof_random));
+  uint64_t block_bytes = class_block_bytes(size_class);
+  return static_cast<int64_t>((bytes - 1) / block_bytes + 1);  // (bytes >= 1)
+}
+
+int64_t& class_countdown_of(Heap* heap, unsigned size_class) {
+  int64_t& countdown = heap->prof_countdown[size_class];
+  if (countdown == 0) countdown = blocks_until_sample(heap, size_class);
   return countdown;
 }
 
@@ -80,12 +88,11 @@ Block* highest_of_refill(Heap* heap, unsigned size_class, Block* block) {
 }
 
 // Hands out the blocks of `list` (the refill's, after its first; `handed` blocks in all) that
-// lie before the one where `countdown` runs out, and gives the rest back to the page: its
-// length is known (handed - 1 - kept), so the cold blocks need no walk.
+// lie before the one where `countdown` (in blocks) runs out, and gives the rest back to the page:
+// its length is known (handed - 1 - kept), so the cold blocks need no walk.
 void cut_before_sample_point(Heap* heap, unsigned size_class, Block* list, unsigned handed,
                              int64_t& countdown) {
-  auto bytes = static_cast<int64_t>(class_block_bytes(size_class));
-  int64_t allowed = (countdown - 1) / bytes;
+  int64_t allowed = countdown - 1;
   int64_t kept = 0;
   Block* last = nullptr;
   for (Block* next = list; next != nullptr && kept < allowed; next = block_next(next)) {
@@ -100,7 +107,7 @@ void cut_before_sample_point(Heap* heap, unsigned size_class, Block* list, unsig
     set_block_next(last, nullptr);
   }
   page_return_counted(heap->current[size_class], rest, static_cast<unsigned>(handed - 1 - kept));
-  countdown -= kept * bytes;
+  countdown -= kept;
 }
 
 }  // namespace
@@ -110,33 +117,34 @@ void* prof_class_alloc(Heap* heap, unsigned size_class, Block* block, size_t siz
   // Every block of a class comes from a list that a refill handed out, and is charged then:
   // the refill's first block (`block`) here, the rest of its list below.
   if (handed == 0) return block;
-  size_t bytes = class_block_bytes(size_class);
-  int64_t& countdown = countdown_of(heap, size_class);
-  countdown -= static_cast<int64_t>(bytes);
+  int64_t& countdown = class_countdown_of(heap, size_class);
+  countdown -= 1;
   bool sample = countdown <= 0;
   if (sample) {
-    countdown = prof_next_countdown(&heap->prof_random);
+    countdown = blocks_until_sample(heap, size_class);
     block = highest_of_refill(heap, size_class, block);
   }
   if (Block* list = heap->free[size_class]) {
     // The rest of the refill's list (`block` was its first) is charged now.
-    int64_t list_bytes = static_cast<int64_t>(handed - 1) * static_cast<int64_t>(bytes);
-    if (countdown > list_bytes) {  // the sample point lies beyond the list: hand all of it out
-      countdown -= list_bytes;
+    int64_t listed = static_cast<int64_t>(handed) - 1;
+    if (countdown > listed) {  // the sample point lies beyond the list: hand all of it out
+      countdown -= listed;
     } else {
       cut_before_sample_point(heap, size_class, list, handed, countdown);
     }
   }
   // Recorded last: prof_record may allocate (libgcc's first look into a library's unwind
   // tables calls malloc), which must find the class's list as the cut left it.
-  if (sample && prof_record(block, requested(size), bytes)) hold_frees_of_sampled(block);
+  if (sample && prof_record(block, requested(size), class_block_bytes(size_class)))
+    hold_frees_of_sampled(block);
   return block;
 }
 
 void prof_large_alloc(void* block, size_t size) {
   Heap* heap = tls_heap;
   if (heap == &empty_heap) return;  // (a thread that never allocated, reallocating)
-  int64_t& countdown = countdown_of(heap, kClassCount);
+  int64_t& countdown = heap->prof_countdown[kClassCount];
+  if (countdown == 0) countdown = prof_next_countdown(&heap->prof_random);
   countdown -= static_cast<int64_t>(size);
   if (countdown > 0) return;
   countdown = prof_next_countdown(&heap->prof_random);

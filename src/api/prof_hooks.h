@@ -1,5 +1,6 @@
 // Where the heap profiler (src/prof/) meets the allocator. Every hook runs off the fast paths:
-//  - Size classes: each heap keeps a byte countdown per class. Every block of a class comes
+//  - Size classes: each heap keeps a countdown per class, drawn in bytes and kept in blocks (all
+//    of a class's blocks charge the same bytes). Every block of a class comes
 //    from a list that a refill hands out, so a refill charges its whole list (the count comes
 //    from the page's counters, not from a walk) and lists only as many blocks as the countdown
 //    still covers (the rest go back to the page): the allocation where the countdown runs out
@@ -41,10 +42,8 @@ void prof_restore_fast_free(Page* page);
 MAPALLOC_INLINE void* prof_charge_class_alloc(Heap* heap, unsigned size_class, Block* block,
                                               size_t size, unsigned handed) {
   int64_t& countdown = heap->prof_countdown[size_class];
-  auto listed_bytes =
-      static_cast<int64_t>(handed) * static_cast<int64_t>(class_block_bytes(size_class));
-  if (MAPALLOC_LIKELY(countdown > listed_bytes)) {
-    countdown -= listed_bytes;
+  if (MAPALLOC_LIKELY(countdown > static_cast<int64_t>(handed))) {
+    countdown -= handed;
     return block;
   }
   return prof_class_alloc(heap, size_class, block, size, handed);

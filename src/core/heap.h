@@ -70,8 +70,10 @@ struct Heap {
   static constexpr unsigned kProtectedSlots = kSecure ? 4 : 1;
   Block* protected_quarantine[kProtectedSlots] = {};
   unsigned protected_next = 0;
-  // Heap profiler: bytes left until the next sample, per size class and (last) for large
-  // blocks (0: not drawn yet), and the random sequence they are drawn from (prof_hooks.cpp).
+  // Heap profiler: per size class the blocks left to hand out until the next sample (the byte
+  // countdown drawn for it, in whole blocks: a refill charges its list with a compare and a
+  // subtraction), and (last) the bytes left for large blocks; 0: not drawn yet. And the random
+  // sequence they are drawn from (prof_hooks.cpp).
   int64_t prof_countdown[kClassCount + 1] = {};
   uint64_t prof_random = 0;
   // Set by other threads' frees into this heap's pages (written only when clear, and on a line
