@@ -49,6 +49,24 @@ TEST_CASE("the profiler replaces a sample still recorded at a new sample's addre
   CHECK(after.dropped == before.dropped);
 }
 
+TEST_CASE("a live sample's address bucket is counted: frees of other blocks skip the lookup") {
+  // An address whose bucket holds no live sample (the test program may hold samples of its own).
+  const char* block = nullptr;
+  for (auto& fake : fake_blocks) {
+    const uint32_t count =
+        prof_address_buckets[prof_address_bucket(fake)].load(std::memory_order_relaxed);
+    if (count == 0) block = fake;
+  }
+  REQUIRE(block != nullptr);
+  CHECK_FALSE(prof_may_be_sampled(block));
+  REQUIRE(prof_record(block, 200, 200));
+  CHECK(prof_may_be_sampled(block));
+  REQUIRE(prof_record(block, 100, 100));  // replaced at the same address: still counted once
+  CHECK(prof_forget(block));
+  CHECK_FALSE(prof_may_be_sampled(block));
+  CHECK_FALSE(prof_forget(block));
+}
+
 TEST_CASE("a sample's weight is the inverse of its chance to be sampled, for every size") {
   const double interval = static_cast<double>(prof_interval());
   // Far more sizes than the memo has slots (so that many share one), asked for in turn twice:

@@ -102,8 +102,7 @@ void* large_malloc(size_t size, size_t alignment, bool zero, LargePlace place = 
 // A large block resized in place (or moved by the kernel): for the profiler, the old block was
 // freed and a new one allocated.
 MAPALLOC_INLINE void* prof_resized(void* old_block, void* block, size_t size) {
-  if (MAPALLOC_UNLIKELY(prof_live_samples.load(std::memory_order_relaxed) != 0))
-    prof_forget(old_block);
+  if (MAPALLOC_UNLIKELY(prof_may_be_sampled(old_block))) prof_forget(old_block);
   if (MAPALLOC_UNLIKELY(prof_active())) prof_large_alloc(block, size);
   return block;
 }
@@ -193,8 +192,7 @@ MAPALLOC_INLINE void release_located(const BlockRef& ref, void* pointer) {
     if (heap != &empty_heap) heap->remote_frees++;
     return heap_free_remote(page, block);
   }
-  if (MAPALLOC_UNLIKELY(prof_live_samples.load(std::memory_order_relaxed) != 0))
-    prof_forget(pointer);
+  if (MAPALLOC_UNLIKELY(prof_may_be_sampled(pointer))) prof_forget(pointer);
   if (ref.kind == BlockKind::kArena) return arena_free(pointer);
   large_free(ref.large);
 }

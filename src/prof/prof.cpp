@@ -15,6 +15,7 @@ namespace mapalloc {
 std::atomic<bool> prof_on{false};
 // (Written under the profiler's lock, a copy of sample_count: a store, not a locked add.)
 std::atomic<size_t> prof_live_samples{0};
+std::atomic<uint32_t> prof_address_buckets[1u << kProfAddressBucketsLog2];
 
 namespace {
 
@@ -251,6 +252,14 @@ size_t find_slot(uintptr_t address) {
   return slot;
 }
 
+// A live sample's address counted in (+1) or out (-1) of its bucket. Under the lock: a load and
+// a store, not a locked add.
+void count_address(uintptr_t address, int change) {
+  std::atomic<uint32_t>& bucket =
+      prof_address_buckets[prof_address_bucket(reinterpret_cast<const void*>(address))];
+  bucket.store(bucket.load(std::memory_order_relaxed) + change, std::memory_order_relaxed);
+}
+
 // The inverse of the probability that a block charging `charged` bytes is sampled: what its
 // sample stands for. Under the lock.
 double sample_weight(size_t charged) {
@@ -432,6 +441,7 @@ bool prof_record(const void* block, size_t size, size_t charged) {
       uncount(samples[slot]);
     } else {
       sample_count++;
+      count_address(address, +1);
       prof_live_samples.store(sample_count, std::memory_order_relaxed);
     }
     samples[slot] = {address, size, weight, index, generation};
@@ -478,6 +488,7 @@ bool prof_forget(const void* block) {
     }
     samples[hole].address = 0;
     sample_count--;
+    count_address(address, -1);
     prof_live_samples.store(sample_count, std::memory_order_relaxed);
   }
   unlock_and_serve_signal();

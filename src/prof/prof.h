@@ -22,10 +22,28 @@ constexpr unsigned kProfSampleSlots = 1u << 20;
 
 // Sampling is on (MAPALLOC_PROF=1, or mapalloc_prof_set_active).
 extern std::atomic<bool> prof_on;
-// Live sampled blocks anywhere (large-block frees look a block up only when this is not 0).
+// Live sampled blocks anywhere (large-block frees look a block up only when this is not 0, and
+// its address's bucket neither: prof_may_be_sampled).
 extern std::atomic<size_t> prof_live_samples;
 
 MAPALLOC_INLINE bool prof_active() { return prof_on.load(std::memory_order_relaxed); }
+
+// Live samples by address: a count per bucket of their addresses' hash, changed under the
+// profiler's lock and read without it, so that the free of a large block that is not sampled
+// (about half of them, for blocks near the interval) takes no lock and looks nothing up. A
+// block is counted before its pointer reaches the program, and the program orders its free
+// after that: the free sees the count.
+constexpr unsigned kProfAddressBucketsLog2 = 12;
+extern std::atomic<uint32_t> prof_address_buckets[1u << kProfAddressBucketsLog2];
+MAPALLOC_INLINE unsigned prof_address_bucket(const void* block) {
+  return static_cast<unsigned>((reinterpret_cast<uintptr_t>(block) * 0x9e3779b97f4a7c15ull) >>
+                               (64 - kProfAddressBucketsLog2));
+}
+// False: `block` is not a live sample. (True: it may be one.)
+MAPALLOC_INLINE bool prof_may_be_sampled(const void* block) {
+  return prof_live_samples.load(std::memory_order_relaxed) != 0 &&
+         prof_address_buckets[prof_address_bucket(block)].load(std::memory_order_relaxed) != 0;
+}
 
 // Reads MAPALLOC_PROF, MAPALLOC_PROF_SAMPLE, MAPALLOC_PROF_FILE, MAPALLOC_PROF_SIGNAL; installs
 // the signal and fork handlers when profiling is on. Once, at load or first allocation.
