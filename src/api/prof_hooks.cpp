@@ -159,8 +159,7 @@ void prof_class_free(Page* page, void* block) {
     if (page->prof_overflow.load(std::memory_order_relaxed) == 0 || !prof_forget(block)) return;
     page->prof_overflow.fetch_sub(1, std::memory_order_relaxed);
   }
-  if (page->prof_samples.fetch_sub(1, std::memory_order_relaxed) == 1 && page->owner == tls_heap)
-    prof_restore_fast_free(page);
+  page->prof_samples.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void prof_restore_fast_free(Page* page) {

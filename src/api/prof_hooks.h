@@ -28,7 +28,8 @@ MAPALLOC_NOINLINE void* prof_class_alloc(Heap* heap, unsigned size_class, Block*
 // A large block of `size` bytes was allocated (profiling on).
 MAPALLOC_NOINLINE void prof_large_alloc(void* block, size_t size);
 
-// A sampled span's block is being freed (page->prof_samples != 0).
+// A sampled span's block is being freed (page->prof_samples != 0): forgets it if it is a sample.
+// (The owner's fast path is its caller's to restore: prof_note_class_free.)
 MAPALLOC_NOINLINE void prof_class_free(Page* page, void* block);
 
 // Sets the span's start_limit from its samples (by the owner only): below the lowest sampled
