@@ -1,17 +1,18 @@
 // Where the heap profiler (src/prof/) meets the allocator. Every hook runs off the fast paths:
-//  - Size classes: each heap keeps a countdown per class, drawn in bytes and kept in blocks (all
-//    of a class's blocks charge the same bytes). Every block of a class comes
-//    from a list that a refill hands out, so a refill charges its whole list (the count comes
-//    from the page's counters, not from a walk) and lists only as many blocks as the countdown
-//    still covers (the rest go back to the page): the allocation where the countdown runs out
-//    is the first of the next refill, which samples it. malloc's fast path has no extra test;
-//    its slow path tests prof_active only where a refill is due.
+//  - Size classes: each heap keeps a countdown per class, drawn in bytes and kept in blocks
+//    (all of a class's blocks charge the same bytes). Every block of a class comes from a list
+//    that a refill hands out, so a refill charges its whole list (the count comes from the
+//    page's counters, not from a walk) and lists only as many blocks as the countdown still
+//    covers (the rest go back to the page): the allocation where the countdown runs out is the
+//    first of the next refill, which samples it. malloc's fast path has no extra test; its
+//    slow path tests prof_active only where a refill is due.
 //  - A sampled small block's span gets a start_limit at the sampled block's index (the lowest
 //    one's, with several; Page::prof_samples counts them): the owner's free fast path then fails
 //    its block-start test for the blocks from there up, and the slow path looks the block up.
 //    Other blocks' and spans' frees never look anything up.
-//  - Large blocks are on the slow path anyway: one countdown per heap; their frees look the
-//    block up while any sample is live.
+//  - Large blocks are on the slow path anyway: one countdown per heap, in bytes; their frees
+//    look the block up only when its address's bucket counts a live sample
+//    (prof_may_be_sampled).
 #pragma once
 
 #include "core/heap.h"

@@ -16,7 +16,7 @@ std::atomic<int> unwinder_users{0};
 
 // A statistic's count: a load and a store, not a locked add (a sample's walk would pay a locked
 // instruction's fence for each).
-void count(std::atomic<uint64_t>& counter, uint64_t amount) {
+void add_to_statistic(std::atomic<uint64_t>& counter, uint64_t amount) {
   counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
 }
 
@@ -133,7 +133,7 @@ uint64_t rule_for(CacheEntry* table, uintptr_t address) {
   unwinder_enter();
   uint64_t rule = read_rule(address);
   unwinder_leave();
-  count(rules_read, 1);
+  add_to_statistic(rules_read, 1);
   bool second_older = set[1].written.load(std::memory_order_relaxed) <
                       set[0].written.load(std::memory_order_relaxed);
   store_rule(set[second_older ? 1 : 0], address, rule);
@@ -270,8 +270,8 @@ bool copy_backtrace(const LastWalk& kept, uintptr_t pc, uintptr_t sp, uintptr_t 
     walk->frames[i] = kept.frames[kept.backtrace_dropped + i].pc;
   walk->count = collected;
   walk->seen = kept.count;
-  count(frames_reused, kept.count);
-  count(backtraces_copied, 1);
+  add_to_statistic(frames_reused, kept.count);
+  add_to_statistic(backtraces_copied, 1);
   return true;
 }
 
@@ -312,7 +312,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* ba
         break;
       }
     }
-    count(frames_reused, frame);
+    add_to_statistic(frames_reused, frame);
     if (ended) {
       if (!visitor_stopped) note_backtrace(kept, backtrace);
       release_last_walks(all_kept);
@@ -355,7 +355,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* ba
     release_last_walks(all_kept);
   }
   if (ended) return true;
-  count(walks_given_up, 1);
+  add_to_statistic(walks_given_up, 1);
   return false;
 }
 
@@ -373,7 +373,7 @@ void unwind_thread_exit() {
 #else  // other architectures: always the full unwinder
 
 bool unwind_backtrace_cached(BacktraceWalk*) {
-  count(walks_given_up, 1);
+  add_to_statistic(walks_given_up, 1);
   return false;
 }
 

@@ -50,33 +50,43 @@ constexpr long double log_series(long double c) {
 
 constexpr long double kLn2Long = 0.693147180559945309417232121458176568L;
 
-// 2^(-j/64), j < 64.
+// 2^(-j/64) for j < 64, and 1 minus it: both rounded once from long double, so that
+// 1 - exp(-y) for y below ln 2 does not cancel at run time.
+constexpr unsigned kExpTableLog2 = 6;
+constexpr unsigned kExpTableEntries = 1u << kExpTableLog2;
+struct ExpStep {
+  double power, one_minus_power;
+};
 struct ExpTable {
-  double value[64];
+  ExpStep at[kExpTableEntries];
 };
 constexpr ExpTable make_exp_table() {
   ExpTable table{};
-  for (int j = 0; j < 64; ++j)
-    table.value[j] = static_cast<double>(exp_minus_series(kLn2Long * j / 64));
+  for (unsigned j = 0; j < kExpTableEntries; ++j) {
+    long double power = exp_minus_series(kLn2Long * j / kExpTableEntries);
+    table.at[j] = {static_cast<double>(power), static_cast<double>(1 - power)};
+  }
   return table;
 }
-constexpr ExpTable kExp2Minus = make_exp_table();
+constexpr ExpTable kExpTable = make_exp_table();
 
 // The mantissa's top 7 bits pick the centre c of an interval of [1, 2) 1/128 wide: c, 1 / c and
 // ln c side by side, so that a sample, whose table line is usually not in the cache any more,
 // misses once.
 constexpr unsigned kLogTableBits = 7;
 struct LogCentre {
-  double centre, inverse, log, unused;
+  double centre, inverse, log;
+  double padding;  // (32 bytes: an entry never straddles two cache lines)
 };
 struct LogTable {
   LogCentre at[1u << kLogTableBits];
 };
 constexpr LogTable make_log_table() {
   LogTable table{};
-  constexpr int kSize = 1 << kLogTableBits;
-  for (int j = 0; j < kSize; ++j) {
-    long double centre = 1 + (j + 0.5L) / kSize;  // (exact in a double: 9 significant bits)
+  constexpr int kLogTableEntries = 1 << kLogTableBits;
+  for (int j = 0; j < kLogTableEntries; ++j) {
+    long double centre =
+        1 + (j + 0.5L) / kLogTableEntries;  // (exact in a double: 9 significant bits)
     table.at[j] = {static_cast<double>(centre), static_cast<double>(1 / centre),
                    static_cast<double>(log_series(centre)), 0};
   }
@@ -102,26 +112,31 @@ double natural_log(double x) {
   return exponent * 0.69314718055994530942 + (near.log + series);
 }
 
-// 1 - exp(-y) for y >= 0, to within 1e-14 of its value: y = k ln(2) / 64 + r with |r| <=
+// 1 - exp(-y) for y >= 0, to a few units in the last place: y = k ln(2) / 64 + r with |r| <=
 // ln(2) / 128, so exp(-y) = 2^-(k / 64) exp(-r), the power from the table and a shift of the
-// exponent, exp(-r) - 1 by its series to r^5 (the first term left out, r^6 / 720, is below
-// 4e-17). With k = 0 the result is -(exp(-r) - 1) itself, without the cancellation of 1 - exp(-y);
-// otherwise it is above 0.0107, and 1 - 2^-(k/64) loses nothing (exact where the power is above
-// 1/2, which it is for k < 64).
+// exponent, exp(-r) - 1 by its series to r^6 (the first term left out, r^7 / 7!, is below 6e-18
+// of the result even where that is -(exp(-r) - 1) itself). With k = 0 the result is -(exp(-r) - 1)
+// itself; below 64, the table's 1 - 2^-(k/64) less 2^-(k/64) (exp(-r) - 1), a small correction;
+// from 64 on the power is below 1/2, and 1 - power loses nothing.
 double one_minus_exp_minus(double y) {
   if (y > 40) return 1;  // (below 1e-17 from it)
-  constexpr double k64Log2E = 64 * 1.44269504088896340736;
-  // ln(2) / 64 in two parts: kHigh has 32 significant bits, so k * kHigh is exact (k < 2^21).
-  constexpr double kHigh = 6.93147180369123816490e-01 / 64, kLow = 1.90821492927058770002e-10 / 64;
-  auto k = static_cast<int64_t>(y * k64Log2E + 0.5);  // (y >= 0: rounds to nearest)
-  double r = (y - static_cast<double>(k) * kHigh) - static_cast<double>(k) * kLow;
-  constexpr double f3 = 1.0 / 6, f4 = f3 / 4, f5 = f4 / 5;
-  double exp_minus_r_minus_1 = -r * (1 - r * (0.5 - r * (f3 - r * (f4 - r * f5))));
+  constexpr double kEntriesLog2E = kExpTableEntries * 1.44269504088896340736;
+  // ln(2) / 64 in two parts: the first has 32 significant bits, so k times it is exact
+  // (k < 2^21).
+  constexpr double kLn2StepHigh = 6.93147180369123816490e-01 / kExpTableEntries;
+  constexpr double kLn2StepLow = 1.90821492927058770002e-10 / kExpTableEntries;
+  auto k = static_cast<int64_t>(y * kEntriesLog2E + 0.5);  // (y >= 0: rounds to nearest)
+  double r = (y - static_cast<double>(k) * kLn2StepHigh) - static_cast<double>(k) * kLn2StepLow;
+  constexpr double f3 = 1.0 / 6, f4 = f3 / 4, f5 = f4 / 5, f6 = f5 / 6;
+  double exp_minus_r_minus_1 = -r * (1 - r * (0.5 - r * (f3 - r * (f4 - r * (f5 - r * f6)))));
   if (k == 0) return -exp_minus_r_minus_1;
-  uint64_t bits = static_cast<uint64_t>(1023 - (k >> 6)) << 52;  // 2^-(k / 64), k / 64 <= 58
+  const ExpStep& step = kExpTable.at[k & (kExpTableEntries - 1)];
+  if (k < kExpTableEntries) return step.one_minus_power - step.power * exp_minus_r_minus_1;
+  // 2^-(k / 64), k / 64 <= 58
+  uint64_t bits = static_cast<uint64_t>(1023 - (k >> kExpTableLog2)) << 52;
   double whole_power;
   memcpy(&whole_power, &bits, sizeof whole_power);
-  double power = whole_power * kExp2Minus.value[k & 63];
+  double power = whole_power * step.power;
   return (1 - power) - power * exp_minus_r_minus_1;
 }
 
@@ -347,7 +362,7 @@ void on_dump_signal(int) {
 // Fork: the child keeps the parent's live samples, marked inherited (older generation). No lock
 // is taken around fork (a prepare handler that locks can deadlock against stdio: see
 // stress/forkstorm.c); a child forked while another thread was inside the profiler's critical
-// section cannot trust the tables, nor one forked while a thread was unwinding (the unwinder's
+// section cannot trust the tables, nor one forked while a thread was inside libgcc's unwinder (its
 // locks may be held): it stops profiling (and writes no profile).
 void fork_child() {
   if (lock.held() || unwinder_in_use()) {

@@ -1,7 +1,7 @@
 // The heap profiler's records (README.md, "Heap profiling"): which call stacks allocated the
 // sampled blocks, which of them are live, and what was live at the peak. Below the core layer:
-// it knows blocks only as addresses and sizes. The sampling decision itself (where the byte
-// countdown runs out) is made by the api layer at refill time, off the fast paths; this layer
+// it knows blocks only as addresses and sizes. The sampling decision itself (where a countdown
+// runs out) is made by the api layer at refill time, off the fast paths; this layer
 // draws the countdowns, captures and interns stacks, keeps the table of live samples, and
 // writes the profiles (prof_write.cpp).
 //
@@ -22,8 +22,8 @@ constexpr unsigned kProfSampleSlots = 1u << 20;
 
 // Sampling is on (MAPALLOC_PROF=1, or mapalloc_prof_set_active).
 extern std::atomic<bool> prof_on;
-// Live sampled blocks anywhere (large-block frees look a block up only when this is not 0, and
-// its address's bucket neither: prof_may_be_sampled).
+// Live sampled blocks anywhere (a large block's free looks it up only when this is not 0 and
+// its address's bucket is not 0 either: prof_may_be_sampled).
 extern std::atomic<size_t> prof_live_samples;
 
 MAPALLOC_INLINE bool prof_active() { return prof_on.load(std::memory_order_relaxed); }
@@ -32,7 +32,9 @@ MAPALLOC_INLINE bool prof_active() { return prof_on.load(std::memory_order_relax
 // profiler's lock and read without it, so that the free of a large block that is not sampled
 // (about half of them, for blocks near the interval) takes no lock and looks nothing up. A
 // block is counted before its pointer reaches the program, and the program orders its free
-// after that: the free sees the count.
+// after that: the free sees the count. (Size-class samples are counted too, though their frees
+// never ask: a program would need thousands of them live, gigabytes at the default interval,
+// before the buckets stopped saving large frees most lookups.)
 constexpr unsigned kProfAddressBucketsLog2 = 12;
 extern std::atomic<uint32_t> prof_address_buckets[1u << kProfAddressBucketsLog2];
 MAPALLOC_INLINE unsigned prof_address_bucket(const void* block) {
