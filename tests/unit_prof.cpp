@@ -89,6 +89,28 @@ TEST_CASE("the address buckets count every live sample, across the table's growt
   CHECK(prof_stats().live_samples == before);
 }
 
+TEST_CASE("realloc of large sampled blocks: each old sample forgotten, none left behind") {
+  // Blocks of 2 MiB and more (sampled with probability above 0.98 at the default interval),
+  // grown out of their arena into a mapping of their own and then by mremap, which may move
+  // them: every step forgets the old block's sample before its address can be anyone else's.
+  bool was_on = prof_set_active(true);
+  const ProfStats before = prof_stats();
+  char* block = static_cast<char*>(malloc(2 << 20));
+  REQUIRE(block != nullptr);
+  block[0] = 1;
+  for (size_t size : {size_t{4} << 20, size_t{16} << 20, size_t{64} << 20, size_t{3} << 20}) {
+    block = static_cast<char*>(realloc(block, size));
+    REQUIRE(block != nullptr);
+    CHECK(block[0] == 1);
+    CHECK(prof_stats().live_samples <= before.live_samples + 1);
+  }
+  free(block);
+  prof_set_active(was_on);
+  const ProfStats after = prof_stats();
+  CHECK(after.live_samples == before.live_samples);
+  CHECK(after.stale == before.stale);
+}
+
 TEST_CASE("a sample's weight is the inverse of its chance to be sampled, for every size") {
   const double interval = static_cast<double>(prof_interval());
   // Far more sizes than the memo has slots (so that many share one), asked for in turn twice:

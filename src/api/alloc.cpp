@@ -99,10 +99,15 @@ void* large_malloc(size_t size, size_t alignment, bool zero, LargePlace place = 
   return block;
 }
 
-// A large block resized in place (or moved by the kernel): for the profiler, the old block was
-// freed and a new one allocated.
-MAPALLOC_INLINE void* prof_resized(void* old_block, void* block, size_t size) {
+// A large block about to be resized in place or moved by the kernel: for the profiler, the old
+// block is freed (its sample, if any, forgotten now: once the mapping has moved, another thread
+// may map and sample the old address) and a new one allocated (prof_resized). If the resize
+// fails, realloc copies and frees the block anyway; only if that fails too does the block stay
+// with its sample forgotten.
+MAPALLOC_INLINE void prof_before_resize(void* old_block) {
   if (MAPALLOC_UNLIKELY(prof_may_be_sampled(old_block))) prof_forget(old_block);
+}
+MAPALLOC_INLINE void* prof_resized(void* block, size_t size) {
   if (MAPALLOC_UNLIKELY(prof_active())) prof_large_alloc(block, size);
   return block;
 }
@@ -261,10 +266,12 @@ void* default_realloc(void* pointer, size_t size) {
   BlockRef ref = locate(pointer, "realloc");
   if (size > kMaxRequestBytes) return out_of_memory();
   if (ref.kind == BlockKind::kOwnMapping && size > kClassMaxBytes) {
-    if (void* resized = large_resize(ref.large, size)) return prof_resized(pointer, resized, size);
+    prof_before_resize(pointer);
+    if (void* resized = large_resize(ref.large, size)) return prof_resized(resized, size);
   } else if (ref.kind == BlockKind::kArena && size > kClassMaxBytes &&
              arena_resize_in_place(pointer, size)) {
-    return prof_resized(pointer, pointer, size);
+    prof_before_resize(pointer);  // (in place: the address stays this block's meanwhile)
+    return prof_resized(pointer, size);
   } else if (size <= ref.usable_bytes && size >= ref.usable_bytes / 2) {
     return pointer;  // fits, and moving would not save much
   }
