@@ -2,8 +2,10 @@
 // handful of compiler helpers the fast paths rely on. Lowest layer: includes nothing of ours.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #define MAPALLOC_LIKELY(x) __builtin_expect(!!(x), 1)
 #define MAPALLOC_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -48,6 +50,14 @@ inline void cpu_relax() {
 #elif defined(__aarch64__)
   asm volatile("yield");
 #endif
+}
+
+// An add by a counter's only writer (under a lock), or to a statistic that may lose a count when
+// threads race: a load and a store, where fetch_add is a locked instruction, which waits for all
+// of the thread's pending stores (a profiler sample paid for several).
+template <typename T>
+MAPALLOC_INLINE void add_unlocked(std::atomic<T>& counter, std::type_identity_t<T> amount) {
+  counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
 }
 
 constexpr size_t kKiB = 1024;

@@ -14,12 +14,6 @@ std::atomic<uint64_t> backtraces_copied{0};
 std::atomic<uint64_t> frames_reused{0};
 std::atomic<int> unwinder_users{0};
 
-// A statistic's count: a load and a store, not a locked add (a sample's walk would pay a locked
-// instruction's fence for each).
-void add_to_statistic(std::atomic<uint64_t>& counter, uint64_t amount) {
-  counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
-}
-
 // Whether `start`, which lies within the bounds of the `count` sorted `entries` (so that the
 // search ends on one of them), is one of them. Every frame inside the allocator asks: binary,
 // because a linear scan of the fifty or so was a third of a sample's unwinding.
@@ -133,7 +127,7 @@ uint64_t rule_for(CacheEntry* table, uintptr_t address) {
   unwinder_enter();
   uint64_t rule = read_rule(address);
   unwinder_leave();
-  add_to_statistic(rules_read, 1);
+  add_unlocked(rules_read, 1);
   bool second_older = set[1].written.load(std::memory_order_relaxed) <
                       set[0].written.load(std::memory_order_relaxed);
   store_rule(set[second_older ? 1 : 0], address, rule);
@@ -270,8 +264,8 @@ bool copy_backtrace(const LastWalk& kept, uintptr_t pc, uintptr_t sp, uintptr_t 
     walk->frames[i] = kept.frames[kept.backtrace_dropped + i].pc;
   walk->count = collected;
   walk->seen = kept.count;
-  add_to_statistic(frames_reused, kept.count);
-  add_to_statistic(backtraces_copied, 1);
+  add_unlocked(frames_reused, kept.count);
+  add_unlocked(backtraces_copied, 1);
   return true;
 }
 
@@ -312,7 +306,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* ba
         break;
       }
     }
-    add_to_statistic(frames_reused, frame);
+    add_unlocked(frames_reused, frame);
     if (ended) {
       if (!visitor_stopped) note_backtrace(kept, backtrace);
       release_last_walks(all_kept);
@@ -355,7 +349,7 @@ __attribute__((noinline, no_sanitize_address)) bool walk_stack(BacktraceWalk* ba
     release_last_walks(all_kept);
   }
   if (ended) return true;
-  add_to_statistic(walks_given_up, 1);
+  add_unlocked(walks_given_up, 1);
   return false;
 }
 
@@ -373,7 +367,7 @@ void unwind_thread_exit() {
 #else  // other architectures: always the full unwinder
 
 bool unwind_backtrace_cached(BacktraceWalk*) {
-  add_to_statistic(walks_given_up, 1);
+  add_unlocked(walks_given_up, 1);
   return false;
 }
 

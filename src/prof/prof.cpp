@@ -267,12 +267,10 @@ size_t find_slot(uintptr_t address) {
   return slot;
 }
 
-// A live sample's address counted in (+1) or out (-1) of its bucket. Under the lock: a load and
-// a store, not a locked add.
+// A live sample's address counted in (+1) or out (-1) of its bucket (under the lock).
 void count_address(uintptr_t address, int change) {
-  std::atomic<uint32_t>& bucket =
-      prof_address_buckets[prof_address_bucket(reinterpret_cast<const void*>(address))];
-  bucket.store(bucket.load(std::memory_order_relaxed) + change, std::memory_order_relaxed);
+  add_unlocked(prof_address_buckets[prof_address_bucket(reinterpret_cast<const void*>(address))],
+               static_cast<uint32_t>(change));  // (-1 wraps: unsigned arithmetic)
 }
 
 // The inverse of the probability that a block charging `charged` bytes is sampled: what its
