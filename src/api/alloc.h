@@ -16,19 +16,30 @@ MAPALLOC_NOINLINE void free_slow(void* pointer);
 // them, while it is on), or a span tail, an uncarved block, misuse (free_slow).
 MAPALLOC_NOINLINE void free_past_start_limit(void* pointer, Page* page, Heap* heap);
 
+// The class of a request of `size` bytes (at most kSmallMaxBytes), from the heap's copy of the
+// table.
+MAPALLOC_INLINE unsigned small_class_of(const Heap* heap, size_t size) {
+  return heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes];
+}
+
+// The first block of the heap's free list of `size_class`, taken off it (nullptr: the list is
+// empty).
+MAPALLOC_INLINE Block* pop_free_block(Heap* heap, unsigned size_class) {
+  Block* block = heap->free[size_class];
+  if (MAPALLOC_LIKELY(block != nullptr)) {
+    heap->free[size_class] = block_next(block);
+    if constexpr (kFreeChecks) set_block_key(block, 0);  // a live block never carries the key
+  }
+  return block;
+}
+
 // malloc: sizes up to kSmallMaxBytes pop the heap's free list of their class. Everything else
 // (bigger sizes, an empty list, a thread's first call) goes to malloc_slow.
 MAPALLOC_INLINE void* default_malloc(size_t size) {
   Heap* heap = tls_heap;
   if (MAPALLOC_LIKELY(size <= kSmallMaxBytes)) {
-    unsigned size_class =
-        heap->small_classes.class_of[(size + kMinAlignBytes - 1) / kMinAlignBytes];
-    Block* block = heap->free[size_class];
-    if (MAPALLOC_LIKELY(block != nullptr)) {
-      heap->free[size_class] = block_next(block);
-      if constexpr (kFreeChecks) set_block_key(block, 0);  // a live block never carries the key
-      return block;
-    }
+    Block* block = pop_free_block(heap, small_class_of(heap, size));
+    if (MAPALLOC_LIKELY(block != nullptr)) return block;
   }
   return malloc_slow(size, heap);
 }

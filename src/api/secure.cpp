@@ -120,9 +120,10 @@ MAPALLOC_INLINE size_t check_trailer(const void* block, size_t total, const char
       block, total, static_cast<const char*>(block) - total);
 }
 
-// The block before `block` (of `total` bytes): its size word must be a trailer's or
-// kCarvedTrailerWord. (Skipped for blocks at the start of a page: a span's first block has
-// none before it.)
+// The block before `block` (of `total` bytes): its size word must be a trailer's (or
+// kCarvedTrailerWord, which reads as one). A one-byte underflow changes the word's top byte,
+// the allocating operator. (Skipped for blocks at the start of a page: a span's first block
+// has none before it.)
 MAPALLOC_INLINE void check_previous(Block* block, size_t total) {
   if (total >= kSecureProtectMinBytes || total <= 16) return;  // (those carry no such word)
   auto* bytes = reinterpret_cast<char*>(block);
@@ -131,7 +132,7 @@ MAPALLOC_INLINE void check_previous(Block* block, size_t total) {
   uint64_t encoded;
   memcpy(&encoded, bytes - 8, 8);
   uint64_t word = encoded ^ size_mask(previous);
-  if (word == kCarvedTrailerWord) return;
+  static_assert((kCarvedTrailerWord & kSizeBits) == 0 && kCarvedTrailerWord >> kKindShift == 0);
   uint64_t size = word & kSizeBits;
   if (MAPALLOC_UNLIKELY(size > total - kTrailerBytes || (word >> kKindShift) > 2))
     report_underflow(block, total);
@@ -185,6 +186,27 @@ void* secure_allocate(size_t size, size_t alignment, bool zero,
   return block;
 }
 
+// The slot a freed block waits in: the top bits of the heap's linear congruential sequence
+// (seeded when the heap is made, heap_create), a multiply and an add where xorshift took six
+// operations and a test for a sequence not started.
+constexpr unsigned kQuarantineSlotBits = 8;
+static_assert(!kSecure || Heap::kQuarantineSlots == 1u << kQuarantineSlotBits);
+MAPALLOC_INLINE unsigned next_quarantine_slot(Heap* heap) {
+  heap->quarantine_random =
+      heap->quarantine_random * 6364136223846793005ull + 1442695040888963407ull;
+  return static_cast<unsigned>(heap->quarantine_random >> (64 - kQuarantineSlotBits));
+}
+
+// secure_malloc of `size` bytes (1 to kSmallMaxBytes - kTrailerBytes) when the class's list is
+// empty: the default slow path, then the trailer.
+MAPALLOC_NOINLINE void* small_malloc_slow(Heap* heap, size_t size, AllocKind kind) {
+  size_t inner = size + kTrailerBytes;
+  void* block = malloc_slow(inner, heap);
+  if (block == nullptr) return nullptr;
+  write_trailer(block, kClassBlockBytes.bytes[size_class_of(inner)], size, kind);
+  return block;
+}
+
 // Frees a block evicted from the quarantine: at most 4 KiB, so its span is one page and its
 // page record is page_entry_of's; this thread's own blocks take the default fast path's push.
 MAPALLOC_INLINE void free_evicted(Heap* heap, Block* block) {
@@ -216,8 +238,7 @@ MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, si
   if (total > kQuarantineMaxBlockBytes) return heap_free_any(heap, block);
   // Marked free now (a second free is caught at once); it waits in a random slot.
   quarantine_mark(block, page);
-  Block*& slot =
-      heap->quarantine[os_next_random(&heap->quarantine_random) % Heap::kQuarantineSlots];
+  Block*& slot = heap->quarantine[next_quarantine_slot(heap)];
   Block* evicted = slot;
   slot = block;
   if (evicted != nullptr) free_evicted(heap, evicted);
@@ -287,13 +308,14 @@ MAPALLOC_INLINE void free_checked(void* pointer, size_t expected_size, AllocKind
 }  // namespace
 
 void* secure_malloc(size_t size, AllocKind kind) {
-  // Small sizes: the default fast path, the block size straight from the class table (0: a
-  // block of the zero region, by secure_allocate).
+  // Small sizes: the default fast path's pop, the block size straight from the class table (0:
+  // a block of the zero region, by secure_allocate). The slow path is a call of its own, so
+  // that this one saves no registers.
   if (MAPALLOC_LIKELY(size - 1 < kSmallMaxBytes - kTrailerBytes)) {
-    size_t inner = size + kTrailerBytes;
-    void* block = default_malloc(inner);
-    if (MAPALLOC_UNLIKELY(block == nullptr)) return nullptr;
-    unsigned size_class = kSmallClassTable.class_of[(inner + kMinAlignBytes - 1) / kMinAlignBytes];
+    Heap* heap = tls_heap;
+    unsigned size_class = small_class_of(heap, size + kTrailerBytes);
+    Block* block = pop_free_block(heap, size_class);
+    if (MAPALLOC_UNLIKELY(block == nullptr)) return small_malloc_slow(heap, size, kind);
     write_trailer(block, kClassBlockBytes.bytes[size_class], size, kind);
     return block;
   }

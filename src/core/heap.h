@@ -64,7 +64,7 @@ struct Heap {
   // Secure build: blocks this thread freed, held back from reuse for a while (secure.cpp).
   static constexpr unsigned kQuarantineSlots = kSecure ? 256 : 1;
   Block* quarantine[kQuarantineSlots] = {};
-  uint64_t quarantine_random = 0;
+  uint64_t quarantine_random = 0;  // the slots' random sequence (seeded by heap_create)
   // Secure build: freed blocks of kSecureProtectMinBytes and more, made inaccessible, wait here
   // (first in, first out) until kProtectedSlots more have come.
   static constexpr unsigned kProtectedSlots = kSecure ? 4 : 1;

@@ -107,6 +107,7 @@ Heap* heap_create() {
   void* memory = os_map_aligned(align_up(sizeof(Heap), kOsPageBytes), kOsPageBytes);
   if (memory == nullptr) return nullptr;
   Heap* heap = new (memory) Heap();
+  if constexpr (kSecure) heap->quarantine_random = os_random_seed();  // (secure.cpp)
   // Heaps are immortal, so the first kLastHeapTag - kFirstHeapTag + 1 keep unique tags forever;
   // later ones (only with that many threads alive at once) free through the slow path.
   unsigned tag = next_heap_tag.fetch_add(1, std::memory_order_relaxed);

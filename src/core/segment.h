@@ -254,8 +254,9 @@ MAPALLOC_INLINE uintptr_t block_link_mask(const Block* block) {
 
 // Secure build: the last 8 bytes of every carved block below kSecureProtectMinBytes (and above
 // 16 bytes) hold, XOR block_link_mask, either this (never allocated) or the trailer's size word
-// (api/secure.cpp), so that a free can check the block before it (a heap underflow).
-constexpr uint64_t kCarvedTrailerWord = 0xfe00000000000000ull;
+// (api/secure.cpp), so that a free can check the block before it (a heap underflow). It reads
+// as the size word of a 0-byte malloc block, which passes that check as it is.
+constexpr uint64_t kCarvedTrailerWord = 0;
 
 [[noreturn]] void report_corrupt_link(const Block* block);
 

@@ -122,8 +122,9 @@ constexpr size_t align_up(size_t value, size_t alignment) {
 
 constexpr bool is_power_of_two(size_t value) { return value != 0 && (value & (value - 1)) == 0; }
 
-// The next number of a per-thread xorshift sequence (not for secrets: for randomised layout
-// and quarantine slots). `*state` 0 means not started: it is seeded from os_random_seed.
+// The next number of a per-thread xorshift sequence (not for secrets: for randomised carving
+// and the heap profiler's sample points). `*state` 0 means not started: it is seeded from
+// os_random_seed.
 inline uint64_t os_next_random(uint64_t* state) {
   uint64_t x = *state != 0 ? *state : os_random_seed() | 1;
   x ^= x << 13;
