@@ -129,6 +129,25 @@ TEST_CASE("realloc keeps contents across small, medium and large sizes, both way
   CHECK(realloc(block, runtime(0)) == nullptr);
 }
 
+TEST_CASE("realloc within the block's room keeps the address; far smaller moves") {
+  auto* block = static_cast<char*>(malloc(runtime(100)));
+  fill(block, 100, 3);
+  auto* grown = static_cast<char*>(realloc(block, runtime(104)));
+  CHECK(grown == block);
+  CHECK(check(grown, 100, 3));
+  if (mapalloc::kSecure) CHECK(malloc_usable_size(grown) == 104);  // the trailer moved with it
+  fill(grown, 104, 4);
+  auto* shrunk = static_cast<char*>(realloc(grown, runtime(90)));
+  CHECK(shrunk == grown);
+  CHECK(check(shrunk, 90, 4));
+  if (mapalloc::kSecure) CHECK(malloc_usable_size(shrunk) == 90);
+  // Less than half the block: moved to a smaller one.
+  auto* small = static_cast<char*>(realloc(shrunk, runtime(8)));
+  CHECK(small != shrunk);
+  CHECK(check(small, 8, 4));
+  free(small);
+}
+
 TEST_CASE("a failed realloc leaves the block untouched") {
   for (size_t size : {size_t{64}, size_t{100000}, size_t{8} << 20}) {
     void* block = malloc(runtime(size));

@@ -86,6 +86,11 @@ TEST_CASE("the secure build catches a one-byte overflow; the default build survi
   expect_abort(kSecureLibrary, "overflow-one-byte", "heap overflow detected");
   expect_abort(kSecureLibrary, "overflow-one-byte-many", "heap overflow detected");
   expect_abort(kSecureLibrary, "overflow-large", "heap overflow detected");
+  // realloc resizes in place when the block holds the new size: the canary follows the size.
+  expect_abort(kSecureLibrary, "overflow-after-realloc-grown",
+               "heap overflow detected 0 bytes past the 104-byte block");
+  expect_abort(kSecureLibrary, "overflow-after-realloc-shrunk",
+               "heap overflow detected 0 bytes past the 90-byte block");
   test_support::ChildResult result = run_case(kDefaultLibrary, "overflow-one-byte");
   CHECK(result.exited);  // the byte lands in the block's rounding slack
   CHECK(result.exit_code == 0);

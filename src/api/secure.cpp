@@ -344,6 +344,13 @@ void* secure_realloc(void* pointer, size_t size) {
   if (secure_is_zero_block(pointer)) return secure_allocate(size, kMinAlignBytes, false);
   BlockRef ref = locate(pointer, "realloc");
   size_t old_size = check_trailer(pointer, ref.usable_bytes, "realloc");
+  // In place when the block holds the new size and its trailer, and moving would not save
+  // much (default_realloc's rule): the canary moves to the new end, the size word is rewritten.
+  size_t inner = size + kTrailerBytes;
+  if (inner <= ref.usable_bytes && inner >= ref.usable_bytes / 2 && inner > size) {
+    write_trailer(pointer, ref.usable_bytes, size);
+    return pointer;
+  }
   void* moved = secure_allocate(size, kMinAlignBytes, false);
   if (moved == nullptr) return nullptr;
   memcpy(moved, pointer, old_size < size ? old_size : size);
