@@ -264,7 +264,12 @@ bool encode_profile(const ProfView& view, View kind, const Mapping* mappings,
   value_type(1, kInuseObjects, kCount);
   value_type(1, kInuseSpace, kBytes);
 
-  LocationIds ids(2 * size_t{view.count} * kProfMaxDepth + 1024);
+  // At most half full with every frame of the view distinct. (Sized by the frames there are,
+  // not by count * kProfMaxDepth: its slots are touched at random, and a small profile's table
+  // then fits in a page or two instead of faulting in a page per frame.)
+  size_t frames = 0;
+  for (unsigned i = 0; i < view.count; ++i) frames += view.stacks[i].depth;
+  LocationIds ids(2 * frames + 64);
   if (!ids.ok()) return false;
   Buffer locations;
   Buffer location;
