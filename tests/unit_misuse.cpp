@@ -115,6 +115,22 @@ TEST_CASE("the secure build zeroes blocks on free when MAPALLOC_ZERO_ON_FREE=1, 
   test_support::ChildResult kept = run_case(kSecureLibrary, "zero-on-free", "0");
   CHECK(kept.exited);
   CHECK(kept.exit_code == 3);
+  // realloc shrinking a block in place gives bytes up as a free would: zeroed when it is on.
+  test_support::ChildResult shrunk = run_case(kSecureLibrary, "zero-on-free-realloc-shrunk", "1");
+  INFO("stderr: " << shrunk.stderr_text);
+  CHECK(shrunk.exited);
+  CHECK(shrunk.exit_code == 0);
+  shrunk = run_case(kSecureLibrary, "zero-on-free-realloc-shrunk", "0");
+  CHECK(shrunk.exited);
+  CHECK(shrunk.exit_code == 3);
+}
+
+TEST_CASE("the secure build clears a block's old canary when realloc grows it in place") {
+  // (The canary is derived from the block's link mask: it must not become readable data.)
+  test_support::ChildResult grown = run_case(kSecureLibrary, "realloc-grown-old-canary");
+  INFO("stderr: " << grown.stderr_text);
+  CHECK(grown.exited);
+  CHECK(grown.exit_code == 0);
 }
 
 // --- the security suite's catches (tests/security/; built by scripts/make/security.mk) -------

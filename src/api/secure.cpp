@@ -37,6 +37,12 @@ static_assert(!kSecure || kTrailerBytes == kSecureTrailerBytes);
 enum class ZeroOnFree : uint8_t { kUnread, kOff, kOn };
 ZeroOnFree zero_on_free = ZeroOnFree::kUnread;
 
+bool zeroing_on_free() {
+  if (zero_on_free == ZeroOnFree::kUnread)
+    zero_on_free = options().zero_on_free ? ZeroOnFree::kOn : ZeroOnFree::kOff;
+  return zero_on_free == ZeroOnFree::kOn;
+}
+
 // Blocks bigger than this skip the quarantine: each waiting block keeps its whole span in use.
 constexpr size_t kQuarantineMaxBlockBytes = 4 * kKiB;
 
@@ -247,10 +253,9 @@ MAPALLOC_INLINE void quarantine_or_free(Heap* heap, Page* page, Block* block, si
 // release() when zeroing on free is on, or not read yet.
 MAPALLOC_NOINLINE void release_zeroing(Heap* heap, Page* page, Block* block, size_t total,
                                        size_t expected_size, AllocKind kind) {
-  if (zero_on_free == ZeroOnFree::kUnread)
-    zero_on_free = options().zero_on_free ? ZeroOnFree::kOn : ZeroOnFree::kOff;
+  bool zeroing = zeroing_on_free();
   size_t size = check_trailer(block, total, "free", expected_size, kind);
-  if (zero_on_free == ZeroOnFree::kOn) memset(block, 0, size);
+  if (zeroing) memset(block, 0, size);
   quarantine_or_free(heap, page, block, total);
 }
 
@@ -340,15 +345,35 @@ bool secure_is_zero_block(const void* pointer) {
   return region != nullptr && at >= region && at < region + kZeroRegionBytes;
 }
 
+namespace {
+
+// secure_realloc's resize of a block of `total` bytes from `old_size` to `size` bytes within it.
+// Growing, the old canary becomes the block's bytes: cleared, since it is derived from the
+// block's link mask. Shrinking, the bytes given up are cleared when zeroing on free is on, as
+// a free would have cleared them.
+void resize_in_place(uint8_t* block, size_t total, size_t old_size, size_t size) {
+  if (size > old_size) {
+    memset(block + old_size, 0, size - old_size < 8 ? size - old_size : 8);
+  } else {
+    if (zeroing_on_free()) memset(block + size, 0, old_size - size);
+  }
+  write_trailer(block, total, size);
+}
+
+}  // namespace
+
 void* secure_realloc(void* pointer, size_t size) {
   if (secure_is_zero_block(pointer)) return secure_allocate(size, kMinAlignBytes, false);
   BlockRef ref = locate(pointer, "realloc");
   size_t old_size = check_trailer(pointer, ref.usable_bytes, "realloc");
-  // In place when the block holds the new size and its trailer, and moving would not save
-  // much (default_realloc's rule): the canary moves to the new end, the size word is rewritten.
+  // A size-class block resizes in place when it holds the new size and its trailer, and moving
+  // would not save much (default_realloc's rule): the canary moves to the new end, the size
+  // word is rewritten. (Large blocks move: a fresh mapping puts the guard page after the new
+  // end, and the heap profiler's sample of the block goes with the free.)
   size_t inner = size + kTrailerBytes;
-  if (inner <= ref.usable_bytes && inner >= ref.usable_bytes / 2 && inner > size) {
-    write_trailer(pointer, ref.usable_bytes, size);
+  if (ref.kind == BlockKind::kClass && inner <= ref.usable_bytes && inner >= ref.usable_bytes / 2 &&
+      inner > size) {
+    resize_in_place(static_cast<uint8_t*>(pointer), ref.usable_bytes, old_size, size);
     return pointer;
   }
   void* moved = secure_allocate(size, kMinAlignBytes, false);

@@ -155,6 +155,28 @@ int main(int argc, char** argv) {
     for (int i = 16; i < 200; ++i) {
       if (((volatile unsigned char*)launder(block))[i] != 0) return 3;
     }
+  } else if (strcmp(name, "zero-on-free-realloc-shrunk") == 0) {
+    /* Not misuse: a block shrunk in place by realloc (exit 4 if it moved); the bytes it gave
+       up, past the new size's trailer, read as zeroes? Exit 0 if they do, 3 if not. */
+    unsigned char* block = launder(malloc(runtime(200)));
+    memset(block, 0xab, 200);
+    unsigned char* shrunk = launder(realloc(block, runtime(120)));
+    if (shrunk != block) return 4;
+    for (int i = 120 + 16; i < 200; ++i) {
+      if (((volatile unsigned char*)shrunk)[i] != 0) return 3;
+    }
+    free(shrunk);
+  } else if (strcmp(name, "realloc-grown-old-canary") == 0) {
+    /* Not misuse: a block grown in place by realloc (exit 4 if it moved); the 8 bytes past its
+       old size, where its canary was, read as zeroes? Exit 0 if they do, 3 if not. */
+    unsigned char* block = launder(malloc(runtime(100)));
+    memset(block, 0xab, 100);
+    unsigned char* grown = launder(realloc(block, runtime(108)));
+    if (grown != block) return 4;
+    for (int i = 100; i < 108; ++i) {
+      if (((volatile unsigned char*)grown)[i] != 0) return 3;
+    }
+    free(grown);
   } else {
     fprintf(stderr, "unknown case %s\n", name);
     return 2;
