@@ -219,6 +219,48 @@ TEST_CASE("fork while other threads allocate: the child allocates and frees") {
   CHECK(failures == 0);
 }
 
+namespace {
+
+// The addresses of 4,000 new 40-byte blocks, in the order handed out, hashed (then freed).
+uint64_t handout_fingerprint() {
+  constexpr int kBlocks = 4000;
+  static void* blocks[kBlocks];
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (int i = 0; i < kBlocks; ++i) {
+    blocks[i] = malloc(runtime(40));
+    hash = (hash ^ reinterpret_cast<uintptr_t>(blocks[i])) * 0x100000001b3ull;
+  }
+  for (void* block : blocks) free(block);
+  return hash;
+}
+
+}  // namespace
+
+TEST_CASE("a forked child does not hand blocks out in the parent's order (secure build)") {
+  // The secure build carves new blocks in a random order and holds freed ones in random
+  // quarantine slots: a child that kept its parent's sequences would repeat the parent's
+  // layout, which one child could then learn for all of them. (The default build's order is
+  // deterministic by design.)
+  if (!kSecure) return;
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    uint64_t child = handout_fingerprint();
+    _exit(write(fds[1], &child, sizeof child) == sizeof child ? 0 : 1);
+  }
+  uint64_t parent = handout_fingerprint();
+  uint64_t child = 0;
+  CHECK(read(fds[0], &child, sizeof child) == static_cast<ssize_t>(sizeof child));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(fds[0]);
+  close(fds[1]);
+  CHECK(WIFEXITED(status));
+  CHECK(child != parent);
+}
+
 TEST_CASE("blocks of an exited thread freed later by others are returned to its heap") {
   std::vector<void*> blocks;
   std::thread([&] {

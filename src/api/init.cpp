@@ -2,6 +2,7 @@
 
 #include "core/arena.h"
 #include "core/large.h"
+#include "core/page.h"
 #include "core/purge.h"
 #include "core/stats.h"
 #include "platform/options.h"
@@ -83,6 +84,7 @@ void thread_exit() {
 }
 
 void after_fork_child() {
+  page_after_fork_child();
   segment_cache_after_fork_child();
   arena_after_fork_child();
   large_after_fork_child();

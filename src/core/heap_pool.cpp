@@ -222,6 +222,8 @@ void heap_after_fork_child() {
   // count: recompute it from the heaps.
   size_t total_pages = 0;
   heap_for_each([&total_pages](Heap* heap) {
+    // Secure build: the child's quarantine slots are not the parent's sequence.
+    if constexpr (kSecure) heap->quarantine_random = os_random_seed();
     heap->purge_claimed.store(false, std::memory_order_relaxed);
     bool abandoned = heap->abandoned.load(std::memory_order_relaxed);
     heap->counted_dirty_pages = abandoned ? dirty_pages_of(heap) : 0;

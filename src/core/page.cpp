@@ -8,13 +8,16 @@ namespace mapalloc {
 
 namespace {
 
+// Secure build: the sequence link_shuffled draws from, per thread (0: not started; seeded on
+// first use).
+thread_local uint64_t carve_random_state = 0;
+
 // Secure build: links `count` blocks in a random order (index i visited at (start + i * stride)
 // mod count, the stride prime to count), so that neighbours in memory are not handed out one
 // after the other.
 [[maybe_unused]] Block* link_shuffled(char* first, size_t block_bytes, unsigned count, Block* then,
                                       uintptr_t key) {
-  static thread_local uint64_t random_state = 0;
-  uint64_t random = os_next_random(&random_state);
+  uint64_t random = os_next_random(&carve_random_state);
   unsigned start = static_cast<unsigned>(random % count);
   // A stride in [2, count - 1] (stride 1 would keep the address order); count - 1 is always
   // prime to count, so the search below ends.
@@ -74,6 +77,8 @@ void page_init(Page* head, Heap* owner, unsigned size_class) {
   // Memcheck: the span is the allocator's until its blocks are handed out.
   if constexpr (kDebug) memcheck::close(page_start(head), size_t{head->span_pages} * kPageBytes);
 }
+
+void page_after_fork_child() { carve_random_state = 0; }
 
 Block* page_carve(Page* page, Block* then) {
   unsigned remaining = page->capacity - page->carved;

@@ -12,6 +12,10 @@ constexpr size_t kCarveBatchBytes = 8 * kKiB;
 // Prepares a span freshly taken from span_alloc to serve `size_class` for `owner`.
 void page_init(Page* head, Heap* owner, unsigned size_class);
 
+// In a forked child (the forking thread): the secure build's carving order is drawn afresh,
+// so that the child's new blocks are not handed out in the order the parent's would be.
+void page_after_fork_child();
+
 // Owner: the next batch of never-used blocks, linked, followed by the list `then` (nullptr
 // when the span is fully carved and `then` is empty). Carving in batches keeps a new span's
 // untouched tail out of the resident set.
