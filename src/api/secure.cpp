@@ -37,6 +37,7 @@ static_assert(!kSecure || kTrailerBytes == kSecureTrailerBytes);
 enum class ZeroOnFree : uint8_t { kUnread, kOff, kOn };
 ZeroOnFree zero_on_free = ZeroOnFree::kUnread;
 
+// Whether zeroing on free is on (the option, read on first use).
 bool zeroing_on_free() {
   if (zero_on_free == ZeroOnFree::kUnread)
     zero_on_free = options().zero_on_free ? ZeroOnFree::kOn : ZeroOnFree::kOff;
@@ -310,6 +311,18 @@ MAPALLOC_INLINE void free_checked(void* pointer, size_t expected_size, AllocKind
   free_elsewhere(heap, pointer, expected_size, kind);
 }
 
+// secure_realloc's resize of a block of `total` bytes from `old_size` to `size` bytes within it.
+// Growing, the old canary becomes the block's bytes: cleared, since it is derived from the
+// block's link mask. Shrinking, the bytes given up are cleared when zeroing on free is on, as
+// a free would have cleared them.
+void resize_in_place(uint8_t* block, size_t total, size_t old_size, size_t size) {
+  if (size > old_size)
+    memset(block + old_size, 0, size - old_size < 8 ? size - old_size : 8);
+  else if (zeroing_on_free())
+    memset(block + size, 0, old_size - size);
+  write_trailer(block, total, size);
+}
+
 }  // namespace
 
 void* secure_malloc(size_t size, AllocKind kind) {
@@ -344,23 +357,6 @@ bool secure_is_zero_block(const void* pointer) {
   const auto* at = static_cast<const char*>(pointer);
   return region != nullptr && at >= region && at < region + kZeroRegionBytes;
 }
-
-namespace {
-
-// secure_realloc's resize of a block of `total` bytes from `old_size` to `size` bytes within it.
-// Growing, the old canary becomes the block's bytes: cleared, since it is derived from the
-// block's link mask. Shrinking, the bytes given up are cleared when zeroing on free is on, as
-// a free would have cleared them.
-void resize_in_place(uint8_t* block, size_t total, size_t old_size, size_t size) {
-  if (size > old_size) {
-    memset(block + old_size, 0, size - old_size < 8 ? size - old_size : 8);
-  } else {
-    if (zeroing_on_free()) memset(block + size, 0, old_size - size);
-  }
-  write_trailer(block, total, size);
-}
-
-}  // namespace
 
 void* secure_realloc(void* pointer, size_t size) {
   if (secure_is_zero_block(pointer)) return secure_allocate(size, kMinAlignBytes, false);
