@@ -272,8 +272,8 @@ void* default_realloc(void* pointer, size_t size) {
              arena_resize_in_place(pointer, size)) {
     prof_before_resize(pointer);  // (in place: the address stays this block's meanwhile)
     return prof_resized(pointer, size);
-  } else if (size <= ref.usable_bytes && size >= ref.usable_bytes / 2) {
-    return pointer;  // fits, and moving would not save much
+  } else if (realloc_keeps_block(size, ref.usable_bytes)) {
+    return pointer;
   }
   bool outgrown =
       ref.kind == BlockKind::kArena && size > ref.usable_bytes && size >= kGrowIntoOwnMappingBytes;

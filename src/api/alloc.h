@@ -33,6 +33,12 @@ MAPALLOC_INLINE Block* pop_free_block(Heap* heap, unsigned size_class) {
   return block;
 }
 
+// realloc's rule for a block of `usable` bytes asked to hold `needed`: it stays where it is when
+// it holds them and moving would not save much (it would keep more than half of itself unused).
+MAPALLOC_INLINE bool realloc_keeps_block(size_t needed, size_t usable) {
+  return needed <= usable && needed >= usable / 2;
+}
+
 // malloc: sizes up to kSmallMaxBytes pop the heap's free list of their class. Everything else
 // (bigger sizes, an empty list, a thread's first call) goes to malloc_slow.
 MAPALLOC_INLINE void* default_malloc(size_t size) {

@@ -123,8 +123,7 @@ void* debug_realloc(void* pointer, size_t size) {
   // a new block: under Valgrind large blocks always move, which leaves the old one to memcheck
   // as freed.
   if (!valgrind && ref.kind != BlockKind::kClass) return default_realloc(pointer, size);
-  if (ref.kind == BlockKind::kClass && request <= ref.usable_bytes &&
-      request >= ref.usable_bytes / 2) {
+  if (ref.kind == BlockKind::kClass && realloc_keeps_block(request, ref.usable_bytes)) {
     if (valgrind) {
       memcheck::resize_in_place(pointer, old_size, size);
       stash_size(pointer, ref.usable_bytes, size);

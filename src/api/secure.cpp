@@ -362,13 +362,13 @@ void* secure_realloc(void* pointer, size_t size) {
   if (secure_is_zero_block(pointer)) return secure_allocate(size, kMinAlignBytes, false);
   BlockRef ref = locate(pointer, "realloc");
   size_t old_size = check_trailer(pointer, ref.usable_bytes, "realloc");
-  // A size-class block resizes in place when it holds the new size and its trailer, and moving
-  // would not save much (default_realloc's rule): the canary moves to the new end, the size
-  // word is rewritten. (Large blocks move: a fresh mapping puts the guard page after the new
-  // end, and the heap profiler's sample of the block goes with the free.)
+  // A size-class block resizes in place as the default build's would, counting its trailer:
+  // the canary moves to the new end, the size word is rewritten. (Large blocks move: a fresh
+  // mapping puts the guard page after the new end, and the heap profiler's sample of the block
+  // goes with the free.)
   size_t inner = size + kTrailerBytes;
-  if (ref.kind == BlockKind::kClass && inner <= ref.usable_bytes && inner >= ref.usable_bytes / 2 &&
-      inner > size) {
+  if (ref.kind == BlockKind::kClass && inner > size &&
+      realloc_keeps_block(inner, ref.usable_bytes)) {
     resize_in_place(static_cast<uint8_t*>(pointer), ref.usable_bytes, old_size, size);
     return pointer;
   }
