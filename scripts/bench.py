@@ -110,6 +110,29 @@ def measure_process(argv, preload, stdin_path=None, measure_tool=None, env=None)
                        faults)
 
 
+# MiB of huge-page memory touched and freed before every measured run (measure --prime-mib; 0:
+# none): on this kind of virtual machine, memory left free for about 2 s comes back from the
+# host cold and slow to touch, so a run's time would depend on which allocator's process ran
+# just before it (measure.c says more). --prime-mib sets it.
+PRIME_MIB = 1024
+
+
+def prime_memory(measure_tool=None):
+    """Leaves PRIME_MIB MiB of warm free memory for the next run (best effort; at most a
+    quarter of the memory available, on a small machine)."""
+    mib = PRIME_MIB
+    try:
+        with open("/proc/meminfo") as meminfo:
+            available_kib = next(int(line.split()[1]) for line in meminfo
+                                 if line.startswith("MemAvailable:"))
+        mib = min(mib, available_kib // 4096)
+    except (OSError, StopIteration, ValueError):
+        pass
+    if mib > 0:
+        subprocess.run([str(measure_tool or OUT / "measure"), "--prime-mib", str(mib), "--",
+                        "true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def measure_command(argv, preload, measure_tool=None):
     """The command line that runs argv through `measure` with `preload` (None: none)."""
     return ([str(measure_tool or OUT / "measure"), "--preload", str(preload or ""), "--"] +
@@ -283,16 +306,18 @@ def measure(chosen, allocators, runs_of):
         runs = runs_of[workload.name]
         names = list(allocators)
         for run in range(runs):
-            # Alternate, and rotate who goes first (A B C, B C A, C A B, ...): the first run
-            # after another allocator's process can pay for the kernel's compaction of freed
-            # memory into huge pages (bigbuffers: 0.28 s instead of 0.04 s, whichever
-            # allocator went first).
+            # Alternate, and rotate who goes first (A B C, B C A, C A B, ...). Each run starts
+            # with warm free memory (prime_memory): otherwise an allocator that follows one
+            # using huge pages inherits warm memory and one that follows glibc or jemalloc does
+            # not (churn-8t under mapalloc: 0.61 s against 1.15 s), and a fixed rotation always
+            # puts the same allocator after the same one.
             shift = run % len(names)
             for allocator in names[shift:] + names[:shift]:
                 done += 1
                 progress(f"[{done}/{total}] {workload.name} under {allocator} "
                          f"(run {run + 1}/{runs})")
                 preload = allocators[allocator]
+                prime_memory()
                 if workload.server:
                     result = run_redis(workload.server, preload)
                 else:
@@ -624,7 +649,12 @@ def main():
                         "a build with a feature on: --extra mapalloc+prof=build/libmapalloc.so "
                         "--env mapalloc+prof:MAPALLOC_PROF=1")
     parser.add_argument("--no-callgrind", action="store_true")
+    parser.add_argument("--prime-mib", type=int, default=1024, metavar="MIB",
+                        help="warm free memory left before every run (default %(default)s; 0: "
+                        "none, to see the order effect it removes)")
     args = parser.parse_args()
+    global PRIME_MIB
+    PRIME_MIB = args.prime_mib
     runs = args.runs or (3 if args.quick else 5)
     real_runs = args.real_runs or min(runs, 3)
     try:

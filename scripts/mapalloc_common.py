@@ -286,6 +286,7 @@ def run_alternating(argv, allocators, runs, stdin_path=None, extra_env=None):
             done += 1
             bench.progress(f"[{done}/{total}] {Path(argv[0]).name} under {name} "
                            f"(run {run + 1}/{runs})")
+            bench.prime_memory(tool)  # the same warm start for every run (bench.PRIME_MIB)
             try:
                 result = bench.measure_process(argv, allocator_library(name), stdin_path,
                                                measure_tool=tool, env=env)

@@ -144,6 +144,14 @@ status=$?
 check "bench.py --extra with a missing library: one line, nothing run" \
   bash -c "[[ $status -ne 0 && ! -s '$tmp/out' ]] \
     && [[ \$(cat '$tmp/err') == 'bench.py: other: no such library: /nonexistent/libother.so' ]]"
+# measure --prime-mib touches and frees memory before the command starts: the command's status
+# and report are its own, and its peak RSS does not include the primed memory.
+make -s build/bench/measure >/dev/null 2>&1
+build/bench/measure --prime-mib 256 --report "$tmp/report" -- "$tmp/prog" 3 >/dev/null 2>&1
+status=$?
+check "measure --prime-mib: the command's status and a report with its own peak RSS" \
+  bash -c "[[ $status -eq 3 ]] && read -r seconds peak_kib rest <'$tmp/report' \
+    && (( peak_kib > 0 && peak_kib < 64 * 1024 ))"
 python3 scripts/bench/pairs.py --against nosuchalloc >"$tmp/out" 2>"$tmp/err"
 status=$?
 check "bench pairs: an unknown allocator is one line, nothing run" \

@@ -47,6 +47,7 @@ def paired_run(workload, first, second, first_core, after=None):
     on the other core, started together. Returns (first's seconds, second's seconds). `after`,
     if given, is called once both have ended (to remove what they wrote)."""
     processes = []
+    bench.prime_memory()  # both start from the same warm free memory (bench.PRIME_MIB)
     try:
         for side, core in ((first, first_core), (second, 1 - first_core)):
             env = dict(bench.environment(None), **workload.env, **side.env)
