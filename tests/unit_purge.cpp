@@ -243,7 +243,7 @@ TEST_CASE("segments get huge pages only once the process holds kThpSegmentsFromB
 
 TEST_CASE("a purged cached segment is no huge-page candidate until a heap takes it again") {
   in_child([] {
-    auto blocks = allocate(24 * kMiB, Sizes::kSmall);  // beyond 16 MiB: huge pages
+    auto blocks = allocate(40 * kMiB, Sizes::kSmall);  // beyond kThpSegmentsFromBytes: huge pages
     auto segments = segments_of(blocks);
     if (count_flagged(segments, " hg") == 0) {
       fprintf(stderr, "none of %zu segments was advised MADV_HUGEPAGE\n", segments.size());
@@ -262,7 +262,7 @@ TEST_CASE("a purged cached segment is no huge-page candidate until a heap takes 
               segments.size());
       _exit(1);
     }
-    blocks = allocate(24 * kMiB, Sizes::kSmall);  // takes the cached segments first
+    blocks = allocate(40 * kMiB, Sizes::kSmall);  // takes the cached segments first
     auto reused = segments_of(blocks);
     if (count_flagged(reused, " nh") != 0 || count_flagged(reused, " hg") == 0) {
       fprintf(stderr, "segments in use again: %zu of %zu still MADV_NOHUGEPAGE\n",
