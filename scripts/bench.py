@@ -111,9 +111,8 @@ def measure_process(argv, preload, stdin_path=None, measure_tool=None, env=None)
 
 
 # MiB of huge-page memory touched and freed before every measured run (measure --prime-mib; 0:
-# none): on this kind of virtual machine, memory left free for about 2 s comes back from the
-# host cold and slow to touch, so a run's time would depend on which allocator's process ran
-# just before it (measure.c says more). --prime-mib sets it.
+# none): on the benchmark VM a run's time at times depended on which allocator's process ran
+# just before it, and priming removed that (measure.c says more). --prime-mib sets it.
 PRIME_MIB = 1024
 
 

@@ -12,14 +12,13 @@
  * child's maximum RSS includes the parent memory it inherited before exec. LIBRARY is put in
  * LD_PRELOAD for the command only.
  * --prime-mib MIB touches MIB MiB of huge-page memory and frees it before the command starts
- * (outside the timing). On a virtual machine whose free memory goes back to the host (a
- * virtio-balloon with free page reporting, as on the benchmark machine), memory left free for
- * about 2 s comes back cold: its first touch traps into the host, and zeroing a fresh huge page
- * then takes several times as long. Without priming, a command run right after one that used
- * huge pages inherits warm memory and one run after a 4 KiB-page program does not, so the order
- * of allocators decided their times (churn-8t under mapalloc: 0.61 s after a mapalloc run,
- * 1.15 s after a jemalloc run, 1.18 s after 3 s idle). Priming gives every run warm memory, as
- * a machine without such a balloon always has. */
+ * (outside the timing). On the benchmark machine, a virtual machine with a virtio-balloon, the
+ * order of allocators at times decided their times: churn-8t under mapalloc took 0.61 s after a
+ * mapalloc run, 1.15 s after a jemalloc run and 1.18 s after 3 s idle, the slow runs spending
+ * 40 % in the kernel's page zeroing. Our reading (not proven): memory free for about 2 s is
+ * reported to the host and comes back cold, and a run that follows a huge-page user inherits
+ * its warm memory. Priming gave every run the fast case (0.59 - 0.80 s either way); an hour
+ * later the effect was gone, primed or not. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdint.h>
