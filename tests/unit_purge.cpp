@@ -241,6 +241,105 @@ TEST_CASE("segments get huge pages only once the process holds kThpSegmentsFromB
   });
 }
 
+// The process's anonymous memory mapped as huge pages (smaps_rollup's AnonHugePages), in KiB.
+size_t anon_huge_kib() {
+  FILE* rollup = fopen("/proc/self/smaps_rollup", "r");
+  REQUIRE(rollup != nullptr);
+  char line[256];
+  size_t kib = 0;
+  while (fgets(line, sizeof line, rollup) != nullptr) sscanf(line, "AnonHugePages: %zu", &kib);
+  fclose(rollup);
+  return kib;
+}
+
+bool thp_disabled_here() {
+  FILE* enabled = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+  if (enabled == nullptr) return true;
+  char line[128] = "";
+  bool never = fgets(line, sizeof line, enabled) != nullptr && strstr(line, "[never]") != nullptr;
+  fclose(enabled);
+  return never;
+}
+
+size_t collapsed_regions() {
+  return mapalloc::os_counters.collapsed_huge_pages.load(std::memory_order_relaxed);
+}
+
+// Below kThpSegmentsFromBytes a segment keeps 4 KiB pages, but each 2 MiB region that its blocks
+// fill (all but kCollapseSlackBytes) is made a huge page (MADV_COLLAPSE): the TLB reach of huge
+// pages for the dense part of a small heap, at no more than the slack in resident memory.
+TEST_CASE("a 2 MiB region of a 4 KiB-page segment becomes a huge page once its blocks fill it") {
+  if (thp_disabled_here()) {
+    MESSAGE("transparent huge pages are disabled on this machine: nothing to collapse");
+    return;
+  }
+  // This process holds dozens of segments after the other tests (new ones get huge pages from
+  // the start): the case runs again, alone, in a fresh copy of the test program.
+  if (getenv("MAPALLOC_TEST_FRESH_PROCESS") == nullptr) {
+    char program[4096] = {};
+    REQUIRE(readlink("/proc/self/exe", program, sizeof program - 1) > 0);
+    std::string command = std::string("MAPALLOC_TEST_FRESH_PROCESS=1 '") + program +
+                          "' '-tc=a 2 MiB region of a 4 KiB-page*' >/dev/null";
+    int status = system(command.c_str());
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    return;
+  }
+  in_child([] {
+    malloc_trim(0);
+    mapalloc_stats_t stats;
+    mapalloc_stats_get(&stats);
+    if ((stats.segments + 3) * mapalloc::kSegmentBytes > mapalloc::kThpSegmentsFromBytes) {
+      fprintf(stderr, "the test process holds %zu segments already\n", stats.segments);
+      _exit(1);
+    }
+    constexpr size_t kBlockBytes = 64, kStepBytes = 64 * mapalloc::kKiB;
+    std::vector<void*> blocks(6 * kMiB / kBlockBytes);  // resident before the count starts
+    size_t count = 0;
+    size_t collapsed_before = collapsed_regions(), huge_kib_before = anon_huge_kib();
+    size_t resident_before = test_support::resident_bytes(), in_use_before = stats.in_use_bytes;
+    for (size_t total = 0; total < 6 * kMiB; total += kBlockBytes) {
+      void* block = malloc(runtime(kBlockBytes));
+      REQUIRE(block != nullptr);
+      memset(block, 0x5a, kBlockBytes);
+      blocks[count++] = block;
+      if ((total + kBlockBytes) % kStepBytes != 0) continue;
+      // Never more resident than the blocks, the slack of the regions made huge pages, their
+      // metadata page and a carve batch.
+      mapalloc_stats_get(&stats);  // blocks' bytes: the secure build's carry a trailer
+      size_t grown = test_support::resident_bytes() - resident_before;
+      size_t allowed = stats.in_use_bytes - in_use_before +
+                       (collapsed_regions() - collapsed_before + 1) *
+                           (mapalloc::kCollapseSlackBytes + 2 * mapalloc::kPageBytes);
+      if (grown > allowed) {
+        fprintf(stderr, "%zu KiB of blocks: resident grew by %zu KiB (%zu regions collapsed)\n",
+                (stats.in_use_bytes - in_use_before) / 1024, grown / 1024,
+                collapsed_regions() - collapsed_before);
+        _exit(1);
+      }
+    }
+    // 6 MiB of blocks fill at least two regions whole.
+    size_t collapsed = collapsed_regions() - collapsed_before;
+    size_t huge_kib = anon_huge_kib() - huge_kib_before;
+    fprintf(stderr, "%zu regions collapsed, AnonHugePages +%zu KiB\n", collapsed, huge_kib);
+    if (collapsed < 2 || huge_kib < 2 * 2048) _exit(1);
+    free_all(blocks);
+  });
+}
+
+TEST_CASE("with MAPALLOC_THP=0 no region is made a huge page") {
+  in_child([] {
+    REQUIRE(mapalloc_option_set("transparent_huge_pages", 0) == 0);
+    size_t collapsed_before = collapsed_regions();
+    auto blocks = allocate(8 * kMiB, Sizes::kSmall);
+    if (collapsed_regions() != collapsed_before) {
+      fprintf(stderr, "%zu regions collapsed\n", collapsed_regions() - collapsed_before);
+      _exit(1);
+    }
+    free_all(blocks);
+  });
+}
+
 TEST_CASE("a purged cached segment is no huge-page candidate until a heap takes it again") {
   in_child([] {
     auto blocks = allocate(40 * kMiB, Sizes::kSmall);  // beyond kThpSegmentsFromBytes: huge pages

@@ -87,6 +87,8 @@ Block* page_carve(Page* page, Block* then) {
   unsigned batch = page_carve_batch(page);
   unsigned count = batch < remaining ? batch : remaining;
   char* first = page_start(page) + size_t{page->carved} * block_bytes;
+  segment_count_carved(page, size_t{page->carved} * block_bytes,
+                       size_t{page->carved + count} * block_bytes);
   page->carved = static_cast<uint16_t>(page->carved + count);
   if (page->prof_samples.load(std::memory_order_relaxed) == 0)
     page->start_limit = page->carved * page_block_start_step(page);

@@ -102,9 +102,6 @@ void segment_unmap(Segment* segment) {
   os_unmap(segment, kSegmentBytes + kSegmentGuardBytes);
 }
 
-// Pages per 2 MiB region: a huge page when the segment is advised MADV_HUGEPAGE.
-constexpr unsigned kPagesPerHugePage = static_cast<unsigned>(kHugePageBytes / kPageBytes);
-static_assert(kPagesPerSegment % kPagesPerHugePage == 0 && kPagesPerHugePage < 64);
 constexpr uint64_t kUntouchedDelayFactor = 5;
 
 Segment* segment_map_new() {
@@ -131,6 +128,8 @@ Segment* segment_map_new() {
   segment->free_pages = kAllUsablePages;
   segment->purged_pages = kAllUsablePages;
   segment->untouched_pages = 0;
+  for (auto& bytes : segment->region_carved_bytes) bytes = 0;
+  segment->collapsed_regions = 0;
   if (segment->huge_pages) {
     // Writing these fields faulted in the whole first region (a huge page).
     uint64_t first_region = (~uint64_t{0} >> (64 - kPagesPerHugePage)) & kAllUsablePages;
@@ -163,6 +162,49 @@ uint64_t span_mask(unsigned first, unsigned pages) {
   return bits << first;
 }
 
+uint64_t region_pages(unsigned region) {
+  return span_mask(region * kPagesPerHugePage, kPagesPerHugePage) & kAllUsablePages;
+}
+
+// Free pages that a huge page just made resident: dirty now, and untouched (see Segment).
+void mark_resident(Segment* segment, uint64_t now_resident) {
+  if (now_resident == 0) return;
+  uint64_t now_ms = os_now_ms();
+  for (uint64_t rest = now_resident; rest != 0; rest &= rest - 1)
+    segment->pages[__builtin_ctzll(rest)].retired_at_ms = now_ms;
+  segment->purged_pages &= ~now_resident;
+  segment->untouched_pages |= now_resident;
+}
+
+// Adds the bytes [from, to) to the count of each region they overlap (or takes them off);
+// offsets from the segment's start.
+void count_carved(Segment* segment, size_t from, size_t to, bool add) {
+  for (unsigned region = static_cast<unsigned>(from / kHugePageBytes);
+       region < kRegionsPerSegment && region * kHugePageBytes < to; ++region) {
+    size_t start = from > region * kHugePageBytes ? from : region * kHugePageBytes;
+    size_t end = to < (region + 1) * kHugePageBytes ? to : (region + 1) * kHugePageBytes;
+    uint32_t bytes = static_cast<uint32_t>(end - start);
+    MAPALLOC_ASSERT(add || segment->region_carved_bytes[region] >= bytes,
+                    "a region's carved count holds the blocks of its spans in use", segment);
+    segment->region_carved_bytes[region] += add ? bytes : 0u - bytes;
+  }
+}
+
+void collapse_if_filled(Segment* segment, size_t from, size_t to) {
+  for (unsigned region = static_cast<unsigned>(from / kHugePageBytes);
+       region < kRegionsPerSegment && region * kHugePageBytes < to; ++region) {
+    // (The first region's metadata page counts as unfilled: the huge page makes it resident.)
+    if (segment->region_carved_bytes[region] + kCollapseSlackBytes < kHugePageBytes ||
+        (segment->collapsed_regions & (1u << region)) != 0)
+      continue;
+    // Marked even when the budget or the kernel says no: tried again only after a purge.
+    segment->collapsed_regions |= static_cast<uint8_t>(1u << region);
+    if (os_collapse_huge_page_within_budget(reinterpret_cast<char*>(segment) +
+                                            region * kHugePageBytes))
+      mark_resident(segment, region_pages(region) & segment->purged_pages);
+  }
+}
+
 Page* take_span(Segment* segment, unsigned first, unsigned pages) {
   MAPALLOC_ASSERT(pages > 0 &&
                       (segment->free_pages & span_mask(first, pages)) == span_mask(first, pages) &&
@@ -174,19 +216,12 @@ Page* take_span(Segment* segment, unsigned first, unsigned pages) {
     // pages from then on.)
     uint64_t now_resident = 0;
     uint64_t taken = span_mask(first, pages);
-    for (unsigned region_first = 0; region_first < kPagesPerSegment;
-         region_first += kPagesPerHugePage) {
-      uint64_t region = span_mask(region_first, kPagesPerHugePage) & kAllUsablePages;
+    for (unsigned index = 0; index < kRegionsPerSegment; ++index) {
+      uint64_t region = region_pages(index);
       if ((region & taken) != 0 && (region & ~segment->purged_pages) == 0)
         now_resident |= region & ~taken;
     }
-    if (now_resident != 0) {
-      uint64_t now_ms = os_now_ms();
-      for (uint64_t rest = now_resident; rest != 0; rest &= rest - 1)
-        segment->pages[__builtin_ctzll(rest)].retired_at_ms = now_ms;
-      segment->purged_pages &= ~now_resident;
-      segment->untouched_pages |= now_resident;
-    }
+    mark_resident(segment, now_resident);
   }
   segment->untouched_pages &= ~span_mask(first, pages);
   segment->free_pages &= ~span_mask(first, pages);
@@ -271,6 +306,8 @@ Page* span_alloc(SegmentList& list, Heap* owner, uint8_t owner_tag, unsigned pag
 void release_segment(SegmentList& list, Segment* segment, uint64_t now_ms) {
   MAPALLOC_ASSERT(segment->free_pages == kAllUsablePages,
                   "a segment leaves its heap only with every page free", segment);
+  for (uint32_t carved_bytes : segment->region_carved_bytes)
+    MAPALLOC_ASSERT(carved_bytes == 0, "an empty segment counts no carved blocks", segment);
   list_remove(list, segment);
   segment->owner = nullptr;
   segment->cached_at_ms = now_ms;
@@ -287,10 +324,20 @@ void release_segment(SegmentList& list, Segment* segment, uint64_t now_ms) {
   }
 }
 
+void segment_count_carved(Page* head, size_t from_bytes, size_t to_bytes) {
+  Segment* segment = segment_of(head);
+  size_t span_offset = size_t{page_index(head)} * kPageBytes;
+  count_carved(segment, span_offset + from_bytes, span_offset + to_bytes, true);
+  if (!segment->huge_pages && options().transparent_huge_pages != 0)
+    collapse_if_filled(segment, span_offset + from_bytes, span_offset + to_bytes);
+}
+
 void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
   Segment* segment = segment_of(head);
   unsigned first = page_index(head);
   unsigned pages = head->span_pages;
+  size_t span_offset = size_t{first} * kPageBytes;
+  count_carved(segment, span_offset, span_offset + size_t{head->carved} * head->block_bytes, false);
   MAPALLOC_ASSERT(head->head_index == first && head->state != PageState::kSpanTail && pages > 0 &&
                       first + pages <= kPagesPerSegment,
                   "a span freed is a span in use within its segment", head);
@@ -377,6 +424,10 @@ size_t segment_purge(Segment* segment, uint64_t now_ms, uint64_t delay_ms,
   size_t purged = 0;
   segment->purged_pages |= due;
   segment->untouched_pages &= ~due;
+  for (unsigned region = 0; region < kRegionsPerSegment; ++region) {
+    if ((due & region_pages(region)) != 0)  // a huge page there is split now
+      segment->collapsed_regions &= static_cast<uint8_t>(~(1u << region));
+  }
   while (due != 0) {
     unsigned first = static_cast<unsigned>(__builtin_ctzll(due));
     unsigned length = static_cast<unsigned>(__builtin_ctzll(~(due >> first)));

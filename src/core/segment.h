@@ -154,6 +154,12 @@ static_assert(kAddressBits <= kThreadFreeCountShift, "a block's address leaves t
 
 struct Segment;
 
+// 2 MiB regions: each a transparent huge page when the segment is advised MADV_HUGEPAGE, or
+// when collapsed (segment_count_carved).
+constexpr unsigned kPagesPerHugePage = static_cast<unsigned>(kHugePageBytes / kPageBytes);
+constexpr unsigned kRegionsPerSegment = static_cast<unsigned>(kSegmentBytes / kHugePageBytes);
+static_assert(kPagesPerSegment % kPagesPerHugePage == 0 && kPagesPerHugePage < 64);
+
 // All segments of one heap.
 struct SegmentList {
   Segment* first = nullptr;
@@ -188,6 +194,13 @@ struct Segment {
   // resident for a segment that holds no block.
   bool huge_pages_paused;
   uint64_t untouched_pages;
+  // Bytes carved into blocks in each 2 MiB region by the spans in use (a span's blocks are
+  // counted in the region where they lie). A segment on 4 KiB pages has a region made a huge
+  // page when this comes within kCollapseSlackBytes of 2 MiB (the first region's metadata page
+  // counts as unfilled; segment_count_carved); collapsed_regions marks those, until a purge
+  // splits one again.
+  uint32_t region_carved_bytes[kRegionsPerSegment];
+  uint8_t collapsed_regions;
 };
 static_assert(sizeof(Segment) <= kPageBytes);
 
@@ -328,6 +341,11 @@ void segment_list_push(SegmentList& list, Segment* segment);
 // any span in use leaves `list` for the process cache, unless it is the list's last one or
 // the list keeps its empty segments (keep_empty, keep_empty_until_ms).
 void span_free(SegmentList& list, Page* head, uint64_t now_ms);
+// The span at `head` carved the blocks in bytes [from_bytes, to_bytes) of its pages: counted in
+// Segment::region_carved_bytes, and a region of a segment on 4 KiB pages whose blocks now fill
+// it but for kCollapseSlackBytes is made a huge page (at most kCollapseSlackBytes more resident,
+// one TLB entry instead of 512). span_free takes the span's blocks off the count.
+void segment_count_carved(Page* head, size_t from_bytes, size_t to_bytes);
 
 // Releases to the process cache (or unmaps) the list's empty segments while the list holds more
 // than `keep` segments;

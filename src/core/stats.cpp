@@ -165,7 +165,9 @@ void stats_print(mapalloc_writer_t write, void* context) {
            human(stats.unmapped_bytes, b));
   out.line("  system calls  mmap %zu, munmap %zu, madvise %zu, mremap %zu", stats.mmap_calls,
            stats.munmap_calls, stats.madvise_calls, stats.mremap_calls);
-  out.line("  segments      %zu mapped (%zu cached)", stats.segments, stats.cached_segments);
+  out.line("  segments      %zu mapped (%zu cached), %zu 2 MiB regions made huge pages when filled",
+           stats.segments, stats.cached_segments,
+           os_counters.collapsed_huge_pages.load(std::memory_order_relaxed));
   out.line("  arenas        %zu reserving %s, free large-block pages kept resident %s",
            stats.arenas, human(stats.arena_reserved_bytes, a), human(stats.cached_large_bytes, b));
   out.line("  threads       %zu with a heap (%zu heaps in all), %zu remote frees", stats.threads,

@@ -46,7 +46,8 @@ constexpr OptionRow kOptionTable[kOptionCount] = {
      MAPALLOC_OPTION_FIELD(purge_list)},
     {"transparent_huge_pages", "MAPALLOC_THP", OptionKind::kChoice, true, 1, 2, nullptr,
      "transparent huge pages (MADV_HUGEPAGE): 0 never, 1 for large-block arenas and for "
-     "segments once the process holds 24 MiB of them, 2 for every segment too",
+     "segments once the process holds 24 MiB of them (before that, for each 2 MiB region of a "
+     "segment once blocks fill it), 2 for every segment too",
      MAPALLOC_OPTION_FIELD(transparent_huge_pages)},
     {"stats_at_exit", "MAPALLOC_STATS", OptionKind::kChoice, true, 0, 1, nullptr,
      "1: print the statistics table at exit", MAPALLOC_OPTION_FIELD(stats_at_exit)},

@@ -11,6 +11,13 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
+// MADV_COLLAPSE (Linux 6.1); older headers lack it, and older kernels answer EINVAL.
+#ifdef MADV_COLLAPSE
+constexpr int kMadviseCollapse = MADV_COLLAPSE;
+#else
+constexpr int kMadviseCollapse = 25;
+#endif
+
 namespace mapalloc {
 
 OsCounters os_counters;
@@ -290,21 +297,35 @@ bool os_guard_fresh(void* start, size_t bytes) {
 }
 
 namespace {
-// The guard budget's TokenBucket, packed into one word (tokens in the low 8 bits, the refill
-// time above) so that a compare-and-swap updates it: no lock for a forked child to inherit held.
+// A TokenBucket packed into one word (tokens in the low 8 bits, the refill time above) so that a
+// compare-and-swap updates it: no lock for a forked child to inherit held.
+bool take_from_budget(std::atomic<uint64_t>& budget, unsigned burst, uint64_t refill_ms) {
+  uint64_t now_ms = os_now_ms();
+  uint64_t packed = budget.load(std::memory_order_relaxed);
+  for (;;) {
+    TokenBucket bucket{static_cast<unsigned>(packed & 0xff), packed >> 8};
+    if (!bucket.take(now_ms, burst, refill_ms)) return false;
+    uint64_t taken = bucket.refilled_at_ms << 8 | bucket.tokens;
+    if (budget.compare_exchange_weak(packed, taken, std::memory_order_relaxed)) return true;
+  }
+}
+
 std::atomic<uint64_t> guard_budget{kGuardBurst};
+std::atomic<uint64_t> collapse_budget{kCollapseBurst};
 }  // namespace
 
 bool os_guard_within_budget(void* start, size_t bytes) {
-  uint64_t now_ms = os_now_ms();
-  uint64_t packed = guard_budget.load(std::memory_order_relaxed);
-  for (;;) {
-    TokenBucket bucket{static_cast<unsigned>(packed & 0xff), packed >> 8};
-    if (!bucket.take(now_ms, kGuardBurst, kGuardRefillMs)) return false;
-    uint64_t taken = bucket.refilled_at_ms << 8 | bucket.tokens;
-    if (guard_budget.compare_exchange_weak(packed, taken, std::memory_order_relaxed)) break;
-  }
+  if (!take_from_budget(guard_budget, kGuardBurst, kGuardRefillMs)) return false;
   return os_guard(start, bytes);
+}
+
+bool os_collapse_huge_page_within_budget(void* start) {
+  if (!take_from_budget(collapse_budget, kCollapseBurst, kCollapseRefillMs)) return false;
+  ErrnoGuard keep_errno;
+  os_counters.madvise_calls.fetch_add(1, std::memory_order_relaxed);
+  if (madvise(start, kHugePageBytes, kMadviseCollapse) != 0) return false;
+  os_counters.collapsed_huge_pages.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 bool os_unguard(void* start, size_t bytes) {
