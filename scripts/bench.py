@@ -234,7 +234,7 @@ def workloads(quick, only):
                                     ("prodcons", 2), ("prodcons", 8),
                                     ("churn", 1), ("churn", 2), ("churn", 8),
                                     ("bigbuffers", 0), ("xthread", 2), ("xthread", 8),
-                                    ("cachethrash", 0)]]
+                                    ("cachethrash", 0), ("hashtable", 0)]]
     # churn-8t on a loaded machine: two more threads spin the whole time (workloads.c, BUSY).
     chosen.insert(12, Workload("churn-8t-busy2", [tool, "churn", "8", scale, "2"]))
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"

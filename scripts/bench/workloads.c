@@ -19,6 +19,10 @@
  *              it (rpmalloc-benchmark style cross-thread frees)
  * [BUSY]       any workload with BUSY more threads spinning beside it: a loaded machine
  *              (make bench's churn-8t-busy2 is churn with 8 threads and BUSY 2)
+ * hashtable    an interpreter's dict: 200,000 entries of 40 - 80 bytes (about 12 MiB, below the
+ *              size where mapalloc's segments take huge pages from the start) in a chained hash
+ *              table, looked up at random (bound by TLB and cache misses), one in eight
+ *              lookups replacing its entry with one of another size
  * cachethrash  Hoard's cache-thrash with one thread: a 1 .. 8-byte object written and read
  *              byte by byte millions of times; the time is the program's own loop, which shows
  *              where the block is placed (cache sets, 4 KiB aliasing with the stack)
@@ -588,6 +592,70 @@ static uint64_t run_cachethrash(void) {
 
 static volatile int busy_stop = 0;
 
+/* ---- hash table -------------------------------------------------------------------------- */
+
+struct Entry {
+  struct Entry* next;
+  uint64_t key;
+  uint64_t value;
+  char payload[];
+};
+
+static uint64_t entry_key(uint64_t index) {  /* splitmix64: distinct keys, spread over buckets */
+  uint64_t z = index + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static struct Entry* new_entry(uint64_t key, uint64_t r) {
+  size_t payload = 16 + (r >> 16) % 41;
+  struct Entry* entry = checked_malloc(sizeof(struct Entry) + payload);
+  entry->key = key;
+  entry->value = r;
+  memset(entry->payload, (int)(r & 0xff), payload);
+  return entry;
+}
+
+static uint64_t run_hashtable(void) {
+  enum { kBucketBits = 18, kEntries = 200000 };
+  struct Entry** buckets = calloc((size_t)1 << kBucketBits, sizeof *buckets);
+  if (buckets == NULL) exit(2);
+  uint64_t random = 0x2545f4914f6cdd1dull;
+  for (uint64_t i = 0; i < kEntries; ++i) {
+    uint64_t key = entry_key(i);
+    struct Entry* entry = new_entry(key, next_random(&random));
+    struct Entry** bucket = &buckets[key >> (64 - kBucketBits)];
+    entry->next = *bucket;
+    *bucket = entry;
+  }
+  uint64_t sum = 0;
+  long lookups = 1000000 * scale;
+  for (long n = 0; n < lookups; ++n) {
+    uint64_t r = next_random(&random);
+    uint64_t key = entry_key(r % kEntries);
+    struct Entry** link = &buckets[key >> (64 - kBucketBits)];
+    while ((*link)->key != key) link = &(*link)->next;
+    struct Entry* entry = *link;
+    sum += entry->value + (uint8_t)entry->payload[0];
+    if ((r >> 40) % 8 == 0) {  /* replace it with an entry of another size */
+      struct Entry* replacement = new_entry(key, next_random(&random));
+      replacement->next = entry->next;
+      *link = replacement;
+      free(entry);
+    }
+  }
+  for (uint64_t i = 0; i < (uint64_t)1 << kBucketBits; ++i) {
+    while (buckets[i] != NULL) {
+      struct Entry* next = buckets[i]->next;
+      free(buckets[i]);
+      buckets[i] = next;
+    }
+  }
+  free(buckets);
+  return sum;
+}
+
 static void* busy_thread(void* unused) {
   (void)unused;
   volatile uint64_t spins = 0;
@@ -599,7 +667,7 @@ int main(int argc, char** argv) {
   if (argc < 2) {
     fprintf(stderr,
             "usage: %s lifo|fifo|linked|bigblock|larson|prodcons|churn|bigbuffers|xthread|"
-            "cachethrash [THREADS] [SCALE] [BUSY]\n",
+            "cachethrash|hashtable [THREADS] [SCALE] [BUSY]\n",
             argv[0]);
     return 2;
   }
@@ -623,6 +691,7 @@ int main(int argc, char** argv) {
   else if (strcmp(name, "bigbuffers") == 0) sum = run_bigbuffers();
   else if (strcmp(name, "xthread") == 0) sum = run_xthread(threads);
   else if (strcmp(name, "cachethrash") == 0) sum = run_cachethrash();
+  else if (strcmp(name, "hashtable") == 0) sum = run_hashtable();
   else {
     fprintf(stderr, "unknown workload %s\n", name);
     return 2;

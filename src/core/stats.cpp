@@ -165,7 +165,7 @@ void stats_print(mapalloc_writer_t write, void* context) {
            human(stats.unmapped_bytes, b));
   out.line("  system calls  mmap %zu, munmap %zu, madvise %zu, mremap %zu", stats.mmap_calls,
            stats.munmap_calls, stats.madvise_calls, stats.mremap_calls);
-  out.line("  segments      %zu mapped (%zu cached), %zu 2 MiB regions made huge pages when filled",
+  out.line("  segments      %zu mapped (%zu cached), huge pages made of filled 2 MiB regions: %zu",
            stats.segments, stats.cached_segments,
            os_counters.collapsed_huge_pages.load(std::memory_order_relaxed));
   out.line("  arenas        %zu reserving %s, free large-block pages kept resident %s",
