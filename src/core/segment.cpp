@@ -177,8 +177,9 @@ void mark_resident(Segment* segment, uint64_t now_resident) {
 }
 
 // Adds the bytes [from, to) to the count of each region they overlap (or takes them off);
-// offsets from the segment's start.
-void count_carved(Segment* segment, size_t from, size_t to, bool add) {
+// offsets from the segment's start. Returns those regions, a bit each.
+unsigned count_carved(Segment* segment, size_t from, size_t to, bool add) {
+  unsigned regions = 0;
   for (unsigned region = static_cast<unsigned>(from / kHugePageBytes);
        region < kRegionsPerSegment && region * kHugePageBytes < to; ++region) {
     size_t start = from > region * kHugePageBytes ? from : region * kHugePageBytes;
@@ -187,15 +188,17 @@ void count_carved(Segment* segment, size_t from, size_t to, bool add) {
     MAPALLOC_ASSERT(add || segment->region_carved_bytes[region] >= bytes,
                     "a region's carved count holds the blocks of its spans in use", segment);
     segment->region_carved_bytes[region] += add ? bytes : 0u - bytes;
+    regions |= 1u << region;
   }
+  return regions;
 }
 
-void collapse_if_filled(Segment* segment, size_t from, size_t to) {
-  for (unsigned region = static_cast<unsigned>(from / kHugePageBytes);
-       region < kRegionsPerSegment && region * kHugePageBytes < to; ++region) {
+// Of `regions` (a bit each), collapses those filled and not collapsed yet.
+void collapse_filled(Segment* segment, unsigned regions) {
+  for (unsigned region = 0; region < kRegionsPerSegment; ++region) {
     // (The first region's metadata page counts as unfilled: the huge page makes it resident.)
-    if (segment->region_carved_bytes[region] + kCollapseSlackBytes < kHugePageBytes ||
-        (segment->collapsed_regions & (1u << region)) != 0)
+    if ((regions & ~segment->collapsed_regions & (1u << region)) == 0 ||
+        segment->region_carved_bytes[region] + kCollapseSlackBytes < kHugePageBytes)
       continue;
     // Marked even when the budget or the kernel says no: tried again only after a purge.
     segment->collapsed_regions |= static_cast<uint8_t>(1u << region);
@@ -324,12 +327,14 @@ void release_segment(SegmentList& list, Segment* segment, uint64_t now_ms) {
   }
 }
 
+// Only segments on 4 KiB pages count: a segment's huge_pages does not change while it has spans
+// in use (it is paused and resumed only when empty).
 void segment_count_carved(Page* head, size_t from_bytes, size_t to_bytes) {
   Segment* segment = segment_of(head);
+  if (segment->huge_pages) return;
   size_t span_offset = size_t{page_index(head)} * kPageBytes;
-  count_carved(segment, span_offset + from_bytes, span_offset + to_bytes, true);
-  if (!segment->huge_pages && options().transparent_huge_pages != 0)
-    collapse_if_filled(segment, span_offset + from_bytes, span_offset + to_bytes);
+  unsigned regions = count_carved(segment, span_offset + from_bytes, span_offset + to_bytes, true);
+  if (options().transparent_huge_pages != 0) collapse_filled(segment, regions);
 }
 
 void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
@@ -337,7 +342,9 @@ void span_free(SegmentList& list, Page* head, uint64_t now_ms) {
   unsigned first = page_index(head);
   unsigned pages = head->span_pages;
   size_t span_offset = size_t{first} * kPageBytes;
-  count_carved(segment, span_offset, span_offset + size_t{head->carved} * head->block_bytes, false);
+  if (!segment->huge_pages)
+    count_carved(segment, span_offset, span_offset + size_t{head->carved} * head->block_bytes,
+                 false);
   MAPALLOC_ASSERT(head->head_index == first && head->state != PageState::kSpanTail && pages > 0 &&
                       first + pages <= kPagesPerSegment,
                   "a span freed is a span in use within its segment", head);

@@ -194,10 +194,10 @@ struct Segment {
   // resident for a segment that holds no block.
   bool huge_pages_paused;
   uint64_t untouched_pages;
-  // Bytes carved into blocks in each 2 MiB region by the spans in use (a span's blocks are
-  // counted in the region where they lie). A segment on 4 KiB pages has a region made a huge
-  // page when this comes within kCollapseSlackBytes of 2 MiB (the first region's metadata page
-  // counts as unfilled; segment_count_carved); collapsed_regions marks those, until a purge
+  // On 4 KiB pages (huge_pages false): the bytes carved into blocks in each 2 MiB region by the
+  // spans in use (a span's blocks are counted in the region where they lie). A region is made a
+  // huge page when this comes within kCollapseSlackBytes of 2 MiB (the first region's metadata
+  // page counts as unfilled; segment_count_carved); collapsed_regions marks those, until a purge
   // splits one again.
   uint32_t region_carved_bytes[kRegionsPerSegment];
   uint8_t collapsed_regions;
