@@ -148,6 +148,29 @@ TEST_CASE("realloc within the block's room keeps the address; far smaller moves"
   free(small);
 }
 
+TEST_CASE("realloc of blocks in every page of a multi-page span keeps contents") {
+  // 40,000-byte blocks share spans of several 64 KiB pages: some start in a span's later page,
+  // whose record is not the span's (realloc then validates the pointer in full).
+  constexpr int kBlocks = 8;
+  char* blocks[kBlocks];
+  for (int i = 0; i < kBlocks; ++i) {
+    blocks[i] = static_cast<char*>(malloc(runtime(40000)));
+    REQUIRE(blocks[i] != nullptr);
+    fill(blocks[i], 40000, static_cast<unsigned char>(i + 1));
+  }
+  for (int i = 0; i < kBlocks; ++i) {
+    char* kept = static_cast<char*>(realloc(blocks[i], runtime(40100)));  // fits its block
+    CHECK(kept == blocks[i]);
+    REQUIRE(check(kept, 40000, static_cast<unsigned char>(i + 1)));
+    char* moved = static_cast<char*>(realloc(kept, runtime(300)));  // far smaller: moves
+    REQUIRE(moved != nullptr);
+    CHECK(moved != kept);
+    CHECK(check(moved, 300, static_cast<unsigned char>(i + 1)));
+    blocks[i] = moved;
+  }
+  for (char* block : blocks) free(block);
+}
+
 TEST_CASE("a failed realloc leaves the block untouched") {
   for (size_t size : {size_t{64}, size_t{100000}, size_t{8} << 20}) {
     void* block = malloc(runtime(size));

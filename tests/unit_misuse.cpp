@@ -78,6 +78,7 @@ TEST_CASE("free of interior and misaligned pointers") {
 
 TEST_CASE("realloc and malloc_usable_size of bad pointers") {
   expect_abort_in_both("realloc-freed", "realloc of freed block");
+  expect_abort_in_both("realloc-moved-old", "realloc of freed block");
   expect_abort_in_both("realloc-interior", "realloc of 0x");
   expect_abort_in_both("usable-size-stack", "malloc_usable_size of 0x");
 }

@@ -80,6 +80,13 @@ int main(int argc, char** argv) {
     free(block);
     void* result = realloc(launder(block), runtime(200));
     (void)result;
+  } else if (strcmp(name, "realloc-moved-old") == 0) {
+    /* The old pointer of a realloc that moved the block is a freed block. */
+    void* block = malloc(runtime(100));
+    void* moved = realloc(launder(block), runtime(1000));
+    if (moved == block) return 4;
+    void* result = realloc(launder(block), runtime(50));
+    (void)result;
   } else if (strcmp(name, "realloc-interior") == 0) {
     char* block = malloc(runtime(100));
     void* result = realloc(launder(block + 32), runtime(10));
