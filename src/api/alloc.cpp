@@ -280,7 +280,7 @@ MAPALLOC_INLINE void* realloc_own_class_block(void* pointer, size_t size, bool* 
   *handled = true;
   size_t usable = page->block_bytes;
   if (realloc_keeps_block(size, usable)) return pointer;
-  void* moved = size > kMaxRequestBytes ? out_of_memory() : default_malloc(size);
+  void* moved = default_malloc(size);  // (ENOMEM above kMaxRequestBytes: large_malloc)
   if (moved == nullptr) return nullptr;
   memcpy(moved, pointer, size < usable ? size : usable);
   default_free(pointer);
